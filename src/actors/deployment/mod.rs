@@ -1,0 +1,340 @@
+//! `DeploymentActor`: one per run, lives for that run only. It drives an engine (in a task of
+//! its own, so a panic there is a failed run, not a dead actor), batches the log lines to
+//! persistence in order, records progress, obeys cancel, lease loss and shutdown, writes the
+//! final result with compare-and-set, then stops. Its `stopped` hook always tells the
+//! supervisor, so the supervisor's table of runs cannot leak.
+
+mod messages;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use futures_util::stream;
+use tokio::sync::{mpsc, watch};
+
+pub use messages::*;
+
+use super::persistence::{
+    AppendLogs, FinishRun, PersistError, PersistenceHandle, RecordTerraformState, ReleaseRun,
+    SetProgress,
+};
+use super::supervisor::{RunFinished, Supervisor};
+use crate::catalog::CatalogHandle;
+use crate::config::Settings;
+use crate::db::queries::states::StateLocation;
+use crate::domain::{Deployment, RunOutcome};
+use crate::engines::{
+    EngineError, EngineOutput, Engines, RunEvent, RunJob, StopReason,
+};
+
+/// Log lines are written at least this often while a run goes on.
+const FLUSH_INTERVAL: Duration = Duration::from_millis(250);
+/// ... or as soon as this many are waiting.
+const FLUSH_LINES: usize = 500;
+/// How long a finished run keeps trying to write its result while the database is away.
+const FINISH_RETRIES: u32 = 120;
+
+/// What every run of this process shares.
+pub struct RunContext {
+    /// This node's name in leases.
+    pub node: String,
+    pub settings: Arc<Settings>,
+    pub persistence: PersistenceHandle,
+    pub engines: Arc<Engines>,
+    pub catalog: CatalogHandle,
+}
+
+pub struct DeploymentActor {
+    deployment: Deployment,
+    ctx: Arc<RunContext>,
+    supervisor: Addr<Supervisor>,
+    stop_tx: watch::Sender<Option<StopReason>>,
+    buffer: Vec<(String, String)>,
+    /// Batches of log lines, written in order by one task.
+    log_tx: Option<mpsc::UnboundedSender<Vec<(String, String)>>>,
+    log_writer: Option<tokio::task::JoinHandle<()>>,
+    progress: u8,
+    lease_lost: bool,
+    finishing: bool,
+}
+
+impl DeploymentActor {
+    pub fn new(
+        deployment: Deployment,
+        ctx: Arc<RunContext>,
+        supervisor: Addr<Supervisor>,
+    ) -> DeploymentActor {
+        let (stop_tx, _) = watch::channel(None);
+        DeploymentActor {
+            progress: deployment.progress,
+            deployment,
+            ctx,
+            supervisor,
+            stop_tx,
+            buffer: Vec::new(),
+            log_tx: None,
+            log_writer: None,
+            lease_lost: false,
+            finishing: false,
+        }
+    }
+
+    fn id(&self) -> String {
+        self.deployment.id.to_string()
+    }
+
+    /// Starts the task that writes log batches in order, retrying while the database is away.
+    fn start_log_writer(&mut self) {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Vec<(String, String)>>();
+        let persistence = self.ctx.persistence.clone();
+        let id = self.id();
+        self.log_tx = Some(tx);
+        self.log_writer = Some(actix_rt::spawn(async move {
+            while let Some(lines) = rx.recv().await {
+                let mut attempt = 0;
+                loop {
+                    let msg = AppendLogs {
+                        deployment_id: id.clone(),
+                        lines: lines.clone(),
+                    };
+                    match persistence.call(msg).await {
+                        Ok(_) => break,
+                        Err(PersistError::Unavailable(e)) if attempt < FINISH_RETRIES => {
+                            attempt += 1;
+                            tracing::debug!(error = %e, "log write waits for the database");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, lines = lines.len(), "log lines lost");
+                            break;
+                        }
+                    }
+                }
+            }
+        }));
+    }
+
+    fn flush(&mut self) {
+        if self.buffer.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.buffer);
+        if let Some(tx) = &self.log_tx {
+            let _ = tx.send(batch);
+        }
+    }
+
+    fn log_system(&mut self, line: impl Into<String>) {
+        self.buffer.push(("system".into(), line.into()));
+    }
+
+    /// Writes the outcome: the remaining log lines first, then the result (compare-and-set),
+    /// then stops the actor.
+    fn finish(&mut self, outcome: Option<RunOutcome>, ctx: &mut Context<Self>) {
+        if self.finishing {
+            return;
+        }
+        self.finishing = true;
+        match &outcome {
+            Some(o) => {
+                let detail = match o {
+                    RunOutcome::Failed { error } => format!(": {error}"),
+                    RunOutcome::Cancelled { reason } => format!(": {reason}"),
+                    _ => String::new(),
+                };
+                self.log_system(format!("run ended {}{detail}", o.status()));
+            }
+            None => self.log_system("run interrupted; its lease is released for another node"),
+        }
+        self.flush();
+        self.log_tx = None; // the writer ends once it has written everything
+        let writer = self.log_writer.take();
+        let persistence = self.ctx.persistence.clone();
+        let node = self.ctx.node.clone();
+        let id = self.id();
+        let lease_lost = self.lease_lost;
+        ctx.wait(
+            async move {
+                if let Some(writer) = writer {
+                    let _ = writer.await;
+                }
+                if lease_lost {
+                    tracing::warn!(deployment.id = %id, "lease lost; result not written (another node owns the run)");
+                    return;
+                }
+                match outcome {
+                    Some(outcome) => write_result(&persistence, &id, &node, outcome).await,
+                    None => {
+                        let msg = ReleaseRun { deployment_id: id.clone(), node };
+                        if let Err(e) = persistence.call(msg).await {
+                            tracing::warn!(deployment.id = %id, error = %e, "could not release the lease; it will expire");
+                        }
+                    }
+                }
+            }
+            .into_actor(self)
+            .map(|_, _, ctx| ctx.stop()),
+        );
+    }
+
+    fn on_engine_done(
+        &mut self,
+        result: Result<Result<EngineOutput, EngineError>, tokio::task::JoinError>,
+        ctx: &mut Context<Self>,
+    ) {
+        let outcome = match result {
+            Ok(Ok(EngineOutput::Deployed { outputs })) => Some(RunOutcome::Completed { outputs }),
+            Ok(Ok(EngineOutput::Destroyed)) => Some(RunOutcome::Destroyed),
+            Ok(Err(EngineError::Failed(error) | EngineError::Unavailable(error))) => {
+                Some(RunOutcome::Failed { error })
+            }
+            Ok(Err(e @ EngineError::TimedOut(_))) => Some(RunOutcome::Failed { error: e.to_string() }),
+            Ok(Err(EngineError::Stopped(StopReason::Cancel))) => Some(RunOutcome::Cancelled {
+                reason: "cancelled by request".into(),
+            }),
+            Ok(Err(EngineError::Stopped(StopReason::Shutdown))) => None,
+            Err(join) => {
+                tracing::error!(deployment.id = %self.deployment.id, error = %join, "engine task panicked");
+                Some(RunOutcome::Failed {
+                    error: "internal error: the engine stopped unexpectedly".into(),
+                })
+            }
+        };
+        self.finish(outcome, ctx);
+    }
+}
+
+async fn write_result(persistence: &PersistenceHandle, id: &str, node: &str, outcome: RunOutcome) {
+    let status = outcome.status();
+    for attempt in 0..=FINISH_RETRIES {
+        let msg = FinishRun {
+            deployment_id: id.to_string(),
+            node: node.to_string(),
+            outcome: outcome.clone(),
+        };
+        match persistence.call(msg).await {
+            Ok(true) => {
+                tracing::info!(deployment.id = %id, status = %status, "run finished");
+                return;
+            }
+            Ok(false) => {
+                tracing::warn!(deployment.id = %id, "run finished but another node owns it now; result not written");
+                return;
+            }
+            Err(PersistError::Unavailable(e)) if attempt < FINISH_RETRIES => {
+                tracing::warn!(deployment.id = %id, error = %e, "database unavailable; retrying the result write");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => {
+                tracing::error!(deployment.id = %id, error = %e, "could not write the result; the lease will expire and the run is retried");
+                return;
+            }
+        }
+    }
+}
+
+impl Actor for DeploymentActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.start_log_writer();
+        ctx.run_interval(FLUSH_INTERVAL, |act, _| act.flush());
+        let started = format!(
+            "run started on {} (attempt {}, operation {})",
+            self.ctx.node,
+            self.deployment.attempts,
+            self.deployment.operation.as_str()
+        );
+        self.log_system(started);
+        let d = &self.deployment;
+
+        let catalog = self.ctx.catalog.get();
+        let Some(template) = catalog.find(d.provider_type, &d.template_name) else {
+            let error = format!("template {} ({}) no longer exists", d.template_name, d.provider_type);
+            return self.finish(Some(RunOutcome::Failed { error }), ctx);
+        };
+        if let Some(err) = &template.error {
+            let error = format!("template {} cannot be used: {err}", template.name);
+            return self.finish(Some(RunOutcome::Failed { error }), ctx);
+        }
+        let template = Arc::new(template.clone());
+        let engines = self.ctx.engines.clone();
+        let engine = match engines.for_provider(d.provider_type) {
+            Ok(engine) => engine,
+            Err(e) => return self.finish(Some(RunOutcome::Failed { error: e.to_string() }), ctx),
+        };
+        let runner = &self.ctx.settings.runner;
+        let job = RunJob {
+            deployment: self.deployment.clone(),
+            template,
+            workspace: self.ctx.settings.paths.data_dir.join("workspaces").join(self.id()),
+            timeout: Duration::from_secs(runner.run_timeout_secs),
+            cancel_grace: Duration::from_secs(runner.cancel_grace_secs),
+        };
+        let job = RunJob {
+            workspace: std::path::absolute(&job.workspace).unwrap_or(job.workspace.clone()),
+            ..job
+        };
+        if d.provider_type.is_terraform() {
+            let info = engines.terraform.state_info(&job);
+            let msg = RecordTerraformState(StateLocation {
+                deployment_id: self.id(),
+                backend_type: info.backend_type.into(),
+                backend_config: info.backend_config,
+                workspace: info.workspace,
+            });
+            let persistence = self.ctx.persistence.clone();
+            actix_rt::spawn(async move {
+                if let Err(e) = persistence.call(msg).await {
+                    tracing::warn!(error = %e, "could not record the terraform state location");
+                }
+            });
+        }
+
+        let (events_tx, mut events_rx) = mpsc::unbounded_channel();
+        ctx.add_stream(stream::poll_fn(move |cx| events_rx.poll_recv(cx)));
+        let fut = engine.run(job, events_tx, self.stop_tx.subscribe());
+        let handle = actix_rt::spawn(fut);
+        ctx.spawn(
+            async move { handle.await }
+                .into_actor(self)
+                .map(|result, act, ctx| act.on_engine_done(result, ctx)),
+        );
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        self.supervisor.do_send(RunFinished {
+            deployment_id: self.id(),
+        });
+    }
+}
+
+impl StreamHandler<RunEvent> for DeploymentActor {
+    fn handle(&mut self, event: RunEvent, _: &mut Context<Self>) {
+        match event {
+            RunEvent::Log { stream, line } => {
+                self.buffer.push((stream.as_str().into(), line));
+                if self.buffer.len() >= FLUSH_LINES {
+                    self.flush();
+                }
+            }
+            RunEvent::Progress(p) if p > self.progress && !self.finishing => {
+                self.progress = p;
+                let msg = SetProgress {
+                    deployment_id: self.id(),
+                    node: self.ctx.node.clone(),
+                    progress: p,
+                };
+                let persistence = self.ctx.persistence.clone();
+                actix_rt::spawn(async move {
+                    let _ = persistence.call(msg).await;
+                });
+            }
+            RunEvent::Progress(_) => {}
+        }
+    }
+
+    /// The engine dropped its sender: nothing to do, the engine's result ends the run.
+    fn finished(&mut self, _: &mut Context<Self>) {}
+}

@@ -1,0 +1,110 @@
+//! `PersistenceActor`: a `SyncArbiter` of N threads sharing one r2d2 pool. Every message is one
+//! domain verb and one transaction; handlers get a connection, open the transaction and call
+//! `db::queries`. Nothing else in the program touches diesel.
+//!
+//! Sizing: the pool is built once, outside the arbiter's factory (a sync actor that stops is
+//! restarted by calling the factory again), with `threads` connections plus headroom for
+//! start-up work. A SyncArbiter applies no backpressure, so callers bound their sends with a
+//! timeout (see `PersistenceHandle`) and map it to 503.
+
+mod messages;
+
+use std::time::Duration;
+
+use actix::prelude::*;
+
+pub use messages::*;
+
+use crate::db::{DbConn, DbPool};
+
+pub struct PersistenceActor {
+    pool: DbPool,
+}
+
+impl Actor for PersistenceActor {
+    type Context = SyncContext<Self>;
+}
+
+impl PersistenceActor {
+    /// Starts `threads` sync workers over `pool`.
+    pub fn start(pool: DbPool, threads: usize) -> Addr<PersistenceActor> {
+        SyncArbiter::start(threads.max(1), move || PersistenceActor { pool: pool.clone() })
+    }
+
+    fn conn(&self) -> Result<DbConn, PersistError> {
+        self.pool
+            .get()
+            .map_err(|e| PersistError::Unavailable(e.to_string()))
+    }
+}
+
+/// Errors of the persistence layer, mapped to HTTP statuses at the edge.
+#[derive(Debug, thiserror::Error)]
+pub enum PersistError {
+    /// The database can't be reached (pool timeout, connection refused): 503.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("not found")]
+    NotFound,
+    /// A compare-and-set found another state (or an idempotency key reused): 409.
+    #[error("{0}")]
+    Conflict(String),
+    /// A stored value this version does not understand.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    #[error("database error: {0}")]
+    Query(String),
+}
+
+impl From<diesel::result::Error> for PersistError {
+    fn from(e: diesel::result::Error) -> Self {
+        use diesel::result::{DatabaseErrorKind, Error};
+        match e {
+            Error::NotFound => PersistError::NotFound,
+            Error::DatabaseError(DatabaseErrorKind::ClosedConnection, info) => {
+                PersistError::Unavailable(info.message().to_string())
+            }
+            Error::DatabaseError(DatabaseErrorKind::UniqueViolation, info) => {
+                PersistError::Conflict(info.message().to_string())
+            }
+            other => PersistError::Query(other.to_string()),
+        }
+    }
+}
+
+impl From<crate::domain::UnknownValue> for PersistError {
+    fn from(e: crate::domain::UnknownValue) -> Self {
+        PersistError::Corrupt(e.to_string())
+    }
+}
+
+/// The address of the persistence actor with a bound on how long a caller waits.
+#[derive(Clone)]
+pub struct PersistenceHandle {
+    addr: Addr<PersistenceActor>,
+    timeout: Duration,
+}
+
+impl PersistenceHandle {
+    pub fn new(addr: Addr<PersistenceActor>, timeout: Duration) -> PersistenceHandle {
+        PersistenceHandle { addr, timeout }
+    }
+
+    /// Sends `msg` and waits at most the handle's timeout for the answer.
+    pub async fn call<M, T>(&self, msg: M) -> Result<T, PersistError>
+    where
+        M: Message<Result = Result<T, PersistError>> + Send + 'static,
+        T: Send + 'static,
+        PersistenceActor: Handler<M>,
+    {
+        match self.addr.send(msg).timeout(self.timeout).await {
+            Ok(result) => result,
+            Err(MailboxError::Timeout) => Err(PersistError::Unavailable(
+                "the database did not answer in time".into(),
+            )),
+            Err(MailboxError::Closed) => Err(PersistError::Unavailable(
+                "the persistence actor has stopped".into(),
+            )),
+        }
+    }
+}

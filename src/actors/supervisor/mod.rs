@@ -1,0 +1,149 @@
+//! `Supervisor`: one per process. Knows its capacity (`runner.max_concurrent`), claims runs from
+//! PostgreSQL (`FOR UPDATE SKIP LOCKED`), starts one `DeploymentActor` per claimed run, keeps
+//! their addresses (cancel, shutdown), renews their leases every `lease_secs / 3`, and picks up
+//! runs whose owner died (their lease expired). It is woken at once by `Wake` when this node
+//! accepts a deployment, and polls as a fallback for work accepted by other nodes.
+
+mod messages;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+
+pub use messages::*;
+
+use super::deployment::{DeploymentActor, RunContext, StopRun};
+use super::persistence::{ClaimRuns, PersistenceHandle, RenewLeases};
+use crate::engines::StopReason;
+
+/// How often the supervisor looks for work it was not told about.
+const POLL_INTERVAL: Duration = Duration::from_secs(2);
+
+pub struct Supervisor {
+    ctx: Arc<RunContext>,
+    runs: HashMap<String, Addr<DeploymentActor>>,
+    /// A claim query is in flight; `claim_again` asks for another when it returns.
+    claiming: bool,
+    claim_again: bool,
+    draining: bool,
+    drain_waiters: Vec<oneshot::Sender<()>>,
+}
+
+impl Supervisor {
+    pub fn new(ctx: Arc<RunContext>) -> Supervisor {
+        Supervisor {
+            ctx,
+            runs: HashMap::new(),
+            claiming: false,
+            claim_again: false,
+            draining: false,
+            drain_waiters: Vec::new(),
+        }
+    }
+
+    fn persistence(&self) -> &PersistenceHandle {
+        &self.ctx.persistence
+    }
+
+    fn capacity(&self) -> usize {
+        self.ctx.settings.runner.max_concurrent as usize
+    }
+
+    /// Claims as many runs as there is free capacity for.
+    fn claim(&mut self, ctx: &mut Context<Self>) {
+        if self.draining {
+            return;
+        }
+        if self.claiming {
+            self.claim_again = true;
+            return;
+        }
+        let free = self.capacity().saturating_sub(self.runs.len());
+        let runner = &self.ctx.settings.runner;
+        // With no capacity the claim still ends runs interrupted too many times.
+        let msg = ClaimRuns {
+            node: self.ctx.node.clone(),
+            limit: free as i64,
+            lease_secs: runner.lease_secs as i64,
+            max_attempts: runner.max_attempts as i32,
+        };
+        self.claiming = true;
+        let persistence = self.persistence().clone();
+        ctx.spawn(
+            async move { persistence.call(msg).await }
+                .into_actor(self)
+                .map(|result, act, ctx| {
+                    act.claiming = false;
+                    match result {
+                        Ok(claimed) => {
+                            for deployment in claimed {
+                                tracing::info!(deployment.id = %deployment.id, attempt = deployment.attempts,
+                                    operation = deployment.operation.as_str(), "claimed run");
+                                let id = deployment.id.to_string();
+                                let addr = DeploymentActor::new(
+                                    deployment,
+                                    act.ctx.clone(),
+                                    ctx.address(),
+                                )
+                                .start();
+                                act.runs.insert(id, addr);
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "claiming runs failed; will retry"),
+                    }
+                    if std::mem::take(&mut act.claim_again) {
+                        act.claim(ctx);
+                    }
+                }),
+        );
+    }
+
+    fn renew_leases(&mut self, ctx: &mut Context<Self>) {
+        if self.runs.is_empty() {
+            return;
+        }
+        let ids: Vec<String> = self.runs.keys().cloned().collect();
+        let msg = RenewLeases {
+            node: self.ctx.node.clone(),
+            ids: ids.clone(),
+            lease_secs: self.ctx.settings.runner.lease_secs as i64,
+        };
+        let persistence = self.persistence().clone();
+        ctx.spawn(
+            async move { persistence.call(msg).await }
+                .into_actor(self)
+                .map(move |result, act, _| match result {
+                    Ok(owned) => {
+                        for (id, cancel_requested) in &owned {
+                            if *cancel_requested && let Some(addr) = act.runs.get(id) {
+                                addr.do_send(StopRun(StopReason::Cancel));
+                            }
+                        }
+                        for id in ids.iter().filter(|id| !owned.iter().any(|(o, _)| o == *id)) {
+                            // Finished in the meantime, or another node reclaimed it after our
+                            // lease expired (e.g. during a database outage): stop our copy.
+                            if let Some(addr) = act.runs.get(id) {
+                                addr.do_send(super::deployment::LeaseLost);
+                            }
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "renewing leases failed; will retry"),
+                }),
+        );
+    }
+}
+
+impl Actor for Supervisor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        tracing::info!(node = %self.ctx.node, capacity = self.capacity(), "supervisor started");
+        self.claim(ctx);
+        ctx.run_interval(POLL_INTERVAL, |act, ctx| act.claim(ctx));
+        let lease = Duration::from_secs(self.ctx.settings.runner.lease_secs.max(3) / 3);
+        ctx.run_interval(lease, |act, ctx| act.renew_leases(ctx));
+    }
+}

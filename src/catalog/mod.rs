@@ -1,0 +1,245 @@
+//! The template catalog: discovers templates under `paths.templates_dir`, describes them
+//! (title, description, parameters), finds them by forgiving names, and checks a request's
+//! parameters against them before anything is queued.
+//!
+//! Layout (design.md §6): `terraform/{aws,gcp,azure}/*.tf` and, for the native Azure engine,
+//! `*.json` ARM templates at the top level. A template that fails to parse is listed with its
+//! error and can't be deployed; it never stops the daemon.
+
+mod arm;
+mod params;
+mod terraform;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+pub use params::{ParamSpec, ParamType, ValidationErrors};
+
+use crate::domain::ProviderType;
+
+/// One template of the catalog.
+#[derive(Debug, Clone, Serialize)]
+pub struct Template {
+    pub name: String,
+    pub provider_type: ProviderType,
+    pub cloud: &'static str,
+    pub format: &'static str,
+    pub title: String,
+    pub description: String,
+    #[serde(skip)]
+    pub path: PathBuf,
+    pub file_name: String,
+    pub parameters: Vec<ParamSpec>,
+    /// Provider local names from `terraform { required_providers { ... } }`.
+    pub required_providers: Vec<String>,
+    /// Why the template can't be used, when it failed to parse.
+    pub error: Option<String>,
+}
+
+impl Template {
+    /// Reads the template's source from disk.
+    pub fn content(&self) -> std::io::Result<String> {
+        fs::read_to_string(&self.path)
+    }
+
+    /// Names of parameters whose values must never be shown.
+    pub fn sensitive_parameters(&self) -> impl Iterator<Item = &str> {
+        self.parameters
+            .iter()
+            .filter(|p| p.sensitive)
+            .map(|p| p.name.as_str())
+    }
+
+    /// Checks `values` against the declared parameters: unknown names, missing required ones,
+    /// wrong types, allowed values and bounds. Every problem is reported, keyed by field.
+    pub fn validate(
+        &self,
+        values: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), ValidationErrors> {
+        params::validate(&self.parameters, values)
+    }
+}
+
+/// All templates, keyed by provider type and canonical name; iteration is sorted.
+#[derive(Debug, Default, Clone)]
+pub struct Catalog {
+    templates: BTreeMap<(ProviderType, String), Template>,
+}
+
+impl Catalog {
+    /// Scans `dir`. A missing directory gives an empty catalog (and a warning).
+    pub fn scan(dir: &Path) -> Catalog {
+        let mut catalog = Catalog::default();
+        if !dir.is_dir() {
+            tracing::warn!(dir = %dir.display(), "templates directory not found; the catalog is empty");
+            return catalog;
+        }
+        for (cloud_dir, provider_type) in [
+            ("aws", ProviderType::TerraformAws),
+            ("gcp", ProviderType::TerraformGcp),
+            ("azure", ProviderType::TerraformAzure),
+        ] {
+            for path in files_with_extension(&dir.join("terraform").join(cloud_dir), "tf") {
+                catalog.add(terraform::load(&path, provider_type));
+            }
+        }
+        for path in files_with_extension(dir, "json") {
+            catalog.add(arm::load(&path));
+        }
+        for t in catalog.templates.values().filter(|t| t.error.is_some()) {
+            tracing::warn!(template = %t.name, provider_type = %t.provider_type,
+                error = t.error.as_deref().unwrap_or_default(), "template failed to parse");
+        }
+        tracing::info!(count = catalog.templates.len(), dir = %dir.display(), "template catalog loaded");
+        catalog
+    }
+
+    fn add(&mut self, template: Template) {
+        self.templates
+            .insert((template.provider_type, template.name.clone()), template);
+    }
+
+    /// Finds a template by a forgiving name: case is ignored, spaces and underscores count as
+    /// hyphens, and a trailing extension is allowed. Names that can't be template names (`/`,
+    /// `..`, control characters) find nothing.
+    pub fn find(&self, provider_type: ProviderType, name: &str) -> Option<&Template> {
+        let key = normalize_name(name)?;
+        self.templates.get(&(provider_type, key))
+    }
+
+    /// Templates in name order, optionally of one provider type and/or cloud.
+    pub fn list(
+        &self,
+        provider_type: Option<ProviderType>,
+        cloud: Option<&str>,
+    ) -> impl Iterator<Item = &Template> {
+        let cloud = cloud.map(|c| c.to_ascii_lowercase());
+        self.templates.values().filter(move |t| {
+            provider_type.is_none_or(|p| t.provider_type == p)
+                && cloud.as_deref().is_none_or(|c| t.cloud == c)
+        })
+    }
+
+    pub fn count(&self, provider_type: ProviderType) -> usize {
+        self.list(Some(provider_type), None).count()
+    }
+}
+
+/// The canonical form of a template name, or None when it can't be one.
+pub fn normalize_name(name: &str) -> Option<String> {
+    let name = name.trim();
+    let name = [".tf", ".json", ".bicep"]
+        .iter()
+        .find_map(|ext| name.strip_suffix(ext))
+        .unwrap_or(name);
+    if name.is_empty() || name.len() > 128 {
+        return None;
+    }
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        match c {
+            'a'..='z' | '0'..='9' | '-' => out.push(c),
+            'A'..='Z' => out.push(c.to_ascii_lowercase()),
+            ' ' | '_' => out.push('-'),
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+/// The catalog name of a file: its stem in kebab-case.
+fn name_of(path: &Path) -> String {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    normalize_name(&stem).unwrap_or(stem)
+}
+
+fn files_with_extension(dir: &Path, ext: &str) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == ext))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Title and description from the leading comment block (`#` or `//` lines).
+fn leading_comment(source: &str) -> (String, String) {
+    let mut lines = Vec::new();
+    for line in source.lines() {
+        let trimmed = line.trim();
+        let text = trimmed
+            .strip_prefix("//")
+            .or_else(|| trimmed.strip_prefix('#'));
+        match text {
+            Some(t) => lines.push(t.trim().to_string()),
+            None if trimmed.is_empty() && lines.is_empty() => continue,
+            None => break,
+        }
+    }
+    let mut iter = lines.into_iter();
+    let title = iter.next().unwrap_or_default();
+    let description = iter
+        .skip_while(|l| l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+        .trim()
+        .to_string();
+    (title, description)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_forgiving_but_safe() {
+        assert_eq!(normalize_name("Storage Account").as_deref(), Some("storage-account"));
+        assert_eq!(normalize_name("storage_bucket.tf").as_deref(), Some("storage-bucket"));
+        for bad in ["", "../etc/passwd", "a/b", "a\0b", "a.b", ".."] {
+            assert_eq!(normalize_name(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn leading_comment_gives_title_and_description() {
+        let src = "# S3 bucket\n#\n# A private bucket\n# with tags.\n\nvariable \"x\" {}\n";
+        let (t, d) = leading_comment(src);
+        assert_eq!(t, "S3 bucket");
+        assert_eq!(d, "A private bucket with tags.");
+    }
+}
+
+/// The current catalog, shared by the HTTP handlers and the runs; replaced whole on re-scan.
+#[derive(Clone, Default)]
+pub struct CatalogHandle(std::sync::Arc<std::sync::RwLock<std::sync::Arc<Catalog>>>);
+
+impl CatalogHandle {
+    pub fn new(catalog: Catalog) -> CatalogHandle {
+        CatalogHandle(std::sync::Arc::new(std::sync::RwLock::new(std::sync::Arc::new(catalog))))
+    }
+
+    pub fn get(&self) -> std::sync::Arc<Catalog> {
+        match self.0.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub fn replace(&self, catalog: Catalog) {
+        let new = std::sync::Arc::new(catalog);
+        match self.0.write() {
+            Ok(mut guard) => *guard = new,
+            Err(poisoned) => *poisoned.into_inner() = new,
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! Parameter schemas and the checks run on a request's parameters before it is queued.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::Value;
+
+/// The JSON shape a parameter accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ParamType {
+    String,
+    Number,
+    Bool,
+    List,
+    Map,
+    Object,
+    Any,
+}
+
+impl ParamType {
+    fn accepts(self, v: &Value) -> bool {
+        match self {
+            // terraform converts numbers and bools to strings itself.
+            ParamType::String => v.is_string() || v.is_number() || v.is_boolean(),
+            ParamType::Number => v.is_number(),
+            ParamType::Bool => v.is_boolean(),
+            ParamType::List => v.is_array(),
+            ParamType::Map | ParamType::Object => v.is_object(),
+            ParamType::Any => true,
+        }
+    }
+
+    fn article(self) -> &'static str {
+        match self {
+            ParamType::String => "a string",
+            ParamType::Number => "a number",
+            ParamType::Bool => "a boolean",
+            ParamType::List => "a list",
+            ParamType::Map => "a map",
+            ParamType::Object => "an object",
+            ParamType::Any => "any value",
+        }
+    }
+}
+
+/// One parameter as `/templates/.../parameters` describes it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ParamSpec {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub param_type: ParamType,
+    /// The type as the template writes it (`list(string)`, `securestring`...).
+    pub type_expression: String,
+    pub description: String,
+    pub required: bool,
+    pub default: Option<Value>,
+    pub allowed_values: Option<Vec<Value>>,
+    pub min_length: Option<u64>,
+    pub max_length: Option<u64>,
+    pub min_value: Option<f64>,
+    pub max_value: Option<f64>,
+    pub sensitive: bool,
+}
+
+impl ParamSpec {
+    pub fn new(name: &str, param_type: ParamType, type_expression: String) -> ParamSpec {
+        ParamSpec {
+            name: name.to_string(),
+            param_type,
+            type_expression,
+            description: String::new(),
+            required: true,
+            default: None,
+            allowed_values: None,
+            min_length: None,
+            max_length: None,
+            min_value: None,
+            max_value: None,
+            sensitive: false,
+        }
+    }
+
+    fn check(&self, v: &Value) -> Option<String> {
+        if !self.param_type.accepts(v) {
+            return Some(format!("must be {}", self.param_type.article()));
+        }
+        if let Some(allowed) = &self.allowed_values
+            && !allowed.contains(v)
+        {
+            let list: Vec<String> = allowed.iter().map(|a| a.to_string()).collect();
+            return Some(format!("must be one of {}", list.join(", ")));
+        }
+        let len = match v {
+            Value::String(s) => Some(s.chars().count() as u64),
+            Value::Array(a) => Some(a.len() as u64),
+            _ => None,
+        };
+        if let (Some(len), Some(min)) = (len, self.min_length)
+            && len < min
+        {
+            return Some(format!("must have a length of at least {min}"));
+        }
+        if let (Some(len), Some(max)) = (len, self.max_length)
+            && len > max
+        {
+            return Some(format!("must have a length of at most {max}"));
+        }
+        if let Some(n) = v.as_f64() {
+            if let Some(min) = self.min_value
+                && n < min
+            {
+                return Some(format!("must be at least {min}"));
+            }
+            if let Some(max) = self.max_value
+                && n > max
+            {
+                return Some(format!("must be at most {max}"));
+            }
+        }
+        None
+    }
+}
+
+/// Problems with a request, keyed by field (`parameters.bucket_name`), sorted.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[serde(transparent)]
+pub struct ValidationErrors(pub BTreeMap<String, String>);
+
+impl ValidationErrors {
+    pub fn add(&mut self, field: impl Into<String>, problem: impl Into<String>) {
+        self.0.entry(field.into()).or_insert_with(|| problem.into());
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn merge(&mut self, other: ValidationErrors) {
+        for (k, v) in other.0 {
+            self.add(k, v);
+        }
+    }
+
+    /// One sentence naming every field, for the envelope's `message`.
+    pub fn summary(&self) -> String {
+        let parts: Vec<String> = self.0.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        parts.join("; ")
+    }
+}
+
+pub fn validate(
+    specs: &[ParamSpec],
+    values: &serde_json::Map<String, Value>,
+) -> Result<(), ValidationErrors> {
+    let mut errors = ValidationErrors::default();
+    for (name, value) in values {
+        match specs.iter().find(|s| &s.name == name) {
+            None => {
+                let known: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+                let hint = if known.is_empty() {
+                    "this template takes no parameters".to_string()
+                } else {
+                    format!("known parameters: {}", known.join(", "))
+                };
+                errors.add(format!("parameters.{name}"), format!("unknown parameter ({hint})"));
+            }
+            // null means "use the default", which only works when there is one.
+            Some(spec) if value.is_null() => {
+                if spec.required {
+                    errors.add(format!("parameters.{name}"), "is required and may not be null");
+                }
+            }
+            Some(spec) => {
+                if let Some(problem) = spec.check(value) {
+                    errors.add(format!("parameters.{name}"), problem);
+                }
+            }
+        }
+    }
+    for spec in specs.iter().filter(|s| s.required) {
+        if !values.contains_key(&spec.name) {
+            errors.add(format!("parameters.{}", spec.name), "is required");
+        }
+    }
+    if errors.is_empty() { Ok(()) } else { Err(errors) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn spec(name: &str, t: ParamType) -> ParamSpec {
+        ParamSpec::new(name, t, format!("{t:?}"))
+    }
+
+    fn check(specs: &[ParamSpec], v: Value) -> Result<(), ValidationErrors> {
+        validate(specs, v.as_object().expect("object"))
+    }
+
+    #[test]
+    fn each_rule_rejects_and_accepts() {
+        let mut name = spec("name", ParamType::String);
+        name.min_length = Some(3);
+        name.max_length = Some(5);
+        let mut size = spec("size", ParamType::Number);
+        size.required = false;
+        size.min_value = Some(1.0);
+        size.max_value = Some(10.0);
+        let mut tier = spec("tier", ParamType::String);
+        tier.required = false;
+        tier.allowed_values = Some(vec![json!("a"), json!("b")]);
+        let specs = [name, size, tier];
+
+        assert!(check(&specs, json!({"name": "abcd", "size": 3, "tier": "a"})).is_ok());
+        let e = check(&specs, json!({"name": "ab"})).expect_err("too short");
+        assert!(e.0["parameters.name"].contains("at least 3"));
+        assert!(check(&specs, json!({"name": "abcdef"})).is_err());
+        assert!(check(&specs, json!({"name": "abc", "size": 0})).is_err());
+        assert!(check(&specs, json!({"name": "abc", "size": 11})).is_err());
+        assert!(check(&specs, json!({"name": "abc", "size": "3"})).is_err());
+        assert!(check(&specs, json!({"name": "abc", "tier": "c"})).is_err());
+        assert!(check(&specs, json!({"name": "abc", "size": null})).is_ok());
+        let e = check(&specs, json!({"other": 1})).expect_err("unknown and missing");
+        assert_eq!(e.0.len(), 2, "{e:?}");
+        assert!(e.0.contains_key("parameters.other") && e.0.contains_key("parameters.name"));
+    }
+}

@@ -1,0 +1,54 @@
+// @generated automatically by Diesel CLI.
+
+diesel::table! {
+    deployment_logs (deployment_id, seq) {
+        deployment_id -> Text,
+        seq -> Int8,
+        at -> Timestamptz,
+        stream -> Text,
+        line -> Text,
+    }
+}
+
+diesel::table! {
+    deployments (deployment_id) {
+        deployment_id -> Text,
+        provider_type -> Text,
+        cloud_provider -> Text,
+        template_name -> Text,
+        resource_group -> Nullable<Text>,
+        subscription_id -> Nullable<Text>,
+        location -> Nullable<Text>,
+        status -> Text,
+        operation -> Text,
+        parameters -> Jsonb,
+        outputs -> Nullable<Jsonb>,
+        error_message -> Nullable<Text>,
+        progress -> Int2,
+        attempts -> Int4,
+        lease_owner -> Nullable<Text>,
+        lease_expires_at -> Nullable<Timestamptz>,
+        cancel_requested_at -> Nullable<Timestamptz>,
+        idempotency_key -> Nullable<Text>,
+        created_at -> Timestamptz,
+        started_at -> Nullable<Timestamptz>,
+        completed_at -> Nullable<Timestamptz>,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    terraform_states (deployment_id) {
+        deployment_id -> Text,
+        backend_type -> Text,
+        backend_config -> Jsonb,
+        workspace -> Text,
+        state_version -> Int4,
+        last_modified -> Timestamptz,
+    }
+}
+
+diesel::joinable!(deployment_logs -> deployments (deployment_id));
+diesel::joinable!(terraform_states -> deployments (deployment_id));
+
+diesel::allow_tables_to_appear_in_same_query!(deployment_logs, deployments, terraform_states,);

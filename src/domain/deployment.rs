@@ -1,0 +1,263 @@
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use rand::RngCore;
+use serde::Serialize;
+
+use super::ProviderType;
+
+/// A stored value that is not one this version knows (a newer daemon wrote it, or a hand edit).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("unknown {kind} {value:?}")]
+pub struct UnknownValue {
+    pub kind: &'static str,
+    pub value: String,
+}
+
+/// `deploy-` followed by lowercase hex: 16 random hex digits for new ids, at least 12 accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct DeploymentId(String);
+
+impl DeploymentId {
+    pub fn generate() -> DeploymentId {
+        let mut bytes = [0u8; 8];
+        rand::rng().fill_bytes(&mut bytes);
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        DeploymentId(format!("deploy-{hex}"))
+    }
+
+    /// Accepts only well-formed ids, so a path such as `../x` never reaches the database or disk.
+    pub fn parse(value: &str) -> Option<DeploymentId> {
+        let hex = value.strip_prefix("deploy-")?;
+        let ok = hex.len() >= 12
+            && hex.len() <= 64
+            && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        ok.then(|| DeploymentId(value.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for DeploymentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The seven status words of the original service minus none: design.md §3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeploymentStatus {
+    Pending,
+    Running,
+    Completed,
+    Failed,
+    Cancelled,
+    Destroyed,
+}
+
+impl DeploymentStatus {
+    pub const ALL: [DeploymentStatus; 6] = [
+        DeploymentStatus::Pending,
+        DeploymentStatus::Running,
+        DeploymentStatus::Completed,
+        DeploymentStatus::Failed,
+        DeploymentStatus::Cancelled,
+        DeploymentStatus::Destroyed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeploymentStatus::Pending => "pending",
+            DeploymentStatus::Running => "running",
+            DeploymentStatus::Completed => "completed",
+            DeploymentStatus::Failed => "failed",
+            DeploymentStatus::Cancelled => "cancelled",
+            DeploymentStatus::Destroyed => "destroyed",
+        }
+    }
+
+    /// A run has ended; nothing moves it except a queued destroy.
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, DeploymentStatus::Pending | DeploymentStatus::Running)
+    }
+
+    /// The transitions of design.md §3. Every write in the database is guarded by the expected
+    /// previous status; this function states the same rules for the code that decides.
+    pub fn can_transition_to(self, next: DeploymentStatus) -> bool {
+        use DeploymentStatus::*;
+        matches!(
+            (self, next),
+            (Pending, Running)
+                | (Pending, Cancelled)
+                | (Running, Completed | Failed | Cancelled | Destroyed)
+                | (Running, Pending) // lease released on shutdown, run again later
+                | (Completed | Failed, Pending) // destroy queued
+        )
+    }
+}
+
+impl FromStr for DeploymentStatus {
+    type Err = UnknownValue;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        DeploymentStatus::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| UnknownValue {
+                kind: "status",
+                value: s.to_string(),
+            })
+    }
+}
+
+impl fmt::Display for DeploymentStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Operation {
+    Deploy,
+    Destroy,
+}
+
+impl Operation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Deploy => "deploy",
+            Operation::Destroy => "destroy",
+        }
+    }
+}
+
+impl FromStr for Operation {
+    type Err = UnknownValue;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "deploy" => Ok(Operation::Deploy),
+            "destroy" => Ok(Operation::Destroy),
+            _ => Err(UnknownValue {
+                kind: "operation",
+                value: s.to_string(),
+            }),
+        }
+    }
+}
+
+/// A deployment as the rest of the program sees it.
+#[derive(Debug, Clone)]
+pub struct Deployment {
+    pub id: DeploymentId,
+    pub provider_type: ProviderType,
+    pub template_name: String,
+    pub resource_group: Option<String>,
+    pub subscription_id: Option<String>,
+    pub location: Option<String>,
+    pub status: DeploymentStatus,
+    pub operation: Operation,
+    pub parameters: serde_json::Map<String, serde_json::Value>,
+    pub outputs: Option<serde_json::Value>,
+    pub error_message: Option<String>,
+    pub progress: u8,
+    pub attempts: u32,
+    pub lease_owner: Option<String>,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub cancel_requested_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Deployment {
+    /// Seconds from start to completion, or to now while the run goes on.
+    pub fn duration_seconds(&self) -> Option<f64> {
+        let start = self.started_at?;
+        let end = self.completed_at.unwrap_or_else(Utc::now);
+        Some(((end - start).num_milliseconds().max(0) as f64) / 1000.0)
+    }
+}
+
+/// What `POST /deploy` inserts.
+#[derive(Debug, Clone)]
+pub struct NewDeployment {
+    pub id: DeploymentId,
+    pub provider_type: ProviderType,
+    pub template_name: String,
+    pub resource_group: Option<String>,
+    pub subscription_id: Option<String>,
+    pub location: Option<String>,
+    pub parameters: serde_json::Map<String, serde_json::Value>,
+    pub idempotency_key: Option<String>,
+}
+
+/// One stored line of a run's output.
+#[derive(Debug, Clone, Serialize)]
+pub struct LogLine {
+    pub seq: i64,
+    pub at: DateTime<Utc>,
+    pub stream: String,
+    pub line: String,
+}
+
+/// How a run ended, as the deployment actor reports it to persistence.
+#[derive(Debug, Clone)]
+pub enum RunOutcome {
+    Completed { outputs: serde_json::Value },
+    Destroyed,
+    Failed { error: String },
+    Cancelled { reason: String },
+}
+
+impl RunOutcome {
+    pub fn status(&self) -> DeploymentStatus {
+        match self {
+            RunOutcome::Completed { .. } => DeploymentStatus::Completed,
+            RunOutcome::Destroyed => DeploymentStatus::Destroyed,
+            RunOutcome::Failed { .. } => DeploymentStatus::Failed,
+            RunOutcome::Cancelled { .. } => DeploymentStatus::Cancelled,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_generated_and_parsed_strictly() {
+        let id = DeploymentId::generate();
+        assert_eq!(id.as_str().len(), "deploy-".len() + 16);
+        assert_eq!(DeploymentId::parse(id.as_str()), Some(id));
+        for bad in ["deploy-", "deploy-abc", "deploy-ABCDEF123456", "x-0123456789ab", "deploy-../../etc", "deploy-0123456789ab\0"] {
+            assert_eq!(DeploymentId::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn transitions_follow_the_design() {
+        use DeploymentStatus::*;
+        assert!(Pending.can_transition_to(Running));
+        assert!(Pending.can_transition_to(Cancelled));
+        assert!(Running.can_transition_to(Completed));
+        assert!(Completed.can_transition_to(Pending));
+        assert!(!Completed.can_transition_to(Running));
+        assert!(!Destroyed.can_transition_to(Pending));
+        assert!(!Cancelled.can_transition_to(Running));
+        assert!(!Pending.can_transition_to(Completed));
+    }
+
+    #[test]
+    fn statuses_round_trip_and_unknown_is_an_error() {
+        for st in DeploymentStatus::ALL {
+            assert_eq!(st.as_str().parse::<DeploymentStatus>().ok(), Some(st));
+        }
+        assert!("archived".parse::<DeploymentStatus>().is_err());
+    }
+}

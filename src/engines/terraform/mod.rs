@@ -1,0 +1,523 @@
+//! The terraform engine (`terraform-aws`, `terraform-gcp`, `terraform-azure`), design.md §5.
+//!
+//! Workspace `<data_dir>/workspaces/<deployment_id>/`: the template as `main.tf`, parameters
+//! in `terraform.tfvars.json` (JSON: no injection), the generated provider/backend file, and
+//! `.multicloud/` with each step's raw output. State lives in PostgreSQL (terraform's `pg`
+//! backend, one terraform workspace per deployment) unless `terraform.state_backend = "local"`.
+//! Steps: `init`, `plan -out=tfplan`, `apply tfplan`, `output -json`; destroy runs
+//! `apply -destroy -auto-approve`. Plan and apply use `-json`, which gives progress and clean
+//! error text; the log keeps each event's human-readable message.
+
+pub mod provider;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use futures_util::FutureExt;
+use futures_util::future::LocalBoxFuture;
+use serde_json::Value;
+use tokio::time::Instant;
+
+use super::process::{self, Limits, ProcessError, Step};
+use super::{
+    Engine, EngineError, EngineOutput, EventSender, RunEvent, RunJob, StopSignal, Stream,
+    mask_secrets,
+};
+use crate::config::{Settings, StateBackend};
+use crate::domain::Operation;
+
+/// How long a run waits for terraform's state lock (held by an interrupted run of the same
+/// deployment that is still finishing) before failing.
+const LOCK_TIMEOUT: &str = "-lock-timeout=300s";
+const STDERR_TAIL_LINES: usize = 20;
+
+pub struct TerraformEngine {
+    settings: Arc<Settings>,
+    /// The daemon's database, handed to terraform's `pg` backend as `PG_CONN_STR`.
+    database_url: String,
+}
+
+/// Where a run keeps its state, for the `terraform_states` table.
+#[derive(Debug, Clone)]
+pub struct StateInfo {
+    pub backend_type: &'static str,
+    pub backend_config: Value,
+    pub workspace: String,
+}
+
+impl TerraformEngine {
+    pub fn new(settings: Arc<Settings>, database_url: String) -> TerraformEngine {
+        TerraformEngine {
+            settings,
+            database_url,
+        }
+    }
+
+    pub fn state_info(&self, job: &RunJob) -> StateInfo {
+        match self.settings.terraform.state_backend {
+            StateBackend::Pg => StateInfo {
+                backend_type: "pg",
+                backend_config: serde_json::json!({ "schema_name": provider::PG_SCHEMA }),
+                workspace: job.deployment.id.to_string(),
+            },
+            StateBackend::Local => StateInfo {
+                backend_type: "local",
+                backend_config: serde_json::json!({
+                    "path": job.workspace.join("terraform.tfstate.d")
+                        .join(job.deployment.id.as_str()).join("terraform.tfstate")
+                }),
+                workspace: job.deployment.id.to_string(),
+            },
+        }
+    }
+
+    /// The binary to run: a configured path, or a name looked up on PATH (the child's PATH is
+    /// the daemon's, so resolving here gives a clear error before anything starts).
+    pub fn binary(&self) -> Option<PathBuf> {
+        which(&self.settings.terraform.binary)
+    }
+}
+
+impl Engine for TerraformEngine {
+    fn run(
+        &self,
+        job: RunJob,
+        events: EventSender,
+        stop: StopSignal,
+    ) -> LocalBoxFuture<'static, Result<EngineOutput, EngineError>> {
+        let run = Run {
+            settings: self.settings.clone(),
+            database_url: self.database_url.clone(),
+            binary: self.binary(),
+            job,
+            events,
+            stop,
+            secrets: Vec::new(),
+            deadline: Instant::now(),
+        };
+        run.execute().boxed_local()
+    }
+}
+
+/// One run's state while it goes.
+struct Run {
+    settings: Arc<Settings>,
+    database_url: String,
+    binary: Option<PathBuf>,
+    job: RunJob,
+    events: EventSender,
+    stop: StopSignal,
+    secrets: Vec<String>,
+    deadline: Instant,
+}
+
+/// What one `-json` step reported.
+#[derive(Default)]
+struct StepReport {
+    errors: Vec<String>,
+    stderr_tail: Vec<String>,
+    planned: u32,
+    applied: u32,
+}
+
+impl Run {
+    async fn execute(mut self) -> Result<EngineOutput, EngineError> {
+        self.deadline = Instant::now() + self.job.timeout;
+        let binary = self.binary.clone().ok_or_else(|| {
+            EngineError::Unavailable(format!(
+                "terraform binary {:?} not found: install terraform or set terraform.binary",
+                self.settings.terraform.binary
+            ))
+        })?;
+        let env = self.prepare_workspace()?;
+        let operation = self.job.deployment.operation;
+        self.system(format!(
+            "{} of {} ({}) in {}",
+            operation.as_str(),
+            self.job.template.name,
+            self.job.template.provider_type,
+            self.job.workspace.display()
+        ));
+
+        let init = ["init", "-input=false", "-no-color"];
+        self.step(&binary, &env, "init", &init, false).await?;
+        self.progress(10);
+
+        match operation {
+            Operation::Deploy => {
+                let plan = ["plan", "-input=false", "-json", LOCK_TIMEOUT, "-out=tfplan"];
+                self.step(&binary, &env, "plan", &plan, true).await?;
+                self.progress(30);
+                let apply = ["apply", "-input=false", "-json", LOCK_TIMEOUT, "tfplan"];
+                self.step(&binary, &env, "apply", &apply, true).await?;
+                self.progress(95);
+                let outputs = self.outputs(&binary, &env).await?;
+                Ok(EngineOutput::Deployed { outputs })
+            }
+            Operation::Destroy => {
+                let destroy = [
+                    "apply",
+                    "-destroy",
+                    "-auto-approve",
+                    "-input=false",
+                    "-json",
+                    LOCK_TIMEOUT,
+                ];
+                self.step(&binary, &env, "destroy", &destroy, true).await?;
+                Ok(EngineOutput::Destroyed)
+            }
+        }
+    }
+
+    /// Writes the workspace files and returns the child environment.
+    fn prepare_workspace(&mut self) -> Result<Vec<(String, String)>, EngineError> {
+        let ws = self.job.workspace.clone();
+        let home = ws.join(".multicloud").join("home");
+        std::fs::create_dir_all(&home).map_err(|e| io_failed(&home, e))?;
+        let template = &self.job.template;
+        let source = template
+            .content()
+            .map_err(|e| EngineError::Failed(format!("cannot read template {}: {e}", template.path.display())))?;
+        write(&ws.join("main.tf"), source.as_bytes())?;
+        let vars = Value::Object(self.job.deployment.parameters.clone());
+        write(
+            &ws.join("terraform.tfvars.json"),
+            serde_json::to_string_pretty(&vars).unwrap_or_default().as_bytes(),
+        )?;
+        let providers = provider::config_json(
+            &self.settings,
+            &self.job.deployment,
+            &template.required_providers,
+        );
+        write(
+            &ws.join(provider::FILE_NAME),
+            serde_json::to_string_pretty(&providers).unwrap_or_default().as_bytes(),
+        )?;
+
+        let tf = &self.settings.terraform;
+        let mut env: Vec<(String, String)> = vec![
+            ("PATH".into(), std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into())),
+            ("HOME".into(), home.display().to_string()),
+            ("TF_IN_AUTOMATION".into(), "1".into()),
+            ("TF_INPUT".into(), "0".into()),
+        ];
+        // Always set: the environment may preset a file that does not exist.
+        let cli_config = if tf.cli_config_file.is_empty() {
+            let empty = ws.join(".multicloud").join("terraformrc");
+            write(&empty, b"")?;
+            empty.display().to_string()
+        } else {
+            absolute(&tf.cli_config_file)
+        };
+        env.push(("TF_CLI_CONFIG_FILE".into(), cli_config));
+        if !tf.plugin_cache_dir.is_empty() {
+            env.push(("TF_PLUGIN_CACHE_DIR".into(), absolute(&tf.plugin_cache_dir)));
+        }
+        if tf.state_backend == StateBackend::Pg {
+            env.push(("PG_CONN_STR".into(), pg_conn_str(&self.database_url)));
+        }
+        // One terraform workspace per deployment (pg: a row of its own; local: its own file).
+        env.push(("TF_WORKSPACE".into(), self.job.deployment.id.to_string()));
+        env.extend(provider::credential_env(&self.settings, &template.required_providers));
+
+        self.secrets = provider::secret_values(&env);
+        for p in template.sensitive_parameters() {
+            if let Some(v) = self.job.deployment.parameters.get(p) {
+                match v {
+                    Value::String(s) => self.secrets.push(s.clone()),
+                    Value::Null => {}
+                    other => self.secrets.push(other.to_string()),
+                }
+            }
+        }
+        Ok(env)
+    }
+
+    async fn step(
+        &mut self,
+        binary: &Path,
+        env: &[(String, String)],
+        name: &str,
+        args: &[&str],
+        json: bool,
+    ) -> Result<StepReport, EngineError> {
+        let step = Step {
+            name: name.to_string(),
+            program: binary.to_path_buf(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            env: env.to_vec(),
+            cwd: self.job.workspace.clone(),
+            output_dir: self.job.workspace.join(".multicloud"),
+        };
+        self.system(format!("$ terraform {}", args.join(" ")));
+        let limits = Limits {
+            deadline: self.deadline,
+            timeout_secs: self.job.timeout.as_secs(),
+            grace: self.job.cancel_grace,
+        };
+        let mut report = StepReport::default();
+        let events = self.events.clone();
+        let secrets = self.secrets.clone();
+        let progress_base: (u32, u32) = match self.job.deployment.operation {
+            Operation::Deploy => (30, 65),
+            Operation::Destroy => (10, 85),
+        };
+        let mut stop = self.stop.clone();
+        let result = process::run_step(&step, limits, &mut stop, |stream, line| {
+            let text = if json && stream == Stream::Stdout {
+                match serde_json::from_str::<Value>(line) {
+                    Ok(event) => {
+                        let pct = handle_event(&event, &mut report);
+                        if let Some(done) = pct {
+                            let (base, span) = progress_base;
+                            let p = base + span * done / 100;
+                            let _ = events.send(RunEvent::Progress(p.min(99) as u8));
+                        }
+                        event_message(&event)
+                    }
+                    Err(_) => Some(line.to_string()),
+                }
+            } else {
+                Some(line.to_string())
+            };
+            if stream == Stream::Stderr {
+                report.stderr_tail.push(line.to_string());
+                if report.stderr_tail.len() > STDERR_TAIL_LINES {
+                    report.stderr_tail.remove(0);
+                }
+            }
+            if let Some(text) = text {
+                let _ = events.send(RunEvent::Log {
+                    stream,
+                    line: mask_secrets(&text, &secrets),
+                });
+            }
+        })
+        .await;
+        match result {
+            Ok(status) if status.success() => Ok(report),
+            Ok(status) => {
+                let detail = if report.errors.is_empty() {
+                    report.stderr_tail.join("\n")
+                } else {
+                    report.errors.join("\n")
+                };
+                let code = status
+                    .code()
+                    .map(|c| format!("exit code {c}"))
+                    .unwrap_or_else(|| "killed by a signal".into());
+                Err(EngineError::Failed(mask_secrets(
+                    &format!("terraform {name} failed ({code}): {}", detail.trim()),
+                    &self.secrets,
+                )))
+            }
+            Err(ProcessError::TimedOut(secs)) => Err(EngineError::TimedOut(secs)),
+            Err(ProcessError::Stopped(reason)) => Err(EngineError::Stopped(reason)),
+            Err(e @ ProcessError::NotFound { .. }) => Err(EngineError::Unavailable(e.to_string())),
+            Err(e) => Err(EngineError::Failed(mask_secrets(&e.to_string(), &self.secrets))),
+        }
+    }
+
+    /// `terraform output -json`, flattened to `{name: value}`, sensitive values masked.
+    async fn outputs(&mut self, binary: &Path, env: &[(String, String)]) -> Result<Value, EngineError> {
+        let step = Step {
+            name: "output".into(),
+            program: binary.to_path_buf(),
+            args: vec!["output".into(), "-json".into(), "-no-color".into()],
+            env: env.to_vec(),
+            cwd: self.job.workspace.clone(),
+            output_dir: self.job.workspace.join(".multicloud"),
+        };
+        self.system("$ terraform output -json".into());
+        let limits = Limits {
+            deadline: self.deadline,
+            timeout_secs: self.job.timeout.as_secs(),
+            grace: self.job.cancel_grace,
+        };
+        let mut stdout = String::new();
+        let mut stderr = Vec::new();
+        let mut stop = self.stop.clone();
+        let status = process::run_step(&step, limits, &mut stop, |stream, line| match stream {
+            Stream::Stdout => {
+                stdout.push_str(line);
+                stdout.push('\n');
+            }
+            _ => stderr.push(line.to_string()),
+        })
+        .await
+        .map_err(|e| match e {
+            ProcessError::TimedOut(s) => EngineError::TimedOut(s),
+            ProcessError::Stopped(r) => EngineError::Stopped(r),
+            other => EngineError::Failed(other.to_string()),
+        })?;
+        if !status.success() {
+            return Err(EngineError::Failed(mask_secrets(
+                &format!("terraform output failed: {}", stderr.join("\n")),
+                &self.secrets,
+            )));
+        }
+        let raw: Value = serde_json::from_str(&stdout)
+            .map_err(|e| EngineError::Failed(format!("terraform output -json gave invalid JSON: {e}")))?;
+        Ok(flatten_outputs(&raw))
+    }
+
+    fn system(&self, line: String) {
+        let _ = self.events.send(RunEvent::Log {
+            stream: Stream::System,
+            line: mask_secrets(&line, &self.secrets),
+        });
+    }
+
+    fn progress(&self, p: u8) {
+        let _ = self.events.send(RunEvent::Progress(p));
+    }
+}
+
+/// Updates the report from one `-json` event. Returns the percentage of planned resource
+/// changes applied so far when it moved.
+fn handle_event(event: &Value, report: &mut StepReport) -> Option<u32> {
+    match event.get("type").and_then(Value::as_str)? {
+        "planned_change" => {
+            report.planned += 1;
+            None
+        }
+        "change_summary" => {
+            let c = event.get("changes")?;
+            let n = |k: &str| c.get(k).and_then(Value::as_u64).unwrap_or(0) as u32;
+            if c.get("operation").and_then(Value::as_str) == Some("plan") {
+                report.planned = n("add") + n("change") + n("remove");
+            }
+            None
+        }
+        "apply_complete" => {
+            report.applied += 1;
+            let planned = report.planned.max(report.applied).max(1);
+            Some(report.applied * 100 / planned)
+        }
+        "diagnostic" => {
+            let d = event.get("diagnostic")?;
+            if d.get("severity").and_then(Value::as_str) == Some("error") {
+                let summary = d.get("summary").and_then(Value::as_str).unwrap_or_default();
+                let detail = d.get("detail").and_then(Value::as_str).unwrap_or_default();
+                let text = if detail.is_empty() {
+                    summary.to_string()
+                } else {
+                    format!("{summary}: {detail}")
+                };
+                report.errors.push(process::strip_ansi(&text));
+            }
+            None
+        }
+        _ => None,
+    }
+}
+
+/// The human-readable line of a `-json` event (with a diagnostic's detail).
+fn event_message(event: &Value) -> Option<String> {
+    let message = event.get("@message").and_then(Value::as_str)?;
+    let mut text = message.to_string();
+    if let Some(detail) = event
+        .pointer("/diagnostic/detail")
+        .and_then(Value::as_str)
+        .filter(|d| !d.is_empty())
+    {
+        text.push_str(": ");
+        text.push_str(detail);
+    }
+    Some(process::strip_ansi(&text))
+}
+
+/// `{name: {sensitive, type, value}}` → `{name: value}`, `"(sensitive)"` for sensitive ones.
+pub fn flatten_outputs(raw: &Value) -> Value {
+    let mut out = serde_json::Map::new();
+    if let Some(map) = raw.as_object() {
+        for (name, o) in map {
+            let sensitive = o.get("sensitive").and_then(Value::as_bool).unwrap_or(false);
+            let value = if sensitive {
+                Value::String("(sensitive)".into())
+            } else {
+                o.get("value").cloned().unwrap_or(Value::Null)
+            };
+            out.insert(name.clone(), value);
+        }
+    }
+    Value::Object(out)
+}
+
+/// terraform's `pg` backend (Go's lib/pq) defaults to `sslmode=require`; over a unix socket or
+/// loopback there is no TLS, so say `disable` there unless the URL chose.
+pub fn pg_conn_str(url: &str) -> String {
+    if url.contains("sslmode=") {
+        return url.to_string();
+    }
+    let local = url.contains("host=/")
+        || url.contains("@localhost")
+        || url.contains("@127.0.0.1")
+        || url.contains("@[::1]")
+        || url.starts_with("postgres:///")
+        || url.starts_with("postgresql:///");
+    if !local {
+        return url.to_string();
+    }
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}sslmode=disable")
+}
+
+/// Resolves a program name on PATH, or checks a path.
+pub fn which(program: &str) -> Option<PathBuf> {
+    if program.contains('/') {
+        let p = PathBuf::from(program);
+        return p.is_file().then_some(p);
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+}
+
+fn absolute(p: &str) -> String {
+    std::path::absolute(p)
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| p.to_string())
+}
+
+fn write(path: &Path, bytes: &[u8]) -> Result<(), EngineError> {
+    std::fs::write(path, bytes).map_err(|e| io_failed(path, e))
+}
+
+fn io_failed(path: &Path, e: std::io::Error) -> EngineError {
+    EngineError::Failed(format!("cannot write the workspace ({}): {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn outputs_are_flattened_and_sensitive_ones_masked() {
+        let raw = json!({
+            "bucket": {"sensitive": false, "type": "string", "value": "b1"},
+            "secret": {"sensitive": true, "type": "string", "value": "pw"}
+        });
+        assert_eq!(flatten_outputs(&raw), json!({"bucket": "b1", "secret": "(sensitive)"}));
+    }
+
+    #[test]
+    fn progress_counts_applied_against_planned() {
+        let mut r = StepReport::default();
+        handle_event(&json!({"type": "change_summary", "changes": {"add": 3, "change": 1, "remove": 0, "operation": "plan"}}), &mut r);
+        assert_eq!(r.planned, 4);
+        assert_eq!(handle_event(&json!({"type": "apply_complete"}), &mut r), Some(25));
+        handle_event(&json!({"type": "diagnostic", "diagnostic": {"severity": "error", "summary": "Bad", "detail": "very"}}), &mut r);
+        assert_eq!(r.errors, vec!["Bad: very"]);
+    }
+
+    #[test]
+    fn pg_conn_str_disables_ssl_only_locally() {
+        assert_eq!(pg_conn_str("postgres:///db?host=/tmp/x"), "postgres:///db?host=/tmp/x&sslmode=disable");
+        assert_eq!(pg_conn_str("postgres://u@127.0.0.1/db"), "postgres://u@127.0.0.1/db?sslmode=disable");
+        assert_eq!(pg_conn_str("postgres://u@db.example.com/db"), "postgres://u@db.example.com/db");
+        assert_eq!(pg_conn_str("postgres://u@h/db?sslmode=verify-full"), "postgres://u@h/db?sslmode=verify-full");
+    }
+}

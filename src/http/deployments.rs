@@ -1,0 +1,528 @@
+//! `POST /deploy` and the `/deployments` endpoints.
+
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use chrono::{DateTime, Utc};
+use futures_util::stream;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::AppState;
+use super::envelope::{self, AppError};
+use super::templates::{parse_provider, template_not_found};
+use crate::actors::persistence::{
+    CancelDeployment, CreateDeployment, GetDeployment, GetLogs, ListDeployments, PersistError,
+    QueueDestroy,
+};
+use crate::actors::supervisor::{CancelRun, Wake};
+use crate::catalog::ValidationErrors;
+use crate::db::queries::deployments::{CancelResult, ListFilter};
+use crate::domain::{Deployment, DeploymentId, DeploymentStatus, NewDeployment, ProviderType};
+
+const MAX_FIELD_LEN: usize = 256;
+const MAX_LIST_LIMIT: i64 = 500;
+const MAX_LOG_LIMIT: i64 = 5000;
+
+/// The body of `POST /deploy` once checked.
+struct DeployRequest {
+    provider_type: ProviderType,
+    template_name: String,
+    resource_group: Option<String>,
+    subscription_id: Option<String>,
+    location: Option<String>,
+    parameters: Map<String, Value>,
+}
+
+/// Checks every field and reports all problems at once.
+fn parse_deploy(body: Value) -> Result<DeployRequest, AppError> {
+    let Value::Object(mut body) = body else {
+        return Err(AppError::invalid("body", "must be a JSON object"));
+    };
+    let mut errors = ValidationErrors::default();
+    let mut text = |body: &mut Map<String, Value>, field: &str, required: bool| -> Option<String> {
+        match body.remove(field) {
+            None | Some(Value::Null) => {
+                if required {
+                    errors.add(field, "is required");
+                }
+                None
+            }
+            Some(Value::String(s)) => {
+                let s = s.trim().to_string();
+                if s.is_empty() && required {
+                    errors.add(field, "may not be empty");
+                } else if s.len() > MAX_FIELD_LEN {
+                    errors.add(field, format!("must be at most {MAX_FIELD_LEN} characters"));
+                } else if s.chars().any(char::is_control) {
+                    errors.add(field, "may not contain control characters");
+                } else if !s.is_empty() {
+                    return Some(s);
+                }
+                None
+            }
+            Some(_) => {
+                errors.add(field, "must be a string");
+                None
+            }
+        }
+    };
+    let template_name = text(&mut body, "template_name", true);
+    let provider = text(&mut body, "provider_type", true);
+    let resource_group = text(&mut body, "resource_group", false);
+    let subscription_id = text(&mut body, "subscription_id", false);
+    let location = text(&mut body, "location", false);
+    let parameters = match body.remove("parameters") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(m)) => m,
+        Some(_) => {
+            errors.add("parameters", "must be an object");
+            Map::new()
+        }
+    };
+    for unknown in body.keys() {
+        errors.add(
+            unknown.clone(),
+            "unknown field (expected template_name, provider_type, subscription_id, resource_group, location, parameters)",
+        );
+    }
+    if let Some(loc) = &location
+        && !loc.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == ' ')
+    {
+        errors.add("location", "must be a region name such as us-east-1 or westeurope");
+    }
+    let provider_type = match provider.as_deref().map(parse_provider) {
+        Some(Ok(p)) => Some(p),
+        Some(Err(AppError::Validation(e))) => {
+            errors.merge(e);
+            None
+        }
+        _ => None,
+    };
+    if provider_type == Some(ProviderType::Azure) && resource_group.is_none() {
+        errors.add("resource_group", "is required for Azure deployments");
+    }
+    match (errors.is_empty(), provider_type, template_name) {
+        (true, Some(provider_type), Some(template_name)) => Ok(DeployRequest {
+            provider_type,
+            template_name,
+            resource_group,
+            subscription_id,
+            location,
+            parameters,
+        }),
+        _ => Err(AppError::Validation(errors)),
+    }
+}
+
+pub async fn deploy(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, AppError> {
+    let request = parse_deploy(body.into_inner())?;
+    let idempotency_key = match req.headers().get("Idempotency-Key") {
+        None => None,
+        Some(v) => {
+            let key = v.to_str().map_err(|_| {
+                AppError::invalid("Idempotency-Key", "must be printable ASCII")
+            })?;
+            if key.is_empty() || key.len() > 255 {
+                return Err(AppError::invalid("Idempotency-Key", "must be 1 to 255 characters"));
+            }
+            Some(key.to_string())
+        }
+    };
+    let catalog = state.catalog.get();
+    let template = catalog
+        .find(request.provider_type, &request.template_name)
+        .ok_or_else(|| template_not_found(request.provider_type, &request.template_name))?;
+    if let Some(err) = &template.error {
+        return Err(AppError::invalid(
+            "template_name",
+            format!("template {} cannot be used: {err}", template.name),
+        ));
+    }
+    if let Err(e) = state.engines.for_provider(request.provider_type) {
+        return Err(AppError::NotImplemented(e.to_string()));
+    }
+    template.validate(&request.parameters).map_err(AppError::Validation)?;
+
+    let new = NewDeployment {
+        id: DeploymentId::generate(),
+        provider_type: request.provider_type,
+        template_name: template.name.clone(),
+        resource_group: request.resource_group,
+        subscription_id: request.subscription_id,
+        location: request.location,
+        parameters: request.parameters,
+        idempotency_key,
+    };
+    // Committed before we answer: the row is the queue entry.
+    let created = state.persistence.call(CreateDeployment(new)).await?;
+    let d = created.deployment;
+    if created.created {
+        tracing::info!(deployment.id = %d.id, template = %d.template_name, provider_type = %d.provider_type, "deployment accepted");
+        state.supervisor.do_send(Wake);
+    }
+    let message = format!("deployment {} accepted", d.id);
+    Ok(HttpResponse::build(StatusCode::ACCEPTED)
+        .insert_header(("Location", format!("/deployments/{}", d.id)))
+        .json(json!({
+            "success": true,
+            "message": message,
+            "data": {
+                "deployment_id": d.id,
+                "task_id": d.id,
+                "status": d.status,
+                "resource_group": d.resource_group,
+                "provider": d.provider_type,
+                "template": d.template_name,
+                "message": message,
+            },
+            "error": null,
+            "timestamp": envelope::timestamp(),
+        })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    status: Option<String>,
+    provider_type: Option<String>,
+    template_name: Option<String>,
+    resource_group: Option<String>,
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+pub async fn list(
+    state: web::Data<AppState>,
+    q: web::Query<ListQuery>,
+) -> Result<HttpResponse, AppError> {
+    let q = q.into_inner();
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=MAX_LIST_LIMIT).contains(&limit) {
+        return Err(AppError::invalid("limit", format!("must be between 1 and {MAX_LIST_LIMIT}")));
+    }
+    let status = match q.status {
+        Some(s) => Some(
+            s.parse::<DeploymentStatus>()
+                .map_err(|_| {
+                    AppError::invalid(
+                        "status",
+                        "must be one of pending, running, completed, failed, cancelled, destroyed",
+                    )
+                })?
+                .as_str()
+                .to_string(),
+        ),
+        None => None,
+    };
+    let provider_type = q
+        .provider_type
+        .as_deref()
+        .map(parse_provider)
+        .transpose()?
+        .map(|p| p.as_str().to_string());
+    let before = q.cursor.as_deref().map(decode_cursor).transpose()?;
+    let filter = ListFilter {
+        status,
+        provider_type,
+        template_name: q.template_name.as_deref().map(|t| crate::catalog::normalize_name(t).unwrap_or_else(|| t.to_string())),
+        resource_group: q.resource_group,
+        before,
+        // One more than asked tells whether there is a next page.
+        limit: limit + 1,
+    };
+    let mut rows = state.persistence.call(ListDeployments(filter)).await?;
+    let more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    let next_cursor = if more { rows.last().map(encode_cursor) } else { None };
+    let catalog = state.catalog.get();
+    let views: Vec<Value> = rows.iter().map(|d| view(d, &catalog)).collect();
+    Ok(envelope::ok(
+        format!("{} deployments", views.len()),
+        json!({ "deployments": views, "count": views.len(), "next_cursor": next_cursor }),
+    ))
+}
+
+fn encode_cursor(d: &Deployment) -> String {
+    format!("{}.{}", d.created_at.timestamp_micros(), d.id)
+}
+
+fn decode_cursor(c: &str) -> Result<(DateTime<Utc>, String), AppError> {
+    let bad = || AppError::invalid("cursor", "is not a cursor returned by this API");
+    let (micros, id) = c.split_once('.').ok_or_else(bad)?;
+    let at = micros
+        .parse::<i64>()
+        .ok()
+        .and_then(DateTime::from_timestamp_micros)
+        .ok_or_else(bad)?;
+    let id = DeploymentId::parse(id).ok_or_else(bad)?;
+    Ok((at, id.to_string()))
+}
+
+/// Parses the `{id}` segment; a malformed id is simply not found.
+fn deployment_id(raw: &str) -> Result<String, AppError> {
+    DeploymentId::parse(raw)
+        .map(|id| id.to_string())
+        .ok_or_else(|| not_found(raw))
+}
+
+fn not_found(id: &str) -> AppError {
+    AppError::not_found("deployment_not_found", format!("deployment {id:?} not found"))
+}
+
+async fn load(state: &AppState, raw: &str) -> Result<Deployment, AppError> {
+    let id = deployment_id(raw)?;
+    state
+        .persistence
+        .call(GetDeployment(id))
+        .await
+        .map_err(|e| match e {
+            PersistError::NotFound => not_found(raw),
+            other => other.into(),
+        })
+}
+
+pub async fn get(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, AppError> {
+    let d = load(&state, &path).await?;
+    Ok(envelope::ok(format!("deployment {}", d.id), view(&d, &state.catalog.get())))
+}
+
+pub async fn status(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let d = load(&state, &path).await?;
+    Ok(envelope::ok(
+        format!("deployment {} is {}", d.id, d.status),
+        json!({
+            "deployment_id": d.id,
+            "status": d.status,
+            "operation": d.operation,
+            "progress": d.progress,
+            "created_at": d.created_at,
+            "started_at": d.started_at,
+            "completed_at": d.completed_at,
+            "duration_seconds": d.duration_seconds(),
+            "provider_type": d.provider_type,
+            "template_name": d.template_name,
+            "outputs": d.outputs,
+            "error_message": d.error_message,
+        }),
+    ))
+}
+
+/// The whole record, with sensitive parameter values masked.
+fn view(d: &Deployment, catalog: &crate::catalog::Catalog) -> Value {
+    let sensitive: Vec<String> = catalog
+        .find(d.provider_type, &d.template_name)
+        .map(|t| t.sensitive_parameters().map(String::from).collect())
+        .unwrap_or_default();
+    let parameters: Map<String, Value> = d
+        .parameters
+        .iter()
+        .map(|(k, v)| {
+            let v = if sensitive.contains(k) { json!("(sensitive)") } else { v.clone() };
+            (k.clone(), v)
+        })
+        .collect();
+    json!({
+        "deployment_id": d.id,
+        "task_id": d.id,
+        "provider_type": d.provider_type,
+        "cloud_provider": d.provider_type.cloud(),
+        "template_name": d.template_name,
+        "resource_group": d.resource_group,
+        "subscription_id": d.subscription_id,
+        "location": d.location,
+        "status": d.status,
+        "operation": d.operation,
+        "parameters": parameters,
+        "outputs": d.outputs,
+        "error_message": d.error_message,
+        "progress": d.progress,
+        "attempts": d.attempts,
+        "cancel_requested_at": d.cancel_requested_at,
+        "created_at": d.created_at,
+        "started_at": d.started_at,
+        "completed_at": d.completed_at,
+        "updated_at": d.updated_at,
+        "duration_seconds": d.duration_seconds(),
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogsQuery {
+    after: Option<i64>,
+    limit: Option<i64>,
+    follow: Option<bool>,
+}
+
+pub async fn logs(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    q: web::Query<LogsQuery>,
+) -> Result<HttpResponse, AppError> {
+    let after = q.after.unwrap_or(0);
+    if after < 0 {
+        return Err(AppError::invalid("after", "must be 0 or more"));
+    }
+    let limit = q.limit.unwrap_or(1000);
+    if !(1..=MAX_LOG_LIMIT).contains(&limit) {
+        return Err(AppError::invalid("limit", format!("must be between 1 and {MAX_LOG_LIMIT}")));
+    }
+    let d = load(&state, &path).await?;
+    if q.follow.unwrap_or(false) {
+        return Ok(follow(state, d.id.to_string(), after));
+    }
+    let lines = state
+        .persistence
+        .call(GetLogs { deployment_id: d.id.to_string(), after, limit })
+        .await?;
+    let next_after = lines.last().map(|l| l.seq).unwrap_or(after);
+    Ok(envelope::ok(
+        format!("{} log lines", lines.len()),
+        json!({
+            "deployment_id": d.id,
+            "status": d.status,
+            "lines": lines,
+            "count": lines.len(),
+            "next_after": next_after,
+        }),
+    ))
+}
+
+/// Server-Sent Events: every new line as a `log` event, then one `end` event with the final
+/// status once the run has ended and every line was sent.
+fn follow(state: web::Data<AppState>, id: String, after: i64) -> HttpResponse {
+    struct Follow {
+        state: web::Data<AppState>,
+        id: String,
+        after: i64,
+        done: bool,
+    }
+    let init = Follow { state, id, after, done: false };
+    let events = stream::unfold(init, |mut f| async move {
+        if f.done {
+            return None;
+        }
+        loop {
+            let batch = f
+                .state
+                .persistence
+                .call(GetLogs { deployment_id: f.id.clone(), after: f.after, limit: 1000 })
+                .await;
+            let lines = match batch {
+                Ok(lines) => lines,
+                Err(e) => {
+                    f.done = true;
+                    let chunk = sse("error", &json!({ "error": e.to_string() }));
+                    return Some((Ok::<_, actix_web::Error>(chunk), f));
+                }
+            };
+            if !lines.is_empty() {
+                f.after = lines.last().map(|l| l.seq).unwrap_or(f.after);
+                let chunk: Vec<u8> = lines.iter().flat_map(|l| sse("log", &json!(l)).to_vec()).collect();
+                return Some((Ok(web::Bytes::from(chunk)), f));
+            }
+            // No new line: end once the run has ended (its last lines are written before the
+            // result), else wait a little.
+            match f.state.persistence.call(GetDeployment(f.id.clone())).await {
+                Ok(d) if d.status.is_terminal() => {
+                    f.done = true;
+                    let chunk = sse("end", &json!({ "status": d.status, "error_message": d.error_message }));
+                    return Some((Ok(chunk), f));
+                }
+                Ok(_) => tokio::time::sleep(Duration::from_millis(300)).await,
+                Err(e) => {
+                    f.done = true;
+                    return Some((Ok(sse("error", &json!({ "error": e.to_string() }))), f));
+                }
+            }
+        }
+    });
+    HttpResponse::Ok()
+        .insert_header(("Content-Type", "text/event-stream"))
+        .insert_header(("Cache-Control", "no-cache"))
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(events)
+}
+
+fn sse(event: &str, data: &Value) -> web::Bytes {
+    web::Bytes::from(format!("event: {event}\ndata: {data}\n\n"))
+}
+
+pub async fn cancel(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let id = deployment_id(&path)?;
+    match state.persistence.call(CancelDeployment(id.clone())).await? {
+        CancelResult::NotFound => Err(not_found(&path)),
+        CancelResult::AlreadyFinished => {
+            let d = load(&state, &id).await?;
+            Err(AppError::Conflict(format!("deployment {id} already ended ({})", d.status)))
+        }
+        result => {
+            if result == CancelResult::Requested {
+                state.supervisor.do_send(CancelRun { deployment_id: id.clone() });
+            }
+            let d = load(&state, &id).await?;
+            Ok(envelope::success(
+                StatusCode::ACCEPTED,
+                format!("cancel of {id} accepted"),
+                json!({ "deployment_id": id, "status": d.status, "cancel_requested": true }),
+            ))
+        }
+    }
+}
+
+pub async fn destroy(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let id = deployment_id(&path)?;
+    let d = state.persistence.call(QueueDestroy(id)).await.map_err(|e| match e {
+        PersistError::NotFound => not_found(&path),
+        other => other.into(),
+    })?;
+    state.supervisor.do_send(Wake);
+    Ok(envelope::success(
+        StatusCode::ACCEPTED,
+        format!("destroy of {} queued", d.id),
+        json!({ "deployment_id": d.id, "task_id": d.id, "status": d.status, "operation": d.operation }),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deploy_body_errors_name_every_field() {
+        let Err(AppError::Validation(e)) = parse_deploy(json!({
+            "provider_type": "nope", "parameters": [], "extra": 1, "location": "us east;"
+        })) else {
+            panic!("expected a validation error");
+        };
+        for f in ["template_name", "provider_type", "parameters", "extra", "location"] {
+            assert!(e.0.contains_key(f), "{f} missing in {e:?}");
+        }
+        assert!(parse_deploy(json!({"template_name": "x", "provider_type": "aws"})).is_ok());
+        assert!(parse_deploy(json!({"template_name": "x", "provider_type": "bicep"})).is_err(), "azure needs a resource group");
+    }
+
+    #[test]
+    fn cursors_round_trip_and_garbage_is_rejected() {
+        assert!(decode_cursor("nonsense").is_err());
+        assert!(decode_cursor("1.deploy-zz").is_err());
+        let (at, id) = decode_cursor("1732581234123456.deploy-0123456789abcdef").expect("valid");
+        assert_eq!(at.timestamp_micros(), 1732581234123456);
+        assert_eq!(id, "deploy-0123456789abcdef");
+    }
+}

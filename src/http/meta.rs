@@ -1,0 +1,94 @@
+//! `/`, `/health`, `/providers`.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, web};
+use serde_json::json;
+
+use super::AppState;
+use super::envelope;
+use crate::actors::persistence::CountByStatus;
+use crate::actors::supervisor::GetRunnerStats;
+use crate::domain::ProviderType;
+
+pub async fn index(state: web::Data<AppState>) -> HttpResponse {
+    let available: Vec<&str> = ProviderType::ALL
+        .into_iter()
+        .filter(|p| availability(&state, *p).0)
+        .map(ProviderType::as_str)
+        .collect();
+    envelope::ok(
+        "multicloud deployment service",
+        json!({
+            "name": "multicloud",
+            "version": env!("CARGO_PKG_VERSION"),
+            "providers": available,
+            "docs_url": "/openapi.json",
+        }),
+    )
+}
+
+/// 200 when the database answers, 503 otherwise; the body says what was checked.
+pub async fn health(state: web::Data<AppState>) -> HttpResponse {
+    let db = state.persistence.call(CountByStatus).await;
+    let runner = state.supervisor.send(GetRunnerStats).await.ok();
+    let terraform = state.engines.terraform.binary();
+    let healthy = db.is_ok();
+    let data = json!({
+        "status": if healthy { "healthy" } else { "unhealthy" },
+        "database": match &db {
+            Ok(_) => json!({"reachable": true}),
+            Err(e) => json!({"reachable": false, "error": e.to_string()}),
+        },
+        "terraform": {"found": terraform.is_some(), "path": terraform},
+        "runner": runner,
+    });
+    if healthy {
+        envelope::ok("healthy", data)
+    } else {
+        // The error envelope, with the checks kept in `data`.
+        let body = json!({
+            "success": false,
+            "message": "unhealthy: the database is unreachable",
+            "data": data,
+            "error": {"code": "service_unavailable", "details": null, "status_code": 503},
+            "timestamp": envelope::timestamp(),
+        });
+        HttpResponse::build(StatusCode::SERVICE_UNAVAILABLE)
+            .insert_header(("Retry-After", "2"))
+            .json(body)
+    }
+}
+
+pub async fn providers(state: web::Data<AppState>) -> HttpResponse {
+    let catalog = state.catalog.get();
+    let list: Vec<_> = ProviderType::ALL
+        .into_iter()
+        .map(|p| {
+            let (available, reason) = availability(&state, p);
+            json!({
+                "provider_type": p.as_str(),
+                "cloud": p.cloud(),
+                "format": p.format(),
+                "template_count": catalog.count(p),
+                "available": available,
+                "reason": reason,
+            })
+        })
+        .collect();
+    envelope::ok("providers", json!({ "providers": list, "count": list.len() }))
+}
+
+/// Whether this node can run deployments of `p`, and why not.
+pub fn availability(state: &AppState, p: ProviderType) -> (bool, Option<String>) {
+    match state.engines.for_provider(p) {
+        Err(e) => (false, Some(e.to_string())),
+        Ok(_) if p.is_terraform() && state.engines.terraform.binary().is_none() => (
+            false,
+            Some(format!(
+                "terraform binary {:?} not found",
+                state.settings.terraform.binary
+            )),
+        ),
+        Ok(_) => (true, None),
+    }
+}

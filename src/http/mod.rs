@@ -1,0 +1,104 @@
+//! The REST API of design.md §7. Handlers are thin: parse and validate, send one message,
+//! map the answer to the envelope. `configure` registers everything, so tests and the daemon
+//! build the same app.
+
+pub mod deployments;
+pub mod envelope;
+pub mod meta;
+pub mod templates;
+
+use std::sync::Arc;
+
+use actix::Addr;
+use actix_web::error::{JsonPayloadError, QueryPayloadError};
+use actix_web::{HttpRequest, HttpResponse, Resource, web};
+
+use crate::actors::persistence::PersistenceHandle;
+use crate::actors::supervisor::Supervisor;
+use crate::catalog::CatalogHandle;
+use crate::config::Settings;
+use crate::engines::Engines;
+use envelope::AppError;
+
+/// What every handler can reach.
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub persistence: PersistenceHandle,
+    pub supervisor: Addr<Supervisor>,
+    pub catalog: CatalogHandle,
+    pub engines: Arc<Engines>,
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
+    cfg.app_data(
+        web::JsonConfig::default()
+            .limit(max_body_bytes)
+            .error_handler(move |err, _| json_error(err, max_body_bytes).into()),
+    )
+    .app_data(web::PayloadConfig::default().limit(max_body_bytes))
+    .app_data(web::QueryConfig::default().error_handler(|err, _| query_error(err).into()))
+    .app_data(web::PathConfig::default().error_handler(|err, _| {
+        AppError::not_found("not_found", format!("invalid path: {err}")).into()
+    }))
+    .service(resource("/").route(web::get().to(meta::index)))
+    .service(resource("/health").route(web::get().to(meta::health)))
+    .service(resource("/providers").route(web::get().to(meta::providers)))
+    .service(resource("/templates").route(web::get().to(templates::list)))
+    .service(resource("/templates/{provider_type}/{name}").route(web::get().to(templates::detail)))
+    .service(
+        resource("/templates/{provider_type}/{name}/parameters")
+            .route(web::get().to(templates::parameters)),
+    )
+    .service(
+        resource("/templates/{provider_type}/{name}/content").route(web::get().to(templates::content)),
+    )
+    .service(resource("/deploy").route(web::post().to(deployments::deploy)))
+    .service(resource("/deployments").route(web::get().to(deployments::list)))
+    .service(
+        resource("/deployments/{id}")
+            .route(web::get().to(deployments::get))
+            .route(web::delete().to(deployments::destroy)),
+    )
+    .service(resource("/deployments/{id}/status").route(web::get().to(deployments::status)))
+    .service(resource("/deployments/{id}/logs").route(web::get().to(deployments::logs)))
+    .service(resource("/deployments/{id}/cancel").route(web::post().to(deployments::cancel)))
+    .default_service(web::to(not_found));
+}
+
+/// A resource whose unmatched methods answer 405 in the envelope.
+fn resource(path: &str) -> Resource {
+    web::resource(path).default_service(web::to(method_not_allowed))
+}
+
+async fn method_not_allowed() -> Result<HttpResponse, AppError> {
+    Err(AppError::MethodNotAllowed)
+}
+
+async fn not_found(req: HttpRequest) -> Result<HttpResponse, AppError> {
+    Err(AppError::not_found(
+        "route_not_found",
+        format!("no route for {} {}", req.method(), req.path()),
+    ))
+}
+
+fn json_error(err: JsonPayloadError, limit: usize) -> AppError {
+    match err {
+        JsonPayloadError::ContentType => AppError::UnsupportedMediaType,
+        JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
+            AppError::PayloadTooLarge(limit)
+        }
+        JsonPayloadError::Deserialize(e) if e.is_data() => {
+            AppError::invalid("body", e.to_string())
+        }
+        JsonPayloadError::Deserialize(e) => AppError::BadRequest(format!("malformed JSON: {e}")),
+        other => AppError::BadRequest(format!("cannot read the request body: {other}")),
+    }
+}
+
+fn query_error(err: QueryPayloadError) -> AppError {
+    let text = match err {
+        QueryPayloadError::Deserialize(e) => e.to_string(),
+        other => other.to_string(),
+    };
+    AppError::invalid("query", text)
+}
