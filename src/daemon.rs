@@ -64,7 +64,10 @@ pub fn migrate(settings: &Settings) -> anyhow::Result<()> {
 pub fn serve(settings: Settings) -> anyhow::Result<()> {
     let settings = Arc::new(settings);
     std::fs::create_dir_all(settings.paths.data_dir.join("workspaces")).with_context(|| {
-        format!("creating {}", settings.paths.data_dir.join("workspaces").display())
+        format!(
+            "creating {}",
+            settings.paths.data_dir.join("workspaces").display()
+        )
     })?;
     let database = open_database(&settings)?;
     let applied = db::run_migrations(&database.url)?;
@@ -171,5 +174,9 @@ fn node_name() -> String {
         .ok()
         .and_then(|h| h.into_string().ok())
         .unwrap_or_else(|| "node".into());
-    format!("{host}-{}-{:04x}", std::process::id(), rand::rng().next_u32() & 0xffff)
+    format!(
+        "{host}-{}-{:04x}",
+        std::process::id(),
+        rand::rng().next_u32() & 0xffff
+    )
 }

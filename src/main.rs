@@ -9,7 +9,11 @@ use multicloud::config::Settings;
 use multicloud::telemetry::{self, LogFormat};
 
 #[derive(Parser)]
-#[command(name = "multicloud", version, about = "Deploy infrastructure templates to Azure, AWS and GCP through one REST API")]
+#[command(
+    name = "multicloud",
+    version,
+    about = "Deploy infrastructure templates to Azure, AWS and GCP through one REST API"
+)]
 struct Cli {
     /// Log format.
     #[arg(long, global = true, value_enum, default_value = "text")]
@@ -39,7 +43,10 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let (config, print) = match &cli.command {
-        Command::Serve { config, print_config } => (config.clone(), *print_config),
+        Command::Serve {
+            config,
+            print_config,
+        } => (config.clone(), *print_config),
         Command::Migrate { config } => (config.clone(), false),
     };
     let settings = match Settings::load(config.as_deref()) {

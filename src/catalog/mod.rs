@@ -203,8 +203,14 @@ mod tests {
 
     #[test]
     fn names_are_forgiving_but_safe() {
-        assert_eq!(normalize_name("Storage Account").as_deref(), Some("storage-account"));
-        assert_eq!(normalize_name("storage_bucket.tf").as_deref(), Some("storage-bucket"));
+        assert_eq!(
+            normalize_name("Storage Account").as_deref(),
+            Some("storage-account")
+        );
+        assert_eq!(
+            normalize_name("storage_bucket.tf").as_deref(),
+            Some("storage-bucket")
+        );
         for bad in ["", "../etc/passwd", "a/b", "a\0b", "a.b", ".."] {
             assert_eq!(normalize_name(bad), None, "{bad:?}");
         }
@@ -225,7 +231,9 @@ pub struct CatalogHandle(std::sync::Arc<std::sync::RwLock<std::sync::Arc<Catalog
 
 impl CatalogHandle {
     pub fn new(catalog: Catalog) -> CatalogHandle {
-        CatalogHandle(std::sync::Arc::new(std::sync::RwLock::new(std::sync::Arc::new(catalog))))
+        CatalogHandle(std::sync::Arc::new(std::sync::RwLock::new(
+            std::sync::Arc::new(catalog),
+        )))
     }
 
     pub fn get(&self) -> std::sync::Arc<Catalog> {

@@ -163,12 +163,18 @@ pub fn validate(
                 } else {
                     format!("known parameters: {}", known.join(", "))
                 };
-                errors.add(format!("parameters.{name}"), format!("unknown parameter ({hint})"));
+                errors.add(
+                    format!("parameters.{name}"),
+                    format!("unknown parameter ({hint})"),
+                );
             }
             // null means "use the default", which only works when there is one.
             Some(spec) if value.is_null() => {
                 if spec.required {
-                    errors.add(format!("parameters.{name}"), "is required and may not be null");
+                    errors.add(
+                        format!("parameters.{name}"),
+                        "is required and may not be null",
+                    );
                 }
             }
             Some(spec) => {
@@ -183,7 +189,11 @@ pub fn validate(
             errors.add(format!("parameters.{}", spec.name), "is required");
         }
     }
-    if errors.is_empty() { Ok(()) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
 }
 
 #[cfg(test)]

@@ -54,7 +54,10 @@ pub fn load(path: &Path, provider_type: ProviderType) -> Template {
 fn variable(block: &Block) -> Option<ParamSpec> {
     let name = block.labels().first()?.as_str();
     let type_expr = attr(block.body(), "type").map(|e| e.to_string());
-    let param_type = type_expr.as_deref().map(param_type).unwrap_or(ParamType::Any);
+    let param_type = type_expr
+        .as_deref()
+        .map(param_type)
+        .unwrap_or(ParamType::Any);
     let mut spec = ParamSpec::new(
         name,
         param_type,
@@ -162,6 +165,10 @@ variable "password" {
         let path = dir.path().join("broken.tf");
         std::fs::write(&path, "variable \"x\" {").expect("write");
         let t = load(&path, ProviderType::TerraformAws);
-        assert!(t.error.as_deref().is_some_and(|e| e.contains("invalid HCL")));
+        assert!(
+            t.error
+                .as_deref()
+                .is_some_and(|e| e.contains("invalid HCL"))
+        );
     }
 }

@@ -226,7 +226,8 @@ impl EmbeddedPostgres {
         S: AsRef<OsStr>,
     {
         let mut cmd = Command::new(self.bin.join(program));
-        cmd.args(args).current_dir(self.data.parent().unwrap_or(Path::new("/")));
+        cmd.args(args)
+            .current_dir(self.data.parent().unwrap_or(Path::new("/")));
         // PostgreSQL's tools read PG* variables; start from a known environment.
         for (key, _) in std::env::vars_os() {
             if key.to_string_lossy().starts_with("PG") {
@@ -266,7 +267,11 @@ fn check(step: &'static str, out: &Output) -> Result<(), EmbeddedError> {
 
 /// `pg_ctl` on PATH, else the newest `/usr/lib/postgresql/<version>/bin`.
 fn find_bin_dir() -> Option<PathBuf> {
-    let has_all = |dir: &Path| ["initdb", "pg_ctl", "postgres"].iter().all(|b| dir.join(b).is_file());
+    let has_all = |dir: &Path| {
+        ["initdb", "pg_ctl", "postgres"]
+            .iter()
+            .all(|b| dir.join(b).is_file())
+    };
     if let Some(path) = std::env::var_os("PATH") {
         for dir in std::env::split_paths(&path) {
             if has_all(&dir) {

@@ -49,7 +49,8 @@ pub fn build_pool(url: &str, size: u32) -> Result<DbPool, DbError> {
 /// applied by this call.
 pub fn run_migrations(url: &str) -> Result<Vec<String>, DbError> {
     let mut conn = PgConnection::establish(url).map_err(|e| DbError::Connect(e.to_string()))?;
-    diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})")).execute(&mut conn)?;
+    diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})"))
+        .execute(&mut conn)?;
     let result = conn
         .run_pending_migrations(MIGRATIONS)
         .map(|versions| versions.iter().map(|v| v.to_string()).collect())

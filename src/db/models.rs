@@ -72,10 +72,11 @@ impl TryFrom<DeploymentRow> for Deployment {
             kind: "deployment id",
             value: row.deployment_id.clone(),
         })?;
-        let provider_type = ProviderType::parse(&row.provider_type).ok_or_else(|| UnknownValue {
-            kind: "provider type",
-            value: row.provider_type.clone(),
-        })?;
+        let provider_type =
+            ProviderType::parse(&row.provider_type).ok_or_else(|| UnknownValue {
+                kind: "provider type",
+                value: row.provider_type.clone(),
+            })?;
         let parameters = match row.parameters {
             serde_json::Value::Object(map) => map,
             _ => serde_json::Map::new(),

@@ -33,7 +33,9 @@ impl DeploymentId {
         let hex = value.strip_prefix("deploy-")?;
         let ok = hex.len() >= 12
             && hex.len() <= 64
-            && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         ok.then(|| DeploymentId(value.to_string()))
     }
 
@@ -235,7 +237,14 @@ mod tests {
         let id = DeploymentId::generate();
         assert_eq!(id.as_str().len(), "deploy-".len() + 16);
         assert_eq!(DeploymentId::parse(id.as_str()), Some(id));
-        for bad in ["deploy-", "deploy-abc", "deploy-ABCDEF123456", "x-0123456789ab", "deploy-../../etc", "deploy-0123456789ab\0"] {
+        for bad in [
+            "deploy-",
+            "deploy-abc",
+            "deploy-ABCDEF123456",
+            "x-0123456789ab",
+            "deploy-../../etc",
+            "deploy-0123456789ab\0",
+        ] {
             assert_eq!(DeploymentId::parse(bad), None, "{bad:?}");
         }
     }

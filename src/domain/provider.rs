@@ -81,8 +81,14 @@ mod tests {
         assert_eq!(ProviderType::parse("Bicep"), Some(ProviderType::Azure));
         assert_eq!(ProviderType::parse("arm"), Some(ProviderType::Azure));
         assert_eq!(ProviderType::parse("aws"), Some(ProviderType::TerraformAws));
-        assert_eq!(ProviderType::parse(" GCP "), Some(ProviderType::TerraformGcp));
-        assert_eq!(ProviderType::parse("terraform-azure"), Some(ProviderType::TerraformAzure));
+        assert_eq!(
+            ProviderType::parse(" GCP "),
+            Some(ProviderType::TerraformGcp)
+        );
+        assert_eq!(
+            ProviderType::parse("terraform-azure"),
+            Some(ProviderType::TerraformAzure)
+        );
         assert_eq!(ProviderType::parse("azurerm"), None);
         for p in ProviderType::ALL {
             assert_eq!(ProviderType::parse(p.as_str()), Some(p));

@@ -85,8 +85,12 @@ pub enum EngineError {
 
 /// A deployment engine. Object-safe so the registry can hold any of them.
 pub trait Engine {
-    fn run(&self, job: RunJob, events: EventSender, stop: StopSignal)
-    -> LocalBoxFuture<'static, Result<EngineOutput, EngineError>>;
+    fn run(
+        &self,
+        job: RunJob,
+        events: EventSender,
+        stop: StopSignal,
+    ) -> LocalBoxFuture<'static, Result<EngineOutput, EngineError>>;
 }
 
 /// The engines of this process, by provider type.

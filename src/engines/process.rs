@@ -120,7 +120,10 @@ pub async fn run_step(
     let stop_requested = *stop.borrow();
     if let Some(reason) = stop_requested {
         signal_group(pgid, Signal::SIGINT);
-        stopping = Some((Err(ProcessError::Stopped(reason)), Instant::now() + limits.grace));
+        stopping = Some((
+            Err(ProcessError::Stopped(reason)),
+            Instant::now() + limits.grace,
+        ));
     }
 
     let status = loop {
@@ -295,7 +298,10 @@ mod tests {
         let (_tx, mut rx) = watch::channel(None);
         let mut lines = Vec::new();
         let status = run_step(
-            &step(dir.path(), "echo out; echo err >&2; seq 1 200000; printf tail"),
+            &step(
+                dir.path(),
+                "echo out; echo err >&2; seq 1 200000; printf tail",
+            ),
             limits(30),
             &mut rx,
             |s, l| lines.push((s, l.to_string())),
@@ -305,7 +311,12 @@ mod tests {
         assert!(status.success());
         assert_eq!(lines.len(), 2 + 200_000 + 1);
         assert!(lines.contains(&(Stream::Stderr, "err".into())));
-        assert_eq!(lines.last(), Some(&(Stream::Stdout, "tail".into())));
+        let last_out = lines.iter().rev().find(|(s, _)| *s == Stream::Stdout);
+        assert_eq!(
+            last_out,
+            Some(&(Stream::Stdout, "tail".into())),
+            "unterminated last line kept"
+        );
     }
 
     #[tokio::test]
@@ -313,10 +324,18 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let (_tx, mut rx) = watch::channel(None);
         let mut lines = Vec::new();
-        run_step(&step(dir.path(), "env"), limits(30), &mut rx, |_, l| lines.push(l.to_string()))
-            .await
-            .expect("runs");
-        assert!(lines.iter().all(|l| l.starts_with("PATH=") || l.starts_with("PWD=") || l.starts_with("SHLVL=") || l.starts_with("_=")), "{lines:?}");
+        run_step(&step(dir.path(), "env"), limits(30), &mut rx, |_, l| {
+            lines.push(l.to_string())
+        })
+        .await
+        .expect("runs");
+        assert!(
+            lines.iter().all(|l| l.starts_with("PATH=")
+                || l.starts_with("PWD=")
+                || l.starts_with("SHLVL=")
+                || l.starts_with("_=")),
+            "{lines:?}"
+        );
     }
 
     #[tokio::test]
@@ -324,9 +343,14 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let (_tx, mut rx) = watch::channel(None);
         let started = std::time::Instant::now();
-        let err = run_step(&step(dir.path(), "sleep 30 & wait"), limits(1), &mut rx, |_, _| {})
-            .await
-            .expect_err("times out");
+        let err = run_step(
+            &step(dir.path(), "sleep 30 & wait"),
+            limits(1),
+            &mut rx,
+            |_, _| {},
+        )
+        .await
+        .expect_err("times out");
         assert!(matches!(err, ProcessError::TimedOut(1)), "{err:?}");
         assert!(started.elapsed() < Duration::from_secs(10));
     }
@@ -342,11 +366,16 @@ mod tests {
             sleep(Duration::from_secs(10)).await;
         });
         let mut lines = Vec::new();
-        let err = run_step(&step(dir.path(), trap), limits(60), &mut rx, |_, l| lines.push(l.to_string()))
-            .await
-            .expect_err("stopped");
+        let err = run_step(&step(dir.path(), trap), limits(60), &mut rx, |_, l| {
+            lines.push(l.to_string())
+        })
+        .await
+        .expect_err("stopped");
         assert!(matches!(err, ProcessError::Stopped(StopReason::Cancel)));
-        assert!(lines.iter().any(|l| l == "got-int"), "SIGINT reached the shell: {lines:?}");
+        assert!(
+            lines.iter().any(|l| l == "got-int"),
+            "SIGINT reached the shell: {lines:?}"
+        );
     }
 
     #[tokio::test]
@@ -355,7 +384,9 @@ mod tests {
         let (_tx, mut rx) = watch::channel(None);
         let mut s = step(dir.path(), "");
         s.program = "/nonexistent/terraform".into();
-        let err = run_step(&s, limits(5), &mut rx, |_, _| {}).await.expect_err("missing");
+        let err = run_step(&s, limits(5), &mut rx, |_, _| {})
+            .await
+            .expect_err("missing");
         assert!(matches!(err, ProcessError::NotFound { .. }));
     }
 }

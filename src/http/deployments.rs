@@ -55,7 +55,8 @@ fn parse_deploy(body: Value) -> Result<DeployRequest, AppError> {
                     errors.add(field, "may not be empty");
                 } else if s.len() > MAX_FIELD_LEN {
                     errors.add(field, format!("must be at most {MAX_FIELD_LEN} characters"));
-                } else if s.chars().any(char::is_control) {
+                } else if field != "template_name" && s.chars().any(char::is_control) {
+                    // (a template name that can't exist is simply not found: 404)
                     errors.add(field, "may not contain control characters");
                 } else if !s.is_empty() {
                     return Some(s);
@@ -88,9 +89,14 @@ fn parse_deploy(body: Value) -> Result<DeployRequest, AppError> {
         );
     }
     if let Some(loc) = &location
-        && !loc.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == ' ')
+        && !loc
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == ' ')
     {
-        errors.add("location", "must be a region name such as us-east-1 or westeurope");
+        errors.add(
+            "location",
+            "must be a region name such as us-east-1 or westeurope",
+        );
     }
     let provider_type = match provider.as_deref().map(parse_provider) {
         Some(Ok(p)) => Some(p),
@@ -125,11 +131,14 @@ pub async fn deploy(
     let idempotency_key = match req.headers().get("Idempotency-Key") {
         None => None,
         Some(v) => {
-            let key = v.to_str().map_err(|_| {
-                AppError::invalid("Idempotency-Key", "must be printable ASCII")
-            })?;
+            let key = v
+                .to_str()
+                .map_err(|_| AppError::invalid("Idempotency-Key", "must be printable ASCII"))?;
             if key.is_empty() || key.len() > 255 {
-                return Err(AppError::invalid("Idempotency-Key", "must be 1 to 255 characters"));
+                return Err(AppError::invalid(
+                    "Idempotency-Key",
+                    "must be 1 to 255 characters",
+                ));
             }
             Some(key.to_string())
         }
@@ -147,7 +156,9 @@ pub async fn deploy(
     if let Err(e) = state.engines.for_provider(request.provider_type) {
         return Err(AppError::NotImplemented(e.to_string()));
     }
-    template.validate(&request.parameters).map_err(AppError::Validation)?;
+    template
+        .validate(&request.parameters)
+        .map_err(AppError::Validation)?;
 
     let new = NewDeployment {
         id: DeploymentId::generate(),
@@ -204,7 +215,10 @@ pub async fn list(
     let q = q.into_inner();
     let limit = q.limit.unwrap_or(50);
     if !(1..=MAX_LIST_LIMIT).contains(&limit) {
-        return Err(AppError::invalid("limit", format!("must be between 1 and {MAX_LIST_LIMIT}")));
+        return Err(AppError::invalid(
+            "limit",
+            format!("must be between 1 and {MAX_LIST_LIMIT}"),
+        ));
     }
     let status = match q.status {
         Some(s) => Some(
@@ -230,7 +244,10 @@ pub async fn list(
     let filter = ListFilter {
         status,
         provider_type,
-        template_name: q.template_name.as_deref().map(|t| crate::catalog::normalize_name(t).unwrap_or_else(|| t.to_string())),
+        template_name: q
+            .template_name
+            .as_deref()
+            .map(|t| crate::catalog::normalize_name(t).unwrap_or_else(|| t.to_string())),
         resource_group: q.resource_group,
         before,
         // One more than asked tells whether there is a next page.
@@ -239,7 +256,11 @@ pub async fn list(
     let mut rows = state.persistence.call(ListDeployments(filter)).await?;
     let more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
-    let next_cursor = if more { rows.last().map(encode_cursor) } else { None };
+    let next_cursor = if more {
+        rows.last().map(encode_cursor)
+    } else {
+        None
+    };
     let catalog = state.catalog.get();
     let views: Vec<Value> = rows.iter().map(|d| view(d, &catalog)).collect();
     Ok(envelope::ok(
@@ -272,7 +293,10 @@ fn deployment_id(raw: &str) -> Result<String, AppError> {
 }
 
 fn not_found(id: &str) -> AppError {
-    AppError::not_found("deployment_not_found", format!("deployment {id:?} not found"))
+    AppError::not_found(
+        "deployment_not_found",
+        format!("deployment {id:?} not found"),
+    )
 }
 
 async fn load(state: &AppState, raw: &str) -> Result<Deployment, AppError> {
@@ -287,9 +311,15 @@ async fn load(state: &AppState, raw: &str) -> Result<Deployment, AppError> {
         })
 }
 
-pub async fn get(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, AppError> {
+pub async fn get(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
     let d = load(&state, &path).await?;
-    Ok(envelope::ok(format!("deployment {}", d.id), view(&d, &state.catalog.get())))
+    Ok(envelope::ok(
+        format!("deployment {}", d.id),
+        view(&d, &state.catalog.get()),
+    ))
 }
 
 pub async fn status(
@@ -326,7 +356,11 @@ fn view(d: &Deployment, catalog: &crate::catalog::Catalog) -> Value {
         .parameters
         .iter()
         .map(|(k, v)| {
-            let v = if sensitive.contains(k) { json!("(sensitive)") } else { v.clone() };
+            let v = if sensitive.contains(k) {
+                json!("(sensitive)")
+            } else {
+                v.clone()
+            };
             (k.clone(), v)
         })
         .collect();
@@ -374,7 +408,10 @@ pub async fn logs(
     }
     let limit = q.limit.unwrap_or(1000);
     if !(1..=MAX_LOG_LIMIT).contains(&limit) {
-        return Err(AppError::invalid("limit", format!("must be between 1 and {MAX_LOG_LIMIT}")));
+        return Err(AppError::invalid(
+            "limit",
+            format!("must be between 1 and {MAX_LOG_LIMIT}"),
+        ));
     }
     let d = load(&state, &path).await?;
     if q.follow.unwrap_or(false) {
@@ -382,7 +419,11 @@ pub async fn logs(
     }
     let lines = state
         .persistence
-        .call(GetLogs { deployment_id: d.id.to_string(), after, limit })
+        .call(GetLogs {
+            deployment_id: d.id.to_string(),
+            after,
+            limit,
+        })
         .await?;
     let next_after = lines.last().map(|l| l.seq).unwrap_or(after);
     Ok(envelope::ok(
@@ -406,7 +447,12 @@ fn follow(state: web::Data<AppState>, id: String, after: i64) -> HttpResponse {
         after: i64,
         done: bool,
     }
-    let init = Follow { state, id, after, done: false };
+    let init = Follow {
+        state,
+        id,
+        after,
+        done: false,
+    };
     let events = stream::unfold(init, |mut f| async move {
         if f.done {
             return None;
@@ -415,7 +461,11 @@ fn follow(state: web::Data<AppState>, id: String, after: i64) -> HttpResponse {
             let batch = f
                 .state
                 .persistence
-                .call(GetLogs { deployment_id: f.id.clone(), after: f.after, limit: 1000 })
+                .call(GetLogs {
+                    deployment_id: f.id.clone(),
+                    after: f.after,
+                    limit: 1000,
+                })
                 .await;
             let lines = match batch {
                 Ok(lines) => lines,
@@ -427,7 +477,10 @@ fn follow(state: web::Data<AppState>, id: String, after: i64) -> HttpResponse {
             };
             if !lines.is_empty() {
                 f.after = lines.last().map(|l| l.seq).unwrap_or(f.after);
-                let chunk: Vec<u8> = lines.iter().flat_map(|l| sse("log", &json!(l)).to_vec()).collect();
+                let chunk: Vec<u8> = lines
+                    .iter()
+                    .flat_map(|l| sse("log", &json!(l)).to_vec())
+                    .collect();
                 return Some((Ok(web::Bytes::from(chunk)), f));
             }
             // No new line: end once the run has ended (its last lines are written before the
@@ -435,7 +488,10 @@ fn follow(state: web::Data<AppState>, id: String, after: i64) -> HttpResponse {
             match f.state.persistence.call(GetDeployment(f.id.clone())).await {
                 Ok(d) if d.status.is_terminal() => {
                     f.done = true;
-                    let chunk = sse("end", &json!({ "status": d.status, "error_message": d.error_message }));
+                    let chunk = sse(
+                        "end",
+                        &json!({ "status": d.status, "error_message": d.error_message }),
+                    );
                     return Some((Ok(chunk), f));
                 }
                 Ok(_) => tokio::time::sleep(Duration::from_millis(300)).await,
@@ -466,11 +522,16 @@ pub async fn cancel(
         CancelResult::NotFound => Err(not_found(&path)),
         CancelResult::AlreadyFinished => {
             let d = load(&state, &id).await?;
-            Err(AppError::Conflict(format!("deployment {id} already ended ({})", d.status)))
+            Err(AppError::Conflict(format!(
+                "deployment {id} already ended ({})",
+                d.status
+            )))
         }
         result => {
             if result == CancelResult::Requested {
-                state.supervisor.do_send(CancelRun { deployment_id: id.clone() });
+                state.supervisor.do_send(CancelRun {
+                    deployment_id: id.clone(),
+                });
             }
             let d = load(&state, &id).await?;
             Ok(envelope::success(
@@ -487,10 +548,14 @@ pub async fn destroy(
     path: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
     let id = deployment_id(&path)?;
-    let d = state.persistence.call(QueueDestroy(id)).await.map_err(|e| match e {
-        PersistError::NotFound => not_found(&path),
-        other => other.into(),
-    })?;
+    let d = state
+        .persistence
+        .call(QueueDestroy(id))
+        .await
+        .map_err(|e| match e {
+            PersistError::NotFound => not_found(&path),
+            other => other.into(),
+        })?;
     state.supervisor.do_send(Wake);
     Ok(envelope::success(
         StatusCode::ACCEPTED,
@@ -510,11 +575,20 @@ mod tests {
         })) else {
             panic!("expected a validation error");
         };
-        for f in ["template_name", "provider_type", "parameters", "extra", "location"] {
+        for f in [
+            "template_name",
+            "provider_type",
+            "parameters",
+            "extra",
+            "location",
+        ] {
             assert!(e.0.contains_key(f), "{f} missing in {e:?}");
         }
         assert!(parse_deploy(json!({"template_name": "x", "provider_type": "aws"})).is_ok());
-        assert!(parse_deploy(json!({"template_name": "x", "provider_type": "bicep"})).is_err(), "azure needs a resource group");
+        assert!(
+            parse_deploy(json!({"template_name": "x", "provider_type": "bicep"})).is_err(),
+            "azure needs a resource group"
+        );
     }
 
     #[test]

@@ -19,7 +19,11 @@ pub fn timestamp() -> String {
 }
 
 /// A successful answer.
-pub fn success(status: StatusCode, message: impl Into<String>, data: impl Serialize) -> HttpResponse {
+pub fn success(
+    status: StatusCode,
+    message: impl Into<String>,
+    data: impl Serialize,
+) -> HttpResponse {
     HttpResponse::build(status).json(json!({
         "success": true,
         "message": message.into(),

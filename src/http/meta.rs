@@ -75,7 +75,10 @@ pub async fn providers(state: web::Data<AppState>) -> HttpResponse {
             })
         })
         .collect();
-    envelope::ok("providers", json!({ "providers": list, "count": list.len() }))
+    envelope::ok(
+        "providers",
+        json!({ "providers": list, "count": list.len() }),
+    )
 }
 
 /// Whether this node can run deployments of `p`, and why not.

@@ -50,7 +50,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
             .route(web::get().to(templates::parameters)),
     )
     .service(
-        resource("/templates/{provider_type}/{name}/content").route(web::get().to(templates::content)),
+        resource("/templates/{provider_type}/{name}/content")
+            .route(web::get().to(templates::content)),
     )
     .service(resource("/deploy").route(web::post().to(deployments::deploy)))
     .service(resource("/deployments").route(web::get().to(deployments::list)))
@@ -87,9 +88,7 @@ fn json_error(err: JsonPayloadError, limit: usize) -> AppError {
         JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
             AppError::PayloadTooLarge(limit)
         }
-        JsonPayloadError::Deserialize(e) if e.is_data() => {
-            AppError::invalid("body", e.to_string())
-        }
+        JsonPayloadError::Deserialize(e) if e.is_data() => AppError::invalid("body", e.to_string()),
         JsonPayloadError::Deserialize(e) => AppError::BadRequest(format!("malformed JSON: {e}")),
         other => AppError::BadRequest(format!("cannot read the request body: {other}")),
     }

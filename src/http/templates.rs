@@ -99,7 +99,10 @@ pub fn parse_provider(value: &str) -> Result<ProviderType, AppError> {
 
 fn find(state: &AppState, provider: &str, name: &str) -> Result<Template, AppError> {
     let p = ProviderType::parse(provider).ok_or_else(|| {
-        AppError::not_found("template_not_found", format!("unknown provider type {provider:?}"))
+        AppError::not_found(
+            "template_not_found",
+            format!("unknown provider type {provider:?}"),
+        )
     })?;
     state
         .catalog

@@ -24,9 +24,7 @@ use crate::catalog::CatalogHandle;
 use crate::config::Settings;
 use crate::db::queries::states::StateLocation;
 use crate::domain::{Deployment, RunOutcome};
-use crate::engines::{
-    EngineError, EngineOutput, Engines, RunEvent, RunJob, StopReason,
-};
+use crate::engines::{EngineError, EngineOutput, Engines, RunEvent, RunJob, StopReason};
 
 /// Log lines are written at least this often while a run goes on.
 const FLUSH_INTERVAL: Duration = Duration::from_millis(250);
@@ -189,7 +187,9 @@ impl DeploymentActor {
             Ok(Err(EngineError::Failed(error) | EngineError::Unavailable(error))) => {
                 Some(RunOutcome::Failed { error })
             }
-            Ok(Err(e @ EngineError::TimedOut(_))) => Some(RunOutcome::Failed { error: e.to_string() }),
+            Ok(Err(e @ EngineError::TimedOut(_))) => Some(RunOutcome::Failed {
+                error: e.to_string(),
+            }),
             Ok(Err(EngineError::Stopped(StopReason::Cancel))) => Some(RunOutcome::Cancelled {
                 reason: "cancelled by request".into(),
             }),
@@ -251,7 +251,10 @@ impl Actor for DeploymentActor {
 
         let catalog = self.ctx.catalog.get();
         let Some(template) = catalog.find(d.provider_type, &d.template_name) else {
-            let error = format!("template {} ({}) no longer exists", d.template_name, d.provider_type);
+            let error = format!(
+                "template {} ({}) no longer exists",
+                d.template_name, d.provider_type
+            );
             return self.finish(Some(RunOutcome::Failed { error }), ctx);
         };
         if let Some(err) = &template.error {
@@ -262,13 +265,26 @@ impl Actor for DeploymentActor {
         let engines = self.ctx.engines.clone();
         let engine = match engines.for_provider(d.provider_type) {
             Ok(engine) => engine,
-            Err(e) => return self.finish(Some(RunOutcome::Failed { error: e.to_string() }), ctx),
+            Err(e) => {
+                return self.finish(
+                    Some(RunOutcome::Failed {
+                        error: e.to_string(),
+                    }),
+                    ctx,
+                );
+            }
         };
         let runner = &self.ctx.settings.runner;
         let job = RunJob {
             deployment: self.deployment.clone(),
             template,
-            workspace: self.ctx.settings.paths.data_dir.join("workspaces").join(self.id()),
+            workspace: self
+                .ctx
+                .settings
+                .paths
+                .data_dir
+                .join("workspaces")
+                .join(self.id()),
             timeout: Duration::from_secs(runner.run_timeout_secs),
             cancel_grace: Duration::from_secs(runner.cancel_grace_secs),
         };

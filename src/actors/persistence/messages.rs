@@ -279,7 +279,11 @@ impl Handler<ReleaseRun> for PersistenceActor {
 
     fn handle(&mut self, msg: ReleaseRun, _: &mut SyncContext<Self>) -> Self::Result {
         let mut conn = self.conn()?;
-        Ok(queries::deployments::release(&mut conn, &msg.deployment_id, &msg.node)?)
+        Ok(queries::deployments::release(
+            &mut conn,
+            &msg.deployment_id,
+            &msg.node,
+        )?)
     }
 }
 

@@ -28,7 +28,9 @@ impl Actor for PersistenceActor {
 impl PersistenceActor {
     /// Starts `threads` sync workers over `pool`.
     pub fn start(pool: DbPool, threads: usize) -> Addr<PersistenceActor> {
-        SyncArbiter::start(threads.max(1), move || PersistenceActor { pool: pool.clone() })
+        SyncArbiter::start(threads.max(1), move || PersistenceActor {
+            pool: pool.clone(),
+        })
     }
 
     fn conn(&self) -> Result<DbConn, PersistError> {

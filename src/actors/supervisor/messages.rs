@@ -87,7 +87,11 @@ impl Handler<Drain> for Supervisor {
         if self.runs.is_empty() {
             return Box::pin(actix::fut::ready(()));
         }
-        tracing::info!(running = self.runs.len(), grace_secs = msg.grace.as_secs(), "draining runs");
+        tracing::info!(
+            running = self.runs.len(),
+            grace_secs = msg.grace.as_secs(),
+            "draining runs"
+        );
         let (tx, rx) = oneshot::channel();
         self.drain_waiters.push(tx);
         ctx.run_later(msg.grace, |act, _| {
@@ -95,10 +99,12 @@ impl Handler<Drain> for Supervisor {
                 addr.do_send(StopRun(StopReason::Shutdown));
             }
         });
-        Box::pin(async move {
-            let _ = rx.await;
-        }
-        .into_actor(self))
+        Box::pin(
+            async move {
+                let _ = rx.await;
+            }
+            .into_actor(self),
+        )
     }
 }
 

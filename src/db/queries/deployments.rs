@@ -214,7 +214,11 @@ pub fn finish(
     );
     let n = match (outputs, progress) {
         (Some(outputs), _) => diesel::update(target)
-            .set((common, deployments::outputs.eq(outputs), deployments::progress.eq(100)))
+            .set((
+                common,
+                deployments::outputs.eq(outputs),
+                deployments::progress.eq(100),
+            ))
             .execute(conn)?,
         (None, Some(p)) => diesel::update(target)
             .set((common, deployments::progress.eq(p)))
@@ -263,23 +267,31 @@ pub enum CancelResult {
 
 /// `pending` → `cancelled` at once; `running` → `cancel_requested_at` set for its owner.
 pub fn cancel(conn: &mut PgConnection, id: &str) -> QueryResult<CancelResult> {
-    let pending = diesel::update(deployments::table.find(id).filter(deployments::status.eq("pending")))
-        .set((
-            deployments::status.eq("cancelled"),
-            deployments::error_message.eq("cancelled by request before it started"),
-            deployments::completed_at.eq(now),
-            deployments::updated_at.eq(now),
-        ))
-        .execute(conn)?;
+    let pending = diesel::update(
+        deployments::table
+            .find(id)
+            .filter(deployments::status.eq("pending")),
+    )
+    .set((
+        deployments::status.eq("cancelled"),
+        deployments::error_message.eq("cancelled by request before it started"),
+        deployments::completed_at.eq(now),
+        deployments::updated_at.eq(now),
+    ))
+    .execute(conn)?;
     if pending == 1 {
         return Ok(CancelResult::Cancelled);
     }
-    let running = diesel::update(deployments::table.find(id).filter(deployments::status.eq("running")))
-        .set((
-            deployments::cancel_requested_at.eq(now),
-            deployments::updated_at.eq(now),
-        ))
-        .execute(conn)?;
+    let running = diesel::update(
+        deployments::table
+            .find(id)
+            .filter(deployments::status.eq("running")),
+    )
+    .set((
+        deployments::cancel_requested_at.eq(now),
+        deployments::updated_at.eq(now),
+    ))
+    .execute(conn)?;
     if running == 1 {
         return Ok(CancelResult::Requested);
     }

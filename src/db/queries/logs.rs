@@ -8,11 +8,7 @@ use crate::db::schema::deployment_logs;
 
 /// Appends lines after the last stored one. Only the run's owner writes a deployment's logs, so
 /// reading the current maximum inside the caller's transaction is race-free.
-pub fn append(
-    conn: &mut PgConnection,
-    id: &str,
-    lines: &[(String, String)],
-) -> QueryResult<i64> {
+pub fn append(conn: &mut PgConnection, id: &str, lines: &[(String, String)]) -> QueryResult<i64> {
     let last: Option<i64> = deployment_logs::table
         .filter(deployment_logs::deployment_id.eq(id))
         .select(diesel::dsl::max(deployment_logs::seq))

@@ -141,6 +141,13 @@ impl Run {
 
         let init = ["init", "-input=false", "-no-color"];
         self.step(&binary, &env, "init", &init, false).await?;
+        // One terraform workspace per deployment (pg: a state row of its own; local: its own
+        // file). Selected here rather than with TF_WORKSPACE, which only creates a missing
+        // workspace while the backend holds none.
+        let id = self.job.deployment.id.to_string();
+        let select = ["workspace", "select", "-or-create=true", id.as_str()];
+        self.step(&binary, &env, "workspace", &select, false)
+            .await?;
         self.progress(10);
 
         match operation {
@@ -175,14 +182,19 @@ impl Run {
         let home = ws.join(".multicloud").join("home");
         std::fs::create_dir_all(&home).map_err(|e| io_failed(&home, e))?;
         let template = &self.job.template;
-        let source = template
-            .content()
-            .map_err(|e| EngineError::Failed(format!("cannot read template {}: {e}", template.path.display())))?;
+        let source = template.content().map_err(|e| {
+            EngineError::Failed(format!(
+                "cannot read template {}: {e}",
+                template.path.display()
+            ))
+        })?;
         write(&ws.join("main.tf"), source.as_bytes())?;
         let vars = Value::Object(self.job.deployment.parameters.clone());
         write(
             &ws.join("terraform.tfvars.json"),
-            serde_json::to_string_pretty(&vars).unwrap_or_default().as_bytes(),
+            serde_json::to_string_pretty(&vars)
+                .unwrap_or_default()
+                .as_bytes(),
         )?;
         let providers = provider::config_json(
             &self.settings,
@@ -191,12 +203,17 @@ impl Run {
         );
         write(
             &ws.join(provider::FILE_NAME),
-            serde_json::to_string_pretty(&providers).unwrap_or_default().as_bytes(),
+            serde_json::to_string_pretty(&providers)
+                .unwrap_or_default()
+                .as_bytes(),
         )?;
 
         let tf = &self.settings.terraform;
         let mut env: Vec<(String, String)> = vec![
-            ("PATH".into(), std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into())),
+            (
+                "PATH".into(),
+                std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
+            ),
             ("HOME".into(), home.display().to_string()),
             ("TF_IN_AUTOMATION".into(), "1".into()),
             ("TF_INPUT".into(), "0".into()),
@@ -216,9 +233,10 @@ impl Run {
         if tf.state_backend == StateBackend::Pg {
             env.push(("PG_CONN_STR".into(), pg_conn_str(&self.database_url)));
         }
-        // One terraform workspace per deployment (pg: a row of its own; local: its own file).
-        env.push(("TF_WORKSPACE".into(), self.job.deployment.id.to_string()));
-        env.extend(provider::credential_env(&self.settings, &template.required_providers));
+        env.extend(provider::credential_env(
+            &self.settings,
+            &template.required_providers,
+        ));
 
         self.secrets = provider::secret_values(&env);
         for p in template.sensitive_parameters() {
@@ -314,12 +332,19 @@ impl Run {
             Err(ProcessError::TimedOut(secs)) => Err(EngineError::TimedOut(secs)),
             Err(ProcessError::Stopped(reason)) => Err(EngineError::Stopped(reason)),
             Err(e @ ProcessError::NotFound { .. }) => Err(EngineError::Unavailable(e.to_string())),
-            Err(e) => Err(EngineError::Failed(mask_secrets(&e.to_string(), &self.secrets))),
+            Err(e) => Err(EngineError::Failed(mask_secrets(
+                &e.to_string(),
+                &self.secrets,
+            ))),
         }
     }
 
     /// `terraform output -json`, flattened to `{name: value}`, sensitive values masked.
-    async fn outputs(&mut self, binary: &Path, env: &[(String, String)]) -> Result<Value, EngineError> {
+    async fn outputs(
+        &mut self,
+        binary: &Path,
+        env: &[(String, String)],
+    ) -> Result<Value, EngineError> {
         let step = Step {
             name: "output".into(),
             program: binary.to_path_buf(),
@@ -356,8 +381,9 @@ impl Run {
                 &self.secrets,
             )));
         }
-        let raw: Value = serde_json::from_str(&stdout)
-            .map_err(|e| EngineError::Failed(format!("terraform output -json gave invalid JSON: {e}")))?;
+        let raw: Value = serde_json::from_str(&stdout).map_err(|e| {
+            EngineError::Failed(format!("terraform output -json gave invalid JSON: {e}"))
+        })?;
         Ok(flatten_outputs(&raw))
     }
 
@@ -486,7 +512,10 @@ fn write(path: &Path, bytes: &[u8]) -> Result<(), EngineError> {
 }
 
 fn io_failed(path: &Path, e: std::io::Error) -> EngineError {
-    EngineError::Failed(format!("cannot write the workspace ({}): {e}", path.display()))
+    EngineError::Failed(format!(
+        "cannot write the workspace ({}): {e}",
+        path.display()
+    ))
 }
 
 #[cfg(test)]
@@ -500,24 +529,48 @@ mod tests {
             "bucket": {"sensitive": false, "type": "string", "value": "b1"},
             "secret": {"sensitive": true, "type": "string", "value": "pw"}
         });
-        assert_eq!(flatten_outputs(&raw), json!({"bucket": "b1", "secret": "(sensitive)"}));
+        assert_eq!(
+            flatten_outputs(&raw),
+            json!({"bucket": "b1", "secret": "(sensitive)"})
+        );
     }
 
     #[test]
     fn progress_counts_applied_against_planned() {
         let mut r = StepReport::default();
-        handle_event(&json!({"type": "change_summary", "changes": {"add": 3, "change": 1, "remove": 0, "operation": "plan"}}), &mut r);
+        handle_event(
+            &json!({"type": "change_summary", "changes": {"add": 3, "change": 1, "remove": 0, "operation": "plan"}}),
+            &mut r,
+        );
         assert_eq!(r.planned, 4);
-        assert_eq!(handle_event(&json!({"type": "apply_complete"}), &mut r), Some(25));
-        handle_event(&json!({"type": "diagnostic", "diagnostic": {"severity": "error", "summary": "Bad", "detail": "very"}}), &mut r);
+        assert_eq!(
+            handle_event(&json!({"type": "apply_complete"}), &mut r),
+            Some(25)
+        );
+        handle_event(
+            &json!({"type": "diagnostic", "diagnostic": {"severity": "error", "summary": "Bad", "detail": "very"}}),
+            &mut r,
+        );
         assert_eq!(r.errors, vec!["Bad: very"]);
     }
 
     #[test]
     fn pg_conn_str_disables_ssl_only_locally() {
-        assert_eq!(pg_conn_str("postgres:///db?host=/tmp/x"), "postgres:///db?host=/tmp/x&sslmode=disable");
-        assert_eq!(pg_conn_str("postgres://u@127.0.0.1/db"), "postgres://u@127.0.0.1/db?sslmode=disable");
-        assert_eq!(pg_conn_str("postgres://u@db.example.com/db"), "postgres://u@db.example.com/db");
-        assert_eq!(pg_conn_str("postgres://u@h/db?sslmode=verify-full"), "postgres://u@h/db?sslmode=verify-full");
+        assert_eq!(
+            pg_conn_str("postgres:///db?host=/tmp/x"),
+            "postgres:///db?host=/tmp/x&sslmode=disable"
+        );
+        assert_eq!(
+            pg_conn_str("postgres://u@127.0.0.1/db"),
+            "postgres://u@127.0.0.1/db?sslmode=disable"
+        );
+        assert_eq!(
+            pg_conn_str("postgres://u@db.example.com/db"),
+            "postgres://u@db.example.com/db"
+        );
+        assert_eq!(
+            pg_conn_str("postgres://u@h/db?sslmode=verify-full"),
+            "postgres://u@h/db?sslmode=verify-full"
+        );
     }
 }

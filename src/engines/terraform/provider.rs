@@ -80,9 +80,7 @@ pub fn credential_env(settings: &Settings, required: &[String]) -> Vec<(String, 
 /// Values in `env` that must never appear in logs.
 pub fn secret_values(env: &[(String, String)]) -> Vec<String> {
     env.iter()
-        .filter(|(k, _)| {
-            k.contains("SECRET") || k.contains("TOKEN") || k == "PG_CONN_STR"
-        })
+        .filter(|(k, _)| k.contains("SECRET") || k.contains("TOKEN") || k == "PG_CONN_STR")
         .map(|(_, v)| v.clone())
         .collect()
 }
@@ -126,12 +124,25 @@ mod tests {
         let mut s = Settings::default();
         s.aws.endpoint_url = "http://127.0.0.1:5000".into();
         s.aws.secret_access_key = "sekret".into();
-        let doc = config_json(&s, &deployment(Some("eu-west-1"), Some("123456789012")), &["aws".into()]);
+        let doc = config_json(
+            &s,
+            &deployment(Some("eu-west-1"), Some("123456789012")),
+            &["aws".into()],
+        );
         assert_eq!(doc["provider"]["aws"]["region"], "eu-west-1");
-        assert_eq!(doc["provider"]["aws"]["allowed_account_ids"], json!(["123456789012"]));
+        assert_eq!(
+            doc["provider"]["aws"]["allowed_account_ids"],
+            json!(["123456789012"])
+        );
         assert_eq!(doc["provider"]["aws"]["s3_use_path_style"], true);
-        assert_eq!(doc["terraform"][0]["backend"][0]["pg"][0]["schema_name"], PG_SCHEMA);
-        assert!(!doc.to_string().contains("sekret"), "credentials never go into files");
+        assert_eq!(
+            doc["terraform"][0]["backend"][0]["pg"][0]["schema_name"],
+            PG_SCHEMA
+        );
+        assert!(
+            !doc.to_string().contains("sekret"),
+            "credentials never go into files"
+        );
         let env = credential_env(&s, &["aws".into()]);
         assert!(env.contains(&("AWS_SECRET_ACCESS_KEY".into(), "sekret".into())));
         assert!(env.contains(&("AWS_ENDPOINT_URL".into(), "http://127.0.0.1:5000".into())));
