@@ -6,7 +6,7 @@ use serde_json::json;
 
 use super::AppState;
 use super::envelope;
-use crate::actors::persistence::CountByStatus;
+use crate::actors::persistence::Ping;
 use crate::actors::supervisor::GetRunnerStats;
 use crate::domain::ProviderType;
 
@@ -29,7 +29,7 @@ pub async fn index(state: web::Data<AppState>) -> HttpResponse {
 
 /// 200 when the database answers, 503 otherwise; the body says what was checked.
 pub async fn health(state: web::Data<AppState>) -> HttpResponse {
-    let db = state.persistence.call(CountByStatus).await;
+    let db = state.persistence.call(Ping).await;
     let runner = state.supervisor.send(GetRunnerStats).await.ok();
     let terraform = state.engines.terraform.binary();
     let healthy = db.is_ok();

@@ -116,6 +116,7 @@ impl Handler<ClaimRuns> for PersistenceActor {
 
     fn handle(&mut self, msg: ClaimRuns, _: &mut SyncContext<Self>) -> Self::Result {
         self.tx(|conn| {
+            queries::deployments::cancel_orphaned(conn)?;
             let ended = queries::deployments::fail_exhausted(conn, msg.max_attempts)?;
             if ended > 0 {
                 tracing::warn!(count = ended, "ended runs interrupted too many times");
@@ -252,17 +253,17 @@ impl Handler<RecordTerraformState> for PersistenceActor {
     }
 }
 
-/// Deployment counts per status; also proves the database answers (`/health`).
+/// Proves the database answers (`/health`).
 #[derive(Message)]
-#[rtype(result = "Result<Vec<(String, i64)>, PersistError>")]
-pub struct CountByStatus;
+#[rtype(result = "Result<(), PersistError>")]
+pub struct Ping;
 
-impl Handler<CountByStatus> for PersistenceActor {
-    type Result = Result<Vec<(String, i64)>, PersistError>;
+impl Handler<Ping> for PersistenceActor {
+    type Result = Result<(), PersistError>;
 
-    fn handle(&mut self, _: CountByStatus, _: &mut SyncContext<Self>) -> Self::Result {
+    fn handle(&mut self, _: Ping, _: &mut SyncContext<Self>) -> Self::Result {
         let mut conn = self.conn()?;
-        Ok(queries::deployments::count_by_status(&mut conn)?)
+        Ok(queries::deployments::ping(&mut conn)?)
     }
 }
 

@@ -228,12 +228,20 @@ pub fn finish(
     Ok(n == 1)
 }
 
-/// Counts rows per status, for `/health` and metrics.
-pub fn count_by_status(conn: &mut PgConnection) -> QueryResult<Vec<(String, i64)>> {
-    deployments::table
-        .group_by(deployments::status)
-        .select((deployments::status, diesel::dsl::count_star()))
-        .load(conn)
+/// A run whose node died after a cancel was requested is not run again: it ends `cancelled`.
+pub fn cancel_orphaned(conn: &mut PgConnection) -> QueryResult<usize> {
+    diesel::sql_query(
+        "UPDATE deployments SET status = 'cancelled', \
+            error_message = 'cancelled by request (the node running it stopped before it could)', \
+            completed_at = now(), updated_at = now(), lease_owner = NULL, lease_expires_at = NULL \
+         WHERE status = 'running' AND lease_expires_at < now() AND cancel_requested_at IS NOT NULL",
+    )
+    .execute(conn)
+}
+
+/// Proves the database answers (`/health`).
+pub fn ping(conn: &mut PgConnection) -> QueryResult<()> {
+    diesel::sql_query("SELECT 1").execute(conn).map(|_| ())
 }
 
 /// Gives a run back (shutdown): its lease ends now, so the next start of this node or any
