@@ -112,3 +112,95 @@ fn uuidish() -> String {
         .unwrap_or(0);
     format!("{:x}{:08x}", nanos, std::process::id())
 }
+
+/// Every terraform-aws template deploys and destroys on moto with only its required parameters.
+#[tokio::test]
+async fn every_aws_template_deploys_and_destroys_with_only_required_parameters() {
+    let db = TestDb::new();
+    let moto = Moto::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = Daemon::start(
+        DaemonConfig::new(Some(&db.url), dir.path(), TEMPLATES)
+            .set("MULTICLOUD__RUNNER__MAX_CONCURRENT", 3)
+            .set("MULTICLOUD__AWS__ENDPOINT_URL", &moto.url)
+            .set("MULTICLOUD__AWS__ACCESS_KEY_ID", "testing")
+            .set("MULTICLOUD__AWS__SECRET_ACCESS_KEY", "moto-secret-key"),
+    )
+    .await;
+    let (_, list) = d.get("/templates?provider_type=aws").await;
+    let mut ids = Vec::new();
+    for t in list["data"]["templates"].as_array().expect("templates") {
+        let name = t["name"].as_str().expect("name").to_string();
+        let (_, schema) = d.get(&format!("/templates/aws/{name}/parameters")).await;
+        let mut params = serde_json::Map::new();
+        for p in schema["data"]["parameters"].as_array().expect("params") {
+            if p["required"] == true {
+                let value = format!(
+                    "mc-req-{}-{}",
+                    &uuidish()[..8],
+                    p["name"].as_str().unwrap_or("x").replace('_', "-")
+                );
+                params.insert(p["name"].as_str().expect("name").into(), json!(value));
+            }
+        }
+        let id = d
+            .deploy(&name, "aws", serde_json::Value::Object(params))
+            .await;
+        ids.push((name, id));
+    }
+    let names: Vec<&str> = ids.iter().map(|(n, _)| n.as_str()).collect();
+    for want in ["compute-instance", "lambda-function", "storage-bucket"] {
+        assert!(names.contains(&want), "{want} in {names:?}");
+    }
+    for (name, id) in &ids {
+        let st = d.wait_terminal(id, Duration::from_secs(300)).await;
+        assert_eq!(st["status"], "completed", "{name}: {st}");
+        assert!(
+            st["outputs"].as_object().is_some_and(|o| !o.is_empty()),
+            "{name}: {st}"
+        );
+    }
+    let (_, inst) = d
+        .get(&format!(
+            "/deployments/{}/status",
+            ids.iter()
+                .find(|(n, _)| n == "compute-instance")
+                .expect("ec2")
+                .1
+        ))
+        .await;
+    assert!(
+        inst["data"]["outputs"]["instance_id"]
+            .as_str()
+            .is_some_and(|i| i.starts_with("i-")),
+        "{inst}"
+    );
+    let (_, lambda) = d
+        .get(&format!(
+            "/deployments/{}/status",
+            ids.iter()
+                .find(|(n, _)| n == "lambda-function")
+                .expect("lambda")
+                .1
+        ))
+        .await;
+    assert!(
+        lambda["data"]["outputs"]["function_arn"]
+            .as_str()
+            .is_some_and(|a| a.contains(":function:")),
+        "{lambda}"
+    );
+
+    for (_, id) in &ids {
+        let r = reqwest::Client::new()
+            .delete(d.url(&format!("/deployments/{id}")))
+            .send()
+            .await
+            .expect("DELETE");
+        assert_eq!(r.status().as_u16(), 202);
+    }
+    for (name, id) in &ids {
+        let st = d.wait_terminal(id, Duration::from_secs(300)).await;
+        assert_eq!(st["status"], "destroyed", "{name}: {st}");
+    }
+}

@@ -301,3 +301,23 @@ async fn the_embedded_database_keeps_every_record_across_restarts() {
         "the embedded cluster is stopped with the daemon"
     );
 }
+
+#[tokio::test]
+async fn a_gcp_deployment_without_its_provider_fails_cleanly() {
+    let db = TestDb::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = Daemon::start(DaemonConfig::new(Some(&db.url), dir.path(), TEMPLATES)).await;
+    let (s, b) = d
+        .post_json("/deploy", &json!({"template_name": "storage-bucket", "provider_type": "gcp", "subscription_id": "my-project", "parameters": {"bucket_name": "mc-gcp-bucket"}}))
+        .await;
+    assert_eq!(s, 202, "{b}");
+    let id = b["data"]["deployment_id"].as_str().expect("id");
+    let st = d.wait_terminal(id, Duration::from_secs(60)).await;
+    assert_eq!(st["status"], "failed");
+    let msg = st["error_message"].as_str().expect("message");
+    assert!(msg.starts_with("terraform init failed"), "{msg}");
+    assert!(
+        msg.contains("hashicorp/google"),
+        "terraform's own words: {msg}"
+    );
+}

@@ -140,7 +140,10 @@ impl Run {
         ));
 
         let init = ["init", "-input=false", "-no-color"];
-        self.step(&binary, &env, "init", &init, false).await?;
+        let cache_lock = self.lock_plugin_cache().await?;
+        let init_result = self.step(&binary, &env, "init", &init, false).await;
+        drop(cache_lock);
+        init_result?;
         // One terraform workspace per deployment (pg: a state row of its own; local: its own
         // file). Selected here rather than with TF_WORKSPACE, which only creates a missing
         // workspace while the backend holds none.
@@ -174,6 +177,53 @@ impl Run {
                 Ok(EngineOutput::Destroyed)
             }
         }
+    }
+
+    /// `terraform.plugin_cache_dir`, by default `<data_dir>/plugin-cache`.
+    fn plugin_cache_dir(&self) -> PathBuf {
+        let tf = &self.settings.terraform;
+        if tf.plugin_cache_dir.is_empty() {
+            PathBuf::from(absolute(
+                &self
+                    .settings
+                    .paths
+                    .data_dir
+                    .join("plugin-cache")
+                    .display()
+                    .to_string(),
+            ))
+        } else {
+            PathBuf::from(absolute(&tf.plugin_cache_dir))
+        }
+    }
+
+    /// terraform's plugin cache is not safe when several `init`s write to it at once (it
+    /// documents this), so `init` holds an exclusive `flock` on the cache: runs of this process
+    /// and of any other daemon sharing the directory take turns. Only `init` touches the cache;
+    /// plan and apply run in parallel. The lock is taken on a blocking thread, never on the actor.
+    async fn lock_plugin_cache(&self) -> Result<nix::fcntl::Flock<std::fs::File>, EngineError> {
+        let path = self.plugin_cache_dir().join(".multicloud-init.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| io_failed(&path, e))?;
+        let started = std::time::Instant::now();
+        let lock = tokio::task::spawn_blocking(move || {
+            nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        })
+        .await
+        .map_err(|e| EngineError::Failed(format!("waiting for the plugin cache lock: {e}")))?
+        .map_err(|(_, errno)| EngineError::Failed(format!("locking the plugin cache: {errno}")))?;
+        let waited = started.elapsed();
+        if waited > std::time::Duration::from_millis(100) {
+            self.system(format!(
+                "waited {:.1} s for the plugin cache (another init)",
+                waited.as_secs_f64()
+            ));
+        }
+        Ok(lock)
     }
 
     /// Writes the workspace files and returns the child environment.
@@ -227,9 +277,9 @@ impl Run {
             absolute(&tf.cli_config_file)
         };
         env.push(("TF_CLI_CONFIG_FILE".into(), cli_config));
-        if !tf.plugin_cache_dir.is_empty() {
-            env.push(("TF_PLUGIN_CACHE_DIR".into(), absolute(&tf.plugin_cache_dir)));
-        }
+        let cache = self.plugin_cache_dir();
+        std::fs::create_dir_all(&cache).map_err(|e| io_failed(&cache, e))?;
+        env.push(("TF_PLUGIN_CACHE_DIR".into(), cache.display().to_string()));
         if tf.state_backend == StateBackend::Pg {
             env.push(("PG_CONN_STR".into(), pg_conn_str(&self.database_url)));
         }

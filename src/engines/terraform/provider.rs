@@ -21,6 +21,12 @@ pub fn config_json(settings: &Settings, deployment: &Deployment, required: &[Str
     if required.iter().any(|p| p == "aws") {
         providers.insert("aws".into(), aws(settings, deployment));
     }
+    if required.iter().any(|p| p == "google") {
+        providers.insert("google".into(), google(settings, deployment));
+    }
+    if required.iter().any(|p| p == "azurerm") {
+        providers.insert("azurerm".into(), azurerm(deployment));
+    }
     let mut doc = serde_json::Map::new();
     if !providers.is_empty() {
         doc.insert("provider".into(), Value::Object(providers));
@@ -51,6 +57,28 @@ fn aws(settings: &Settings, d: &Deployment) -> Value {
     Value::Object(p)
 }
 
+fn google(settings: &Settings, d: &Deployment) -> Value {
+    let mut p = serde_json::Map::new();
+    if let Some(project) =
+        non_empty(d.subscription_id.as_deref()).or(non_empty(Some(&settings.gcp.project)))
+    {
+        p.insert("project".into(), json!(project));
+    }
+    if let Some(location) = non_empty(d.location.as_deref()) {
+        p.insert("region".into(), json!(location));
+    }
+    Value::Object(p)
+}
+
+fn azurerm(d: &Deployment) -> Value {
+    let mut p = serde_json::Map::new();
+    p.insert("features".into(), json!({}));
+    if let Some(sub) = non_empty(d.subscription_id.as_deref()) {
+        p.insert("subscription_id".into(), json!(sub));
+    }
+    Value::Object(p)
+}
+
 /// Environment variables carrying credentials and endpoints for the required providers.
 /// Configuration wins; the daemon's own standard variables are the fallback.
 pub fn credential_env(settings: &Settings, required: &[String]) -> Vec<(String, String)> {
@@ -71,6 +99,38 @@ pub fn credential_env(settings: &Settings, required: &[String]) -> Vec<(String, 
         ] {
             if let Some(v) = from(configured, var) {
                 env.push((var.to_string(), v));
+            }
+        }
+    }
+    if required.iter().any(|p| p == "google") {
+        let gcp = &settings.gcp;
+        for (configured, var) in [
+            (
+                gcp.credentials_file.as_str(),
+                "GOOGLE_APPLICATION_CREDENTIALS",
+            ),
+            ("", "GOOGLE_CREDENTIALS"),
+            ("", "GOOGLE_OAUTH_ACCESS_TOKEN"),
+        ] {
+            if let Some(v) = from(configured, var) {
+                env.push((var.to_string(), v));
+            }
+        }
+    }
+    if required.iter().any(|p| p == "azurerm") {
+        let az = &settings.azure;
+        // azurerm reads ARM_*; the daemon's own configuration and AZURE_* feed them.
+        for (configured, arm, azure) in [
+            (az.tenant_id.as_str(), "ARM_TENANT_ID", "AZURE_TENANT_ID"),
+            (az.client_id.as_str(), "ARM_CLIENT_ID", "AZURE_CLIENT_ID"),
+            (
+                az.client_secret.as_str(),
+                "ARM_CLIENT_SECRET",
+                "AZURE_CLIENT_SECRET",
+            ),
+        ] {
+            if let Some(v) = from(configured, arm).or_else(|| from("", azure)) {
+                env.push((arm.to_string(), v));
             }
         }
     }
@@ -146,6 +206,54 @@ mod tests {
         let env = credential_env(&s, &["aws".into()]);
         assert!(env.contains(&("AWS_SECRET_ACCESS_KEY".into(), "sekret".into())));
         assert!(env.contains(&("AWS_ENDPOINT_URL".into(), "http://127.0.0.1:5000".into())));
+    }
+
+    #[test]
+    fn google_and_azurerm_configuration() {
+        let mut s = Settings::default();
+        s.gcp.project = "default-project".into();
+        s.gcp.credentials_file = "/etc/gcp.json".into();
+        s.azure.tenant_id = "tenant-1".into();
+        s.azure.client_id = "client-1".into();
+        s.azure.client_secret = "azure-secret".into();
+        let required = ["google".to_string(), "azurerm".to_string()];
+        let doc = config_json(
+            &s,
+            &deployment(Some("europe-west1"), Some("my-project")),
+            &required,
+        );
+        assert_eq!(
+            doc["provider"]["google"],
+            json!({"project": "my-project", "region": "europe-west1"})
+        );
+        assert_eq!(
+            doc["provider"]["azurerm"],
+            json!({"features": {}, "subscription_id": "my-project"})
+        );
+        let doc = config_json(&s, &deployment(None, None), &required);
+        assert_eq!(
+            doc["provider"]["google"],
+            json!({"project": "default-project"})
+        );
+        assert_eq!(doc["provider"]["azurerm"], json!({"features": {}}));
+        assert!(!doc.to_string().contains("azure-secret"));
+        let env = credential_env(&s, &required);
+        for pair in [
+            ("GOOGLE_APPLICATION_CREDENTIALS", "/etc/gcp.json"),
+            ("ARM_TENANT_ID", "tenant-1"),
+            ("ARM_CLIENT_ID", "client-1"),
+            ("ARM_CLIENT_SECRET", "azure-secret"),
+        ] {
+            assert!(
+                env.contains(&(pair.0.into(), pair.1.into())),
+                "{pair:?} in {env:?}"
+            );
+        }
+        assert!(secret_values(&env).contains(&"azure-secret".to_string()));
+        assert!(
+            !env.iter().any(|(k, _)| k.starts_with("AWS_")),
+            "only the required clouds"
+        );
     }
 
     #[test]
