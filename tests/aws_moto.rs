@@ -204,3 +204,72 @@ async fn every_aws_template_deploys_and_destroys_with_only_required_parameters()
         assert_eq!(st["status"], "destroyed", "{name}: {st}");
     }
 }
+
+/// Four deployments at once share the plugin cache (their inits take turns), and a destroy
+/// queued after a restart works because the state is in PostgreSQL.
+#[tokio::test]
+async fn four_at_once_share_the_plugin_cache_and_destroy_after_a_restart() {
+    let db = TestDb::new();
+    let moto = Moto::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut d = Daemon::start(
+        DaemonConfig::new(Some(&db.url), dir.path(), TEMPLATES)
+            .set("MULTICLOUD__RUNNER__MAX_CONCURRENT", 4)
+            .set("MULTICLOUD__AWS__ENDPOINT_URL", &moto.url)
+            .set("MULTICLOUD__AWS__ACCESS_KEY_ID", "testing")
+            .set("MULTICLOUD__AWS__SECRET_ACCESS_KEY", "moto-secret-key"),
+    )
+    .await;
+    let tag = &uuidish()[..10];
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let bucket = format!("mc-four-{tag}-{i}");
+        ids.push((
+            bucket.clone(),
+            d.deploy("storage-bucket", "aws", json!({"bucket_name": bucket}))
+                .await,
+        ));
+    }
+    for (bucket, id) in &ids {
+        let st = d.wait_terminal(id, Duration::from_secs(240)).await;
+        assert_eq!(st["status"], "completed", "{st}");
+        assert_eq!(st["outputs"]["bucket_name"], bucket.as_str());
+    }
+    // The inits took turns on the cache: at least one run waited for another's.
+    let mut waited = 0;
+    for (_, id) in &ids {
+        let (_, logs) = d.get(&format!("/deployments/{id}/logs?limit=5000")).await;
+        if logs
+            .to_string()
+            .contains("for the plugin cache (another init)")
+        {
+            waited += 1;
+        }
+    }
+    assert!(waited >= 1, "inits were serialized on the shared cache");
+    assert!(
+        dir.path()
+            .join("plugin-cache/.multicloud-init.lock")
+            .exists()
+    );
+
+    d.restart().await;
+    for (_, id) in &ids {
+        let r = reqwest::Client::new()
+            .delete(d.url(&format!("/deployments/{id}")))
+            .send()
+            .await
+            .expect("DELETE");
+        assert_eq!(r.status().as_u16(), 202);
+    }
+    for (bucket, id) in &ids {
+        let st = d.wait_terminal(id, Duration::from_secs(240)).await;
+        assert_eq!(st["status"], "destroyed", "{st}");
+        let head = reqwest::Client::new()
+            .head(format!("{}/{bucket}", moto.url))
+            .send()
+            .await
+            .expect("HEAD");
+        assert_eq!(head.status().as_u16(), 404, "{bucket} is gone");
+    }
+}

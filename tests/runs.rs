@@ -193,6 +193,19 @@ async fn cancel_pending_and_running_runs() {
         )
         .await;
     d.wait_status(&running, "running", T).await;
+    // Progress moves while the run goes on (init, plan done; apply under way).
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let (_, b) = d.get(&format!("/deployments/{running}/status")).await;
+        let p = b["data"]["progress"].as_u64().unwrap_or(0);
+        if p >= 30 {
+            assert_eq!(b["data"]["status"], "running");
+            assert!(p < 100, "{b}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no progress: {b}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let pending = d.deploy("echo", "aws", json!({"message": "queued"})).await;
 
     let (s, b) = d
@@ -320,4 +333,31 @@ async fn a_gcp_deployment_without_its_provider_fails_cleanly() {
         msg.contains("hashicorp/google"),
         "terraform's own words: {msg}"
     );
+}
+
+#[tokio::test]
+async fn the_local_state_backend_keeps_state_in_the_workspace() {
+    let db = TestDb::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = Daemon::start(
+        DaemonConfig::new(Some(&db.url), dir.path(), FIXTURES)
+            .set("MULTICLOUD__TERRAFORM__STATE_BACKEND", "local"),
+    )
+    .await;
+    let id = d.deploy("echo", "aws", json!({"message": "local"})).await;
+    assert_eq!(d.wait_terminal(&id, T).await["status"], "completed");
+    let state = dir.path().join(format!(
+        "workspaces/{id}/terraform.tfstate.d/{id}/terraform.tfstate"
+    ));
+    let text = std::fs::read_to_string(&state).expect("state file in the workspace");
+    assert!(text.contains("terraform_data"));
+    assert_eq!(db.count(&format!("SELECT count(*) AS n FROM terraform_states WHERE deployment_id = '{id}' AND backend_type = 'local'")), 1);
+    // Destroy reads the same state.
+    let r = reqwest::Client::new()
+        .delete(d.url(&format!("/deployments/{id}")))
+        .send()
+        .await
+        .expect("DELETE");
+    assert_eq!(r.status().as_u16(), 202);
+    assert_eq!(d.wait_terminal(&id, T).await["status"], "destroyed");
 }
