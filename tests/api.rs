@@ -61,7 +61,6 @@ async fn bad_inputs_answer_in_the_envelope_and_write_nothing() {
         )
         .await;
     assert_error(s, &b, 422);
-    let fields = &b["error"]["details"]["fields"];
     for f in [
         "template_name",
         "provider_type",
@@ -69,7 +68,7 @@ async fn bad_inputs_answer_in_the_envelope_and_write_nothing() {
         "colour",
         "location",
     ] {
-        assert!(fields.get(f).is_some(), "{f} not named: {b}");
+        assert!(problem(&b, f).is_some(), "{f} not named: {b}");
     }
     // Unknown provider type: 422.
     let (s, b) = d
@@ -80,9 +79,7 @@ async fn bad_inputs_answer_in_the_envelope_and_write_nothing() {
         .await;
     assert_error(s, &b, 422);
     assert!(
-        b["error"]["details"]["fields"]["provider_type"]
-            .as_str()
-            .is_some_and(|m| m.contains("digitalocean")),
+        problem(&b, "provider_type").is_some_and(|m| m.contains("digitalocean")),
         "{b}"
     );
     // Unknown template, and names that try to leave the folder: 404.
@@ -107,23 +104,16 @@ async fn bad_inputs_answer_in_the_envelope_and_write_nothing() {
         .post_json("/deploy", &json!({"template_name": "echo", "provider_type": "aws", "parameters": {"colour": "red", "fail": "yes"}}))
         .await;
     assert_error(s, &b, 422);
-    let fields = &b["error"]["details"]["fields"];
     assert!(
-        fields["parameters.colour"]
-            .as_str()
-            .is_some_and(|m| m.contains("unknown")),
+        problem(&b, "parameters.colour").is_some_and(|m| m.contains("unknown")),
         "{b}"
     );
     assert!(
-        fields["parameters.message"]
-            .as_str()
-            .is_some_and(|m| m.contains("required")),
+        problem(&b, "parameters.message").is_some_and(|m| m.contains("required")),
         "{b}"
     );
     assert!(
-        fields["parameters.fail"]
-            .as_str()
-            .is_some_and(|m| m.contains("boolean")),
+        problem(&b, "parameters.fail").is_some_and(|m| m.contains("boolean")),
         "{b}"
     );
     // Bad Idempotency-Key header.
@@ -319,4 +309,64 @@ fn print_config_masks_secrets_and_unknown_keys_fail() {
         .expect("run");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("max_concurent"));
+}
+
+#[tokio::test]
+async fn sighup_rescans_the_templates_and_422_lists_each_problem() {
+    let db = TestDb::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let templates = dir.path().join("templates");
+    std::fs::create_dir_all(templates.join("terraform/aws")).expect("mkdir");
+    std::fs::copy(
+        format!("{TEMPLATES}/terraform/aws/storage-bucket.tf"),
+        templates.join("terraform/aws/storage-bucket.tf"),
+    )
+    .expect("copy");
+    let d = Daemon::start(
+        DaemonConfig::new(Some(&db.url), dir.path(), templates.to_str().expect("utf8"))
+            .set("MULTICLOUD__RUNNER__MAX_CONCURRENT", 0),
+    )
+    .await;
+    let (_, b) = d.get("/templates").await;
+    assert_eq!(b["data"]["count"], 1);
+
+    // The template's own rules, every problem at once, as a list of {field, problem}.
+    let (s, b) = d
+        .post_json("/deploy", &json!({"template_name": "storage-bucket", "provider_type": "aws", "parameters": {"bucket_name": "Bad..Name", "tags": "x"}}))
+        .await;
+    assert_error(s, &b, 422);
+    let details = b["error"]["details"].as_array().expect("a list");
+    assert_eq!(details.len(), 2, "{b}");
+    assert!(
+        problem(&b, "parameters.bucket_name").is_some_and(|p| p.contains("lowercase")),
+        "{b}"
+    );
+    assert!(
+        problem(&b, "parameters.tags").is_some_and(|p| p.contains("map")),
+        "{b}"
+    );
+
+    std::fs::copy(
+        format!("{FIXTURES}/terraform/aws/echo.tf"),
+        templates.join("terraform/aws/echo.tf"),
+    )
+    .expect("copy");
+    let (s, _) = d.get("/templates/aws/echo").await;
+    assert_eq!(s, 404, "not seen before the signal");
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (s, b) = d.get("/templates/aws/echo").await;
+        if s == 200 {
+            assert_eq!(b["data"]["name"], "echo");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "SIGHUP did not re-scan"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let (s, _) = d.get("/health").await;
+    assert_eq!(s, 200, "still serving after SIGHUP");
 }

@@ -3,10 +3,12 @@
 //! parameters against them before anything is queued.
 //!
 //! Layout (design.md §6): `terraform/{aws,gcp,azure}/*.tf` and, for the native Azure engine,
-//! `*.json` ARM templates at the top level. A template that fails to parse is listed with its
+//! `*.bicep` and `*.json` (ARM) templates at the top level. A Bicep and an ARM file with the
+//! same stem are one template name: the Bicep file wins. A template that fails to parse is listed with its
 //! error and can't be deployed; it never stops the daemon.
 
 mod arm;
+mod bicep;
 mod params;
 mod terraform;
 
@@ -53,6 +55,23 @@ impl Template {
             .map(|p| p.name.as_str())
     }
 
+    /// The parameters a run uses: those given, plus every literal default not given. Stored
+    /// with the deployment, so a re-run or a destroy uses exactly the same values.
+    pub fn effective_parameters(
+        &self,
+        given: &serde_json::Map<String, serde_json::Value>,
+    ) -> serde_json::Map<String, serde_json::Value> {
+        let mut values = given.clone();
+        for p in &self.parameters {
+            if let Some(default) = p.default.as_ref().filter(|d| !d.is_null())
+                && !values.contains_key(&p.name)
+            {
+                values.insert(p.name.clone(), default.clone());
+            }
+        }
+        values
+    }
+
     /// Checks `values` against the declared parameters: unknown names, missing required ones,
     /// wrong types, allowed values and bounds. Every problem is reported, keyed by field.
     pub fn validate(
@@ -73,21 +92,25 @@ impl Catalog {
     /// Scans `dir`. A missing directory gives an empty catalog (and a warning).
     pub fn scan(dir: &Path) -> Catalog {
         let mut catalog = Catalog::default();
-        if !dir.is_dir() {
+        let Ok(dir) = dir.canonicalize() else {
             tracing::warn!(dir = %dir.display(), "templates directory not found; the catalog is empty");
             return catalog;
-        }
+        };
+        let dir = dir.as_path();
         for (cloud_dir, provider_type) in [
             ("aws", ProviderType::TerraformAws),
             ("gcp", ProviderType::TerraformGcp),
             ("azure", ProviderType::TerraformAzure),
         ] {
-            for path in files_with_extension(&dir.join("terraform").join(cloud_dir), "tf") {
+            for path in files_with_extension(dir, &dir.join("terraform").join(cloud_dir), "tf") {
                 catalog.add(terraform::load(&path, provider_type));
             }
         }
-        for path in files_with_extension(dir, "json") {
+        for path in files_with_extension(dir, dir, "json") {
             catalog.add(arm::load(&path));
+        }
+        for path in files_with_extension(dir, dir, "bicep") {
+            catalog.add(bicep::load(&path));
         }
         for t in catalog.templates.values().filter(|t| t.error.is_some()) {
             tracing::warn!(template = %t.name, provider_type = %t.provider_type,
@@ -159,7 +182,10 @@ fn name_of(path: &Path) -> String {
     normalize_name(&stem).unwrap_or(stem)
 }
 
-fn files_with_extension(dir: &Path, ext: &str) -> Vec<PathBuf> {
+/// Files of `dir` ending in `.ext`, resolved (symlinks followed); a file that resolves outside
+/// `root` (the canonical templates folder) is skipped, so no template can make the daemon read
+/// a file elsewhere.
+fn files_with_extension(root: &Path, dir: &Path, ext: &str) -> Vec<PathBuf> {
     let Ok(entries) = fs::read_dir(dir) else {
         return Vec::new();
     };
@@ -167,6 +193,15 @@ fn files_with_extension(dir: &Path, ext: &str) -> Vec<PathBuf> {
         .filter_map(|e| e.ok())
         .map(|e| e.path())
         .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == ext))
+        .filter_map(|p| {
+            let real = p.canonicalize().ok()?;
+            if real.starts_with(root) {
+                Some(p)
+            } else {
+                tracing::warn!(path = %p.display(), "skipping a template that points outside the templates folder");
+                None
+            }
+        })
         .collect();
     files.sort();
     files

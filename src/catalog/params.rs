@@ -55,12 +55,28 @@ pub struct ParamSpec {
     pub description: String,
     pub required: bool,
     pub default: Option<Value>,
+    /// A default the template computes (Bicep `resourceGroup().location`): not required, but
+    /// its value is only known at deployment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_expression: Option<String>,
     pub allowed_values: Option<Vec<Value>>,
     pub min_length: Option<u64>,
     pub max_length: Option<u64>,
     pub min_value: Option<f64>,
     pub max_value: Option<f64>,
+    /// Regular expressions from the template's own validation rules (`can(regex(...))`).
+    pub patterns: Vec<PatternRule>,
     pub sensitive: bool,
+}
+
+/// A value must (or must not) match `pattern`; `message` is the template's own error text.
+#[derive(Debug, Clone, Serialize)]
+pub struct PatternRule {
+    pub pattern: String,
+    pub must_match: bool,
+    pub message: String,
+    #[serde(skip)]
+    pub regex: regex::Regex,
 }
 
 impl ParamSpec {
@@ -72,11 +88,13 @@ impl ParamSpec {
             description: String::new(),
             required: true,
             default: None,
+            default_expression: None,
             allowed_values: None,
             min_length: None,
             max_length: None,
             min_value: None,
             max_value: None,
+            patterns: Vec::new(),
             sensitive: false,
         }
     }
@@ -106,6 +124,13 @@ impl ParamSpec {
         {
             return Some(format!("must have a length of at most {max}"));
         }
+        if let Value::String(s) = v {
+            for rule in &self.patterns {
+                if rule.regex.is_match(s) != rule.must_match {
+                    return Some(rule.message.clone());
+                }
+            }
+        }
         if let Some(n) = v.as_f64() {
             if let Some(min) = self.min_value
                 && n < min
@@ -122,10 +147,21 @@ impl ParamSpec {
     }
 }
 
-/// Problems with a request, keyed by field (`parameters.bucket_name`), sorted.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
-#[serde(transparent)]
+/// Problems with a request, keyed by field (`parameters.bucket_name`), sorted. Serialized as a
+/// list of `{field, problem}`.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ValidationErrors(pub BTreeMap<String, String>);
+
+impl Serialize for ValidationErrors {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
+        for (field, problem) in &self.0 {
+            seq.serialize_element(&serde_json::json!({ "field": field, "problem": problem }))?;
+        }
+        seq.end()
+    }
+}
 
 impl ValidationErrors {
     pub fn add(&mut self, field: impl Into<String>, problem: impl Into<String>) {
@@ -232,8 +268,42 @@ mod tests {
         assert!(check(&specs, json!({"name": "abc", "size": "3"})).is_err());
         assert!(check(&specs, json!({"name": "abc", "tier": "c"})).is_err());
         assert!(check(&specs, json!({"name": "abc", "size": null})).is_ok());
+        let e = check(&specs, json!({"name": "ab", "tier": "c"})).expect_err("two problems");
+        assert_eq!(
+            serde_json::to_value(&e).expect("json"),
+            json!([
+                {"field": "parameters.name", "problem": "must have a length of at least 3"},
+                {"field": "parameters.tier", "problem": "must be one of \"a\", \"b\""}
+            ])
+        );
         let e = check(&specs, json!({"other": 1})).expect_err("unknown and missing");
         assert_eq!(e.0.len(), 2, "{e:?}");
         assert!(e.0.contains_key("parameters.other") && e.0.contains_key("parameters.name"));
+    }
+}
+
+#[cfg(test)]
+mod pattern_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn pattern_rules_use_the_templates_message() {
+        let mut s = ParamSpec::new("n", ParamType::String, "string".into());
+        s.patterns.push(PatternRule {
+            pattern: "^[a-z]+$".into(),
+            must_match: true,
+            message: "lowercase only".into(),
+            regex: regex::Regex::new("^[a-z]+$").expect("regex"),
+        });
+        s.patterns.push(PatternRule {
+            pattern: "xx".into(),
+            must_match: false,
+            message: "no double x".into(),
+            regex: regex::Regex::new("xx").expect("regex"),
+        });
+        assert_eq!(s.check(&json!("abc")), None);
+        assert_eq!(s.check(&json!("Abc")).as_deref(), Some("lowercase only"));
+        assert_eq!(s.check(&json!("axxb")).as_deref(), Some("no double x"));
     }
 }

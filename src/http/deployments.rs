@@ -159,6 +159,7 @@ pub async fn deploy(
     template
         .validate(&request.parameters)
         .map_err(AppError::Validation)?;
+    let parameters = template.effective_parameters(&request.parameters);
 
     let new = NewDeployment {
         id: DeploymentId::generate(),
@@ -167,7 +168,7 @@ pub async fn deploy(
         resource_group: request.resource_group,
         subscription_id: request.subscription_id,
         location: request.location,
-        parameters: request.parameters,
+        parameters,
         idempotency_key,
     };
     // Committed before we answer: the row is the queue entry.

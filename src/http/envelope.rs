@@ -93,7 +93,7 @@ impl AppError {
 
     fn details(&self) -> Value {
         match self {
-            AppError::Validation(errors) => json!({ "fields": errors }),
+            AppError::Validation(errors) => json!(errors),
             _ => Value::Null,
         }
     }

@@ -285,6 +285,13 @@ impl Daemon {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Sends a signal to the daemon process.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        if let Some(child) = &self.child {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal);
+        }
+    }
+
     /// SIGTERM and wait for a clean exit; returns the exit code.
     pub fn stop(&mut self) -> Option<i32> {
         let mut child = self.child.take()?;
@@ -399,4 +406,14 @@ pub fn assert_error(status: u16, body: &Value, want: u16) -> String {
         "{body}"
     );
     body["error"]["code"].as_str().expect("code").to_string()
+}
+
+/// The problem a 422 names for `field`.
+pub fn problem(body: &Value, field: &str) -> Option<String> {
+    body["error"]["details"]
+        .as_array()?
+        .iter()
+        .find(|e| e["field"] == field)
+        .and_then(|e| e["problem"].as_str())
+        .map(String::from)
 }
