@@ -7,6 +7,7 @@
 //! system, stop the embedded cluster. SIGHUP re-scans the templates folder.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use actix::Actor;
@@ -16,7 +17,7 @@ use rand::RngCore;
 
 use crate::actors::deployment::RunContext;
 use crate::actors::persistence::{PersistenceActor, PersistenceHandle};
-use crate::actors::supervisor::{Drain, Supervisor};
+use crate::actors::supervisor::{Drain, QueueNotification, Supervisor};
 use crate::catalog::{Catalog, CatalogHandle};
 use crate::config::Settings;
 use crate::db::{self, embedded::EmbeddedPostgres};
@@ -24,7 +25,7 @@ use crate::engines::{Engines, terraform::TerraformEngine};
 use crate::http::{self, AppState};
 
 /// How long an HTTP request waits for the database before answering 503.
-const DB_CALL_TIMEOUT: Duration = Duration::from_secs(2);
+const DB_CALL_TIMEOUT: Duration = Duration::from_millis(1800);
 
 /// The database this process uses, and the embedded cluster when it runs one (dropping it
 /// stops the cluster).
@@ -83,6 +84,7 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
         terraform: TerraformEngine::new(settings.clone(), database.url.clone()),
     });
     let node = node_name();
+    let database_url = database.url.clone();
 
     let result = actix_rt::System::new().block_on(async move {
         let persistence = PersistenceHandle::new(PersistenceActor::start(pool, threads), DB_CALL_TIMEOUT);
@@ -94,6 +96,12 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
             catalog: catalog.clone(),
         });
         let supervisor = Supervisor::new(run_ctx).start();
+        let listener_stop = Arc::new(AtomicBool::new(false));
+        let notified = supervisor.clone();
+        let listener = db::notify::spawn_listener(database_url.clone(), listener_stop.clone(), move |event| {
+            notified.do_send(QueueNotification(event));
+        })
+        .context("starting the LISTEN thread")?;
         let state = web::Data::new(AppState {
             settings: settings.clone(),
             persistence,
@@ -130,6 +138,8 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
         if tokio::time::timeout(deadline, drain).await.is_err() {
             tracing::warn!("runs did not stop in time; their leases will expire and another node takes them over");
         }
+        listener_stop.store(true, Ordering::Relaxed);
+        let _ = tokio::task::spawn_blocking(move || listener.join()).await;
         actix_rt::System::current().stop();
         Ok::<(), anyhow::Error>(())
     });

@@ -49,12 +49,12 @@ fn claims_are_exclusive_and_finishes_are_compare_and_set() {
     let (_db, mut conn) = setup();
     let a = insert(&mut conn);
     let b = insert(&mut conn);
-    let first = q::claim(&mut conn, "node-1", 30, 1, 3).expect("claim");
+    let first = q::claim(&mut conn, "node-1", 30, 1, 3, &[]).expect("claim");
     assert_eq!(first.len(), 1);
     assert_eq!(first[0].deployment_id, a, "oldest first");
     assert_eq!(first[0].status, "running");
     assert_eq!(first[0].attempts, 1);
-    let second = q::claim(&mut conn, "node-2", 30, 5, 3).expect("claim");
+    let second = q::claim(&mut conn, "node-2", 30, 5, 3, &[]).expect("claim");
     assert_eq!(
         second
             .iter()
@@ -63,7 +63,7 @@ fn claims_are_exclusive_and_finishes_are_compare_and_set() {
         vec![b.clone()]
     );
     assert!(
-        q::claim(&mut conn, "node-3", 30, 5, 3)
+        q::claim(&mut conn, "node-3", 30, 5, 3, &[])
             .expect("claim")
             .is_empty(),
         "nothing left"
@@ -99,19 +99,30 @@ fn claims_are_exclusive_and_finishes_are_compare_and_set() {
 fn a_dead_nodes_runs_are_reclaimed_then_given_up() {
     let (_db, mut conn) = setup();
     let id = insert(&mut conn);
-    q::claim(&mut conn, "dead-1", 30, 1, 2).expect("claim");
+    q::claim(&mut conn, "dead-1", 30, 1, 2, &[]).expect("claim");
     assert!(
-        q::claim(&mut conn, "live", 30, 1, 2)
+        q::claim(&mut conn, "live", 30, 1, 2, &[])
             .expect("claim")
             .is_empty(),
         "lease still valid"
     );
     expire(&mut conn, &id);
-    let again = q::claim(&mut conn, "live", 30, 1, 2).expect("claim");
+    let again = q::claim(&mut conn, "live", 30, 1, 2, &[]).expect("claim");
     assert_eq!(again.len(), 1);
     assert_eq!(
         (again[0].attempts, again[0].lease_owner.as_deref()),
         (2, Some("live"))
+    );
+    // A node never reclaims a run it still runs itself (its lease lapsed during an outage).
+    expire(&mut conn, &id);
+    assert!(
+        q::claim(&mut conn, "live", 30, 1, 2, std::slice::from_ref(&id))
+            .expect("claim")
+            .is_empty()
+    );
+    assert_eq!(
+        q::renew_leases(&mut conn, "live", std::slice::from_ref(&id), 30).expect("renew"),
+        vec![(id.clone(), false)]
     );
     // The old owner lost it: its result is not written.
     assert!(!q::finish(&mut conn, &id, "dead-1", &RunOutcome::Destroyed).expect("finish"));
@@ -142,7 +153,7 @@ fn cancel_of_a_run_whose_node_died_ends_cancelled() {
     );
 
     let running = insert(&mut conn);
-    q::claim(&mut conn, "dead", 30, 1, 3).expect("claim");
+    q::claim(&mut conn, "dead", 30, 1, 3, &[]).expect("claim");
     assert_eq!(
         q::cancel(&mut conn, &running).expect("cancel"),
         q::CancelResult::Requested
@@ -166,7 +177,7 @@ fn cancel_of_a_run_whose_node_died_ends_cancelled() {
         "cancelled"
     );
     assert!(
-        q::claim(&mut conn, "live", 30, 5, 3)
+        q::claim(&mut conn, "live", 30, 5, 3, &[])
             .expect("claim")
             .is_empty(),
         "not run again"

@@ -4,6 +4,7 @@
 
 pub mod embedded;
 pub mod models;
+pub mod notify;
 pub mod queries;
 pub mod schema;
 
@@ -39,7 +40,7 @@ pub fn build_pool(url: &str, size: u32) -> Result<DbPool, DbError> {
     Pool::builder()
         .max_size(size)
         .min_idle(Some(1))
-        .connection_timeout(Duration::from_secs(2))
+        .connection_timeout(Duration::from_millis(1500))
         .test_on_check_out(true)
         .build(manager)
         .map_err(|e| DbError::Connect(e.to_string()))

@@ -106,6 +106,8 @@ impl Handler<ListDeployments> for PersistenceActor {
 #[rtype(result = "Result<Vec<Deployment>, PersistError>")]
 pub struct ClaimRuns {
     pub node: String,
+    /// Runs this node still runs (their leases may have expired during an outage).
+    pub exclude: Vec<String>,
     pub limit: i64,
     pub lease_secs: i64,
     pub max_attempts: i32,
@@ -130,6 +132,7 @@ impl Handler<ClaimRuns> for PersistenceActor {
                 msg.lease_secs,
                 msg.limit,
                 msg.max_attempts,
+                &msg.exclude,
             )?)
         })
     }

@@ -108,6 +108,27 @@ impl Handler<Drain> for Supervisor {
     }
 }
 
+/// Another node (or this one) announced queue work through PostgreSQL NOTIFY.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct QueueNotification(pub crate::db::notify::QueueEvent);
+
+impl Handler<QueueNotification> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: QueueNotification, ctx: &mut Context<Self>) {
+        use crate::db::notify::QueueEvent;
+        match msg.0 {
+            QueueEvent::Pending(_) | QueueEvent::Released(_) => self.claim(ctx),
+            QueueEvent::Cancel(id) => {
+                if let Some(addr) = self.runs.get(&id) {
+                    addr.do_send(StopRun(StopReason::Cancel));
+                }
+            }
+        }
+    }
+}
+
 /// A cancel was accepted for a running deployment: stop it now if it runs here (another node
 /// sees the request at its next lease renewal).
 #[derive(Message)]

@@ -66,6 +66,9 @@ impl Supervisor {
         // With no capacity the claim still ends runs interrupted too many times.
         let msg = ClaimRuns {
             node: self.ctx.node.clone(),
+            // After a database outage our own leases may have expired: never reclaim a run
+            // this node is still running.
+            exclude: self.runs.keys().cloned().collect(),
             limit: free as i64,
             lease_secs: runner.lease_secs as i64,
             max_attempts: runner.max_attempts as i32,

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use diesel::dsl::{now, sql};
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Integer, Nullable, Text, Timestamptz};
+use diesel::sql_types::{Array, BigInt, Integer, Nullable, Text, Timestamptz};
 
 use crate::db::models::{DeploymentRow, NewDeploymentRow};
 use crate::db::schema::deployments;
@@ -105,12 +105,14 @@ pub fn claim(
     lease_secs: i64,
     limit: i64,
     max_attempts: i32,
+    exclude: &[String],
 ) -> QueryResult<Vec<DeploymentRow>> {
     diesel::sql_query(
         "WITH picked AS ( \
             SELECT deployment_id FROM deployments \
-            WHERE status = 'pending' \
-               OR (status = 'running' AND lease_expires_at < now() AND attempts < $4) \
+            WHERE (status = 'pending' \
+               OR (status = 'running' AND lease_expires_at < now() AND attempts < $4)) \
+              AND deployment_id <> ALL($5) \
             ORDER BY created_at \
             LIMIT $3 \
             FOR UPDATE SKIP LOCKED \
@@ -133,6 +135,7 @@ pub fn claim(
     .bind::<BigInt, _>(lease_secs)
     .bind::<BigInt, _>(limit)
     .bind::<Integer, _>(max_attempts)
+    .bind::<Array<Text>, _>(exclude)
     .load(conn)
 }
 

@@ -179,6 +179,18 @@ impl Run {
         }
     }
 
+    /// Raw step output of this attempt: `.multicloud/<operation>-<attempt>/`. A re-run after a
+    /// crash never truncates the files an orphaned terraform of the previous attempt may still
+    /// be writing.
+    fn output_dir(&self) -> PathBuf {
+        let d = &self.job.deployment;
+        self.job.workspace.join(".multicloud").join(format!(
+            "{}-{}",
+            d.operation.as_str(),
+            d.attempts
+        ))
+    }
+
     /// `terraform.plugin_cache_dir`, by default `<data_dir>/plugin-cache`.
     fn plugin_cache_dir(&self) -> PathBuf {
         let tf = &self.settings.terraform;
@@ -315,7 +327,7 @@ impl Run {
             args: args.iter().map(|a| a.to_string()).collect(),
             env: env.to_vec(),
             cwd: self.job.workspace.clone(),
-            output_dir: self.job.workspace.join(".multicloud"),
+            output_dir: self.output_dir(),
         };
         self.system(format!("$ terraform {}", args.join(" ")));
         let limits = Limits {
@@ -401,7 +413,7 @@ impl Run {
             args: vec!["output".into(), "-json".into(), "-no-color".into()],
             env: env.to_vec(),
             cwd: self.job.workspace.clone(),
-            output_dir: self.job.workspace.join(".multicloud"),
+            output_dir: self.output_dir(),
         };
         self.system("$ terraform output -json".into());
         let limits = Limits {

@@ -1,0 +1,2 @@
+DROP TRIGGER deployments_notify ON deployments;
+DROP FUNCTION multicloud_notify();
