@@ -81,6 +81,10 @@ pub enum EngineError {
     /// The engine can't run here at all (missing binary, unsupported provider).
     #[error("{0}")]
     Unavailable(String),
+    /// Something the run depends on was briefly away (terraform's state backend in PostgreSQL
+    /// during an outage): the run is given back and retried, not failed.
+    #[error("{0}")]
+    Transient(String),
 }
 
 /// A deployment engine. Object-safe so the registry can hold any of them.

@@ -285,6 +285,10 @@ impl Daemon {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
     /// Sends a signal to the daemon process.
     pub fn signal(&self, signal: nix::sys::signal::Signal) {
         if let Some(child) = &self.child {
@@ -309,6 +313,27 @@ impl Daemon {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// SIGKILL: the daemon dies at once, its children (terraform) do not.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the daemon again with the same configuration (after `kill9` or `stop`).
+    pub async fn start_again(&mut self) {
+        assert!(self.child.is_none(), "the daemon is still running");
+        self.spawn().await;
+    }
+
+    /// The raw output file of a step of a run's attempt.
+    pub fn step_file(&self, id: &str, operation: &str, attempt: u32, step: &str) -> PathBuf {
+        self.data_dir.join(format!(
+            "workspaces/{id}/.multicloud/{operation}-{attempt}/{step}.stdout"
+        ))
     }
 
     pub async fn restart(&mut self) {
@@ -416,4 +441,39 @@ pub fn problem(body: &Value, field: &str) -> Option<String> {
         .find(|e| e["field"] == field)
         .and_then(|e| e["problem"].as_str())
         .map(String::from)
+}
+
+/// Waits until `path` exists and contains `needle` (empty: just exists).
+pub async fn wait_for_file(path: &Path, needle: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path)
+            && text.contains(needle)
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never contained {needle:?}",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Running EC2 instances in moto whose Name tag is `name`.
+pub async fn moto_instances_named(moto: &str, name: &str) -> usize {
+    let url = format!(
+        "{moto}/?Action=DescribeInstances&Version=2016-11-15&Filter.1.Name=tag:Name&Filter.1.Value.1={name}&Filter.2.Name=instance-state-name&Filter.2.Value.1=running&Filter.2.Value.2=pending"
+    );
+    let text = reqwest::Client::new()
+        .get(url)
+        .header("Authorization", "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/ec2/aws4_request, SignedHeaders=host, Signature=0")
+        .send()
+        .await
+        .expect("DescribeInstances")
+        .text()
+        .await
+        .expect("body");
+    text.matches("<instanceId>").count()
 }

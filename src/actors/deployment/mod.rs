@@ -194,6 +194,13 @@ impl DeploymentActor {
                 reason: "cancelled by request".into(),
             }),
             Ok(Err(EngineError::Stopped(StopReason::Shutdown))) => None,
+            Ok(Err(EngineError::Transient(error))) => {
+                tracing::warn!(deployment.id = %self.deployment.id, error = %error, "run interrupted by an outage; it will be retried");
+                self.log_system(format!(
+                    "interrupted by an outage, will be retried: {error}"
+                ));
+                None
+            }
             Err(join) => {
                 tracing::error!(deployment.id = %self.deployment.id, error = %join, "engine task panicked");
                 Some(RunOutcome::Failed {

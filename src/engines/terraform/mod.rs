@@ -386,10 +386,17 @@ impl Run {
                     .code()
                     .map(|c| format!("exit code {c}"))
                     .unwrap_or_else(|| "killed by a signal".into());
-                Err(EngineError::Failed(mask_secrets(
+                let message = mask_secrets(
                     &format!("terraform {name} failed ({code}): {}", detail.trim()),
                     &self.secrets,
-                )))
+                );
+                if self.settings.terraform.state_backend == StateBackend::Pg
+                    && state_backend_unreachable(&detail)
+                {
+                    Err(EngineError::Transient(message))
+                } else {
+                    Err(EngineError::Failed(message))
+                }
             }
             Err(ProcessError::TimedOut(secs)) => Err(EngineError::TimedOut(secs)),
             Err(ProcessError::Stopped(reason)) => Err(EngineError::Stopped(reason)),
@@ -515,6 +522,20 @@ fn event_message(event: &Value) -> Option<String> {
     Some(process::strip_ansi(&text))
 }
 
+/// Whether terraform failed because its `pg` state backend could not be reached (errors of
+/// Go's lib/pq start with `pq:`; connection failures with `dial`).
+fn state_backend_unreachable(detail: &str) -> bool {
+    [
+        "pq: the database system is",
+        "dial unix",
+        "dial tcp",
+        "connection refused",
+        "pq: terminating connection",
+    ]
+    .iter()
+    .any(|needle| detail.contains(needle))
+}
+
 /// `{name: {sensitive, type, value}}` → `{name: value}`, `"(sensitive)"` for sensitive ones.
 pub fn flatten_outputs(raw: &Value) -> Value {
     let mut out = serde_json::Map::new();
@@ -614,6 +635,19 @@ mod tests {
             &mut r,
         );
         assert_eq!(r.errors, vec!["Bad: very"]);
+    }
+
+    #[test]
+    fn backend_outages_are_recognised() {
+        assert!(state_backend_unreachable(
+            "Error: pq: the database system is shutting down"
+        ));
+        assert!(state_backend_unreachable(
+            "dial unix /tmp/x/.s.PGSQL.5432: connect: no such file or directory"
+        ));
+        assert!(!state_backend_unreachable(
+            "Error: creating S3 Bucket: BucketAlreadyExists"
+        ));
     }
 
     #[test]
