@@ -21,7 +21,7 @@ use crate::actors::supervisor::{Drain, QueueNotification, Supervisor};
 use crate::catalog::{Catalog, CatalogHandle};
 use crate::config::Settings;
 use crate::db::{self, embedded::EmbeddedPostgres};
-use crate::engines::{Engines, terraform::TerraformEngine};
+use crate::engines::{Engines, arm::ArmEngine, terraform::TerraformEngine};
 use crate::http::{self, AppState};
 
 /// How long an HTTP request waits for the database before answering 503.
@@ -82,6 +82,7 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
     let catalog = CatalogHandle::new(Catalog::scan(&settings.paths.templates_dir));
     let engines = Arc::new(Engines {
         terraform: TerraformEngine::new(settings.clone(), database.url.clone()),
+        arm: ArmEngine::new(settings.clone()),
     });
     let node = node_name();
     let database_url = database.url.clone();

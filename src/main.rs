@@ -61,6 +61,8 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     telemetry::init(cli.log_format);
+    // TLS (to Azure Resource Manager) uses ring as rustls' crypto provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let result = match cli.command {
         Command::Serve { .. } => multicloud::daemon::serve(settings),
         Command::Migrate { .. } => multicloud::daemon::migrate(&settings),

@@ -2,6 +2,7 @@
 //! the deployment actor hands them a [`RunJob`], receives [`RunEvent`]s (log lines, progress)
 //! through a channel, may ask them to stop through a watch channel, and gets a result.
 
+pub mod arm;
 pub mod process;
 pub mod terraform;
 
@@ -100,6 +101,7 @@ pub trait Engine {
 /// The engines of this process, by provider type.
 pub struct Engines {
     pub terraform: terraform::TerraformEngine,
+    pub arm: arm::ArmEngine,
 }
 
 impl Engines {
@@ -108,9 +110,7 @@ impl Engines {
             ProviderType::TerraformAws
             | ProviderType::TerraformGcp
             | ProviderType::TerraformAzure => Ok(&self.terraform),
-            ProviderType::Azure => Err(EngineError::Unavailable(
-                "the native Azure (ARM/Bicep) engine is not available in this version".into(),
-            )),
+            ProviderType::Azure => Ok(&self.arm),
         }
     }
 }

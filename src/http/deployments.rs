@@ -106,8 +106,26 @@ fn parse_deploy(body: Value) -> Result<DeployRequest, AppError> {
         }
         _ => None,
     };
-    if provider_type == Some(ProviderType::Azure) && resource_group.is_none() {
-        errors.add("resource_group", "is required for Azure deployments");
+    if provider_type == Some(ProviderType::Azure) {
+        if resource_group.is_none() {
+            errors.add("resource_group", "is required for Azure deployments");
+        }
+        match &subscription_id {
+            None => errors.add("subscription_id", "is required for Azure deployments"),
+            Some(s) if !super::resource_groups::valid_subscription(s) => errors.add(
+                "subscription_id",
+                "must be a subscription id (letters, digits and hyphens)",
+            ),
+            Some(_) => {}
+        }
+        if let Some(rg) = &resource_group
+            && !super::resource_groups::valid_resource_group(rg)
+        {
+            errors.add(
+                "resource_group",
+                "must be 1-90 letters, digits or -_.() and not end with a period",
+            );
+        }
     }
     match (errors.is_empty(), provider_type, template_name) {
         (true, Some(provider_type), Some(template_name)) => Ok(DeployRequest {

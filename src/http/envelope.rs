@@ -57,6 +57,9 @@ pub enum AppError {
     NotImplemented(String),
     #[error("service unavailable: {0}")]
     Unavailable(String),
+    /// An upstream cloud API failed.
+    #[error("upstream error: {0}")]
+    BadGateway(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -87,6 +90,7 @@ impl AppError {
             AppError::Validation(_) => "validation_error",
             AppError::NotImplemented(_) => "not_implemented",
             AppError::Unavailable(_) => "service_unavailable",
+            AppError::BadGateway(_) => "bad_gateway",
             AppError::Internal(_) => "internal_error",
         }
     }
@@ -111,6 +115,7 @@ impl ResponseError for AppError {
             AppError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             AppError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

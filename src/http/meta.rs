@@ -83,6 +83,17 @@ pub async fn providers(state: web::Data<AppState>) -> HttpResponse {
 
 /// Whether this node can run deployments of `p`, and why not.
 pub fn availability(state: &AppState, p: ProviderType) -> (bool, Option<String>) {
+    if p == ProviderType::Azure {
+        let arm = &state.engines.arm;
+        if let Some(reason) = arm.unavailable_reason() {
+            return (false, Some(reason));
+        }
+        // ARM JSON deploys; say when Bicep files can't be compiled.
+        return match arm.bicep_compiler() {
+            crate::engines::arm::BicepCompiler::External(_) => (true, None),
+            crate::engines::arm::BicepCompiler::Missing(why) => (true, Some(why)),
+        };
+    }
     match state.engines.for_provider(p) {
         Err(e) => (false, Some(e.to_string())),
         Ok(_) if p.is_terraform() && state.engines.terraform.binary().is_none() => (

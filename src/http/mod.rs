@@ -5,6 +5,7 @@
 pub mod deployments;
 pub mod envelope;
 pub mod meta;
+pub mod resource_groups;
 pub mod templates;
 
 use std::sync::Arc;
@@ -63,6 +64,16 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
     .service(resource("/deployments/{id}/status").route(web::get().to(deployments::status)))
     .service(resource("/deployments/{id}/logs").route(web::get().to(deployments::logs)))
     .service(resource("/deployments/{id}/cancel").route(web::post().to(deployments::cancel)))
+    .service(
+        resource("/resource-groups")
+            .route(web::get().to(resource_groups::list))
+            .route(web::post().to(resource_groups::create)),
+    )
+    .service(resource("/resource-groups/{name}").route(web::delete().to(resource_groups::delete)))
+    .service(
+        resource("/resource-groups/{name}/resources")
+            .route(web::get().to(resource_groups::resources)),
+    )
     .default_service(web::to(not_found));
 }
 

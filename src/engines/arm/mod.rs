@@ -1,0 +1,588 @@
+//! The native Azure engine (`azure`; aliases `bicep`, `arm`), design.md §5.
+//!
+//! `.bicep` templates are compiled with `bicep build --stdout` (the official CLI); `.json` ARM
+//! templates are used as they are. The deployment is PUT (mode Incremental) under a name derived
+//! from the deployment id into a resource group that is created when missing, and followed to its
+//! end (`Azure-AsyncOperation`, `Retry-After`), obeying cancel (ARM's cancel action) and the run
+//! timeout. Destroy deletes the resources the deployment reported (`outputResources`), newest
+//! first. A run taken over after a crash follows the deployment already in ARM instead of
+//! starting another.
+
+pub mod client;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use awc::http::Method;
+use futures_util::FutureExt;
+use futures_util::future::LocalBoxFuture;
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+pub use client::{ArmClient, ArmConfig, ArmError};
+use client::{
+    DEPLOYMENTS_API, RESOURCES_API, describe_error, flatten_outputs, is_terminal, parameters_object,
+};
+
+use super::process::{self, Limits, ProcessError, Step};
+use super::{
+    Engine, EngineError, EngineOutput, EventSender, RunEvent, RunJob, StopReason, StopSignal,
+    Stream, mask_secrets,
+};
+use crate::config::Settings;
+use crate::domain::Operation;
+
+/// How often a deployment's state is read while it runs, unless ARM asks for another pace.
+const POLL: Duration = Duration::from_secs(1);
+
+pub struct ArmEngine {
+    settings: Arc<Settings>,
+    client: ArmClient,
+}
+
+/// Which Bicep compiler is used, and why not when none.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BicepCompiler {
+    External(PathBuf),
+    Missing(String),
+}
+
+impl ArmEngine {
+    pub fn new(settings: Arc<Settings>) -> ArmEngine {
+        let client = ArmClient::new(ArmConfig::from_settings(&settings.azure));
+        ArmEngine { settings, client }
+    }
+
+    pub fn client(&self) -> &ArmClient {
+        &self.client
+    }
+
+    /// `azure.bicep_compiler`: "external" and "auto" use the official CLI (`azure.bicep_binary`);
+    /// the native compiler is not part of this version.
+    pub fn bicep_compiler(&self) -> BicepCompiler {
+        let az = &self.settings.azure;
+        if az.bicep_compiler == "native" {
+            return BicepCompiler::Missing(
+                "azure.bicep_compiler = \"native\": the built-in Bicep compiler is not part of this version; use \"auto\" or \"external\" with the Bicep CLI".into(),
+            );
+        }
+        match super::terraform::which(&az.bicep_binary) {
+            Some(path) => BicepCompiler::External(path),
+            None => BicepCompiler::Missing(format!(
+                "the Bicep CLI ({:?}) is not installed: install it (https://aka.ms/bicep-install) or set azure.bicep_binary; .json ARM templates deploy without it",
+                az.bicep_binary
+            )),
+        }
+    }
+
+    /// Why Azure deployments can't run here, if they can't.
+    pub fn unavailable_reason(&self) -> Option<String> {
+        (!self.client.config().has_credentials()).then(|| ArmError::NoCredentials.to_string())
+    }
+}
+
+impl Engine for ArmEngine {
+    fn run(
+        &self,
+        job: RunJob,
+        events: EventSender,
+        stop: StopSignal,
+    ) -> LocalBoxFuture<'static, Result<EngineOutput, EngineError>> {
+        let secrets = job
+            .template
+            .sensitive_parameters()
+            .filter_map(|p| job.deployment.parameters.get(p))
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| v.to_string())
+            })
+            .collect();
+        let run = ArmRun {
+            client: self.client.clone(),
+            compiler: self.bicep_compiler(),
+            deadline: Instant::now() + job.timeout,
+            job,
+            events,
+            stop,
+            secrets,
+            api_versions: HashMap::new(),
+        };
+        run.execute().boxed_local()
+    }
+}
+
+struct ArmRun {
+    client: ArmClient,
+    compiler: BicepCompiler,
+    job: RunJob,
+    events: EventSender,
+    stop: StopSignal,
+    deadline: Instant,
+    secrets: Vec<String>,
+    api_versions: HashMap<String, String>,
+}
+
+impl ArmRun {
+    fn log(&self, line: impl AsRef<str>) {
+        let _ = self.events.send(RunEvent::Log {
+            stream: Stream::System,
+            line: mask_secrets(line.as_ref(), &self.secrets),
+        });
+    }
+
+    fn progress(&self, p: u8) {
+        let _ = self.events.send(RunEvent::Progress(p));
+    }
+
+    fn fail(&self, e: ArmError) -> EngineError {
+        let text = mask_secrets(&e.to_string(), &self.secrets);
+        match e {
+            ArmError::NoCredentials | ArmError::Auth(_) => EngineError::Unavailable(text),
+            ArmError::Transport(_) => {
+                EngineError::Failed(format!("Azure Resource Manager unreachable: {text}"))
+            }
+            ArmError::Api { .. } => EngineError::Failed(text),
+        }
+    }
+
+    fn scope(&self) -> Result<(String, String), EngineError> {
+        let d = &self.job.deployment;
+        let sub = d
+            .subscription_id
+            .clone()
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| {
+                EngineError::Failed("subscription_id is required for Azure deployments".into())
+            })?;
+        let rg = d
+            .resource_group
+            .clone()
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| {
+                EngineError::Failed("resource_group is required for Azure deployments".into())
+            })?;
+        Ok((sub, rg))
+    }
+
+    fn deployment_path(&self, sub: &str, rg: &str) -> String {
+        format!(
+            "/subscriptions/{sub}/resourcegroups/{rg}/providers/Microsoft.Resources/deployments/{}",
+            deployment_name(self.job.deployment.id.as_str())
+        )
+    }
+
+    async fn execute(mut self) -> Result<EngineOutput, EngineError> {
+        let (sub, rg) = self.scope()?;
+        match self.job.deployment.operation {
+            Operation::Deploy => self.deploy(&sub, &rg).await,
+            Operation::Destroy => self.destroy(&sub, &rg).await,
+        }
+    }
+
+    async fn template(&mut self) -> Result<Value, EngineError> {
+        let t = self.job.template.clone();
+        if t.format != "bicep" {
+            let text = t.content().map_err(|e| {
+                EngineError::Failed(format!("cannot read {}: {e}", t.path.display()))
+            })?;
+            return serde_json::from_str(&text).map_err(|e| {
+                EngineError::Failed(format!("{} is not valid JSON: {e}", t.file_name))
+            });
+        }
+        let binary = match &self.compiler {
+            BicepCompiler::External(p) => p.clone(),
+            BicepCompiler::Missing(why) => {
+                return Err(EngineError::Unavailable(format!(
+                    "cannot compile {}: {why}",
+                    t.file_name
+                )));
+            }
+        };
+        self.log(format!("$ bicep build --stdout {}", t.file_name));
+        std::fs::create_dir_all(&self.job.workspace)
+            .map_err(|e| EngineError::Failed(format!("cannot create the workspace: {e}")))?;
+        let step = Step {
+            name: "bicep-build".into(),
+            program: binary,
+            args: vec![
+                "build".into(),
+                "--stdout".into(),
+                t.path.display().to_string(),
+            ],
+            env: vec![
+                ("PATH".into(), std::env::var("PATH").unwrap_or_default()),
+                ("HOME".into(), self.job.workspace.display().to_string()),
+                ("DOTNET_CLI_TELEMETRY_OPTOUT".into(), "1".into()),
+            ],
+            cwd: self.job.workspace.clone(),
+            output_dir: self.job.workspace.join(".multicloud"),
+        };
+        let limits = Limits {
+            deadline: self.deadline,
+            timeout_secs: self.job.timeout.as_secs(),
+            grace: self.job.cancel_grace,
+        };
+        let mut json = String::new();
+        let mut errors = Vec::new();
+        let mut stop = self.stop.clone();
+        let status = process::run_step(&step, limits, &mut stop, |stream, line| match stream {
+            Stream::Stdout => {
+                json.push_str(line);
+                json.push('\n');
+            }
+            _ => errors.push(line.to_string()),
+        })
+        .await
+        .map_err(|e| match e {
+            ProcessError::TimedOut(s) => EngineError::TimedOut(s),
+            ProcessError::Stopped(r) => EngineError::Stopped(r),
+            other => EngineError::Failed(other.to_string()),
+        })?;
+        for e in &errors {
+            self.log(e);
+        }
+        if !status.success() {
+            return Err(EngineError::Failed(format!(
+                "bicep build failed: {}",
+                errors.join("\n")
+            )));
+        }
+        serde_json::from_str(&json)
+            .map_err(|e| EngineError::Failed(format!("bicep build gave invalid JSON: {e}")))
+    }
+
+    /// Creates the resource group when missing (with the request's location).
+    async fn ensure_resource_group(&self, sub: &str, rg: &str) -> Result<(), EngineError> {
+        let path = format!("/subscriptions/{sub}/resourcegroups/{rg}?api-version={RESOURCES_API}");
+        let existing = self
+            .client
+            .get_optional(&path)
+            .await
+            .map_err(|e| self.fail(e))?;
+        if existing.is_some() {
+            return Ok(());
+        }
+        let location = self
+            .job
+            .deployment
+            .location
+            .clone()
+            .filter(|l| !l.is_empty())
+            .ok_or_else(|| {
+                EngineError::Failed(format!(
+                    "resource group {rg} does not exist; give a location to create it"
+                ))
+            })?;
+        self.log(format!("creating resource group {rg} in {location}"));
+        self.client
+            .request(
+                Method::PUT,
+                &path,
+                Some(&json!({ "location": location, "tags": {"managed-by": "multicloud"} })),
+            )
+            .await
+            .map_err(|e| self.fail(e))?;
+        Ok(())
+    }
+
+    async fn deploy(&mut self, sub: &str, rg: &str) -> Result<EngineOutput, EngineError> {
+        let template = self.template().await?;
+        self.progress(5);
+        self.ensure_resource_group(sub, rg).await?;
+        let path = format!(
+            "{}?api-version={DEPLOYMENTS_API}",
+            self.deployment_path(sub, rg)
+        );
+        // Taken over after a crash: follow the deployment ARM is still running.
+        let existing = self
+            .client
+            .get_optional(&path)
+            .await
+            .map_err(|e| self.fail(e))?;
+        let running = existing
+            .as_ref()
+            .and_then(|d| d["properties"]["provisioningState"].as_str())
+            .is_some_and(|s| !is_terminal(s));
+        if running {
+            self.log("following the ARM deployment already under way (taken over)");
+        } else {
+            let body = json!({
+                "properties": {
+                    "mode": "Incremental",
+                    "template": template,
+                    "parameters": parameters_object(&self.job.deployment.parameters),
+                },
+                "tags": {"managed-by": "multicloud", "multicloud-deployment": self.job.deployment.id.as_str()},
+            });
+            self.log(format!(
+                "PUT deployment {} in {rg}",
+                deployment_name(self.job.deployment.id.as_str())
+            ));
+            self.client
+                .request(Method::PUT, &path, Some(&body))
+                .await
+                .map_err(|e| self.fail(e))?;
+        }
+        self.progress(10);
+        let final_state = self.follow(&path).await?;
+        let d = self.client.get(&path).await.map_err(|e| self.fail(e))?.body;
+        match final_state.as_str() {
+            "Succeeded" => {
+                let outputs = flatten_outputs(&d["properties"]["outputs"]);
+                let n = d["properties"]["outputResources"]
+                    .as_array()
+                    .map(Vec::len)
+                    .unwrap_or(0);
+                self.log(format!("deployment succeeded: {n} resources"));
+                Ok(EngineOutput::Deployed { outputs })
+            }
+            "Canceled" => Err(EngineError::Stopped(StopReason::Cancel)),
+            _ => {
+                let (_, message) = describe_error(&d["properties"]["error"]);
+                let message = if message.is_empty() {
+                    "the ARM deployment failed".to_string()
+                } else {
+                    message
+                };
+                Err(EngineError::Failed(mask_secrets(&message, &self.secrets)))
+            }
+        }
+    }
+
+    /// Reads the deployment's state until it ends. A cancel calls ARM's cancel action and waits
+    /// for `Canceled`; the run timeout does the same and ends the run as timed out; a shutdown
+    /// leaves the ARM deployment running (the next owner follows it).
+    async fn follow(&mut self, path: &str) -> Result<String, EngineError> {
+        let mut last = String::new();
+        let mut cancelling: Option<EngineError> = None;
+        loop {
+            let d = self.client.get(path).await.map_err(|e| self.fail(e))?;
+            let state = d.body["properties"]["provisioningState"]
+                .as_str()
+                .unwrap_or("Accepted")
+                .to_string();
+            if state != last {
+                self.log(format!("deployment state: {state}"));
+                match state.as_str() {
+                    "Running" => self.progress(50),
+                    "Accepted" => self.progress(15),
+                    _ => {}
+                }
+                last = state.clone();
+            }
+            if is_terminal(&state) {
+                return match cancelling {
+                    Some(e) if state == "Canceled" => Err(e),
+                    _ => Ok(state),
+                };
+            }
+            let wait = d.retry_after.unwrap_or(POLL);
+            let stop_now = *self.stop.borrow();
+            if cancelling.is_none() {
+                let reason = if let Some(r) = stop_now {
+                    Some(r)
+                } else if Instant::now() >= self.deadline {
+                    None
+                } else {
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => continue,
+                        changed = self.stop.changed() => {
+                            if changed.is_err() { continue; }
+                            match *self.stop.borrow() { Some(r) => Some(r), None => continue }
+                        }
+                    }
+                };
+                match reason {
+                    Some(StopReason::Shutdown) => {
+                        return Err(EngineError::Stopped(StopReason::Shutdown));
+                    }
+                    Some(StopReason::Cancel) => {
+                        self.log("cancelling the ARM deployment");
+                        cancelling = Some(EngineError::Stopped(StopReason::Cancel));
+                    }
+                    None => {
+                        self.log(format!(
+                            "timed out after {} s; cancelling the ARM deployment",
+                            self.job.timeout.as_secs()
+                        ));
+                        cancelling = Some(EngineError::TimedOut(self.job.timeout.as_secs()));
+                    }
+                }
+                let cancel = path.replace(
+                    &format!("?api-version={DEPLOYMENTS_API}"),
+                    &format!("/cancel?api-version={DEPLOYMENTS_API}"),
+                );
+                if let Err(e) = self.client.request(Method::POST, &cancel, None).await {
+                    // 409: it ended meanwhile; the next read tells how.
+                    if e.status() != Some(409) {
+                        return Err(self.fail(e));
+                    }
+                }
+                // Wait (bounded by the grace) for ARM to report Canceled.
+                self.deadline = Instant::now() + self.job.cancel_grace.max(Duration::from_secs(5));
+                continue;
+            }
+            if Instant::now() >= self.deadline {
+                // Cancel requested but ARM has not confirmed in time: stop following.
+                return Err(cancelling.unwrap_or(EngineError::TimedOut(self.job.timeout.as_secs())));
+            }
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    async fn destroy(&mut self, sub: &str, rg: &str) -> Result<EngineOutput, EngineError> {
+        let path = format!(
+            "{}?api-version={DEPLOYMENTS_API}",
+            self.deployment_path(sub, rg)
+        );
+        let Some(d) = self
+            .client
+            .get_optional(&path)
+            .await
+            .map_err(|e| self.fail(e))?
+        else {
+            self.log("the ARM deployment no longer exists: nothing to delete");
+            return Ok(EngineOutput::Destroyed);
+        };
+        let ids: Vec<String> = d["properties"]["outputResources"]
+            .as_array()
+            .map(|r| {
+                r.iter()
+                    .filter_map(|x| x["id"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.log(format!("deleting {} resources, newest first", ids.len()));
+        let total = ids.len().max(1);
+        for (i, id) in ids.iter().rev().enumerate() {
+            if let Some(r) = *self.stop.borrow() {
+                return Err(EngineError::Stopped(r));
+            }
+            if Instant::now() >= self.deadline {
+                return Err(EngineError::TimedOut(self.job.timeout.as_secs()));
+            }
+            let api = self.api_version(sub, id).await?;
+            self.log(format!("DELETE {id}"));
+            match self
+                .client
+                .request(Method::DELETE, &format!("{id}?api-version={api}"), None)
+                .await
+            {
+                Ok(r) => {
+                    let (state, body) = self
+                        .client
+                        .wait_operation(&r, self.deadline)
+                        .await
+                        .map_err(|e| self.fail(e))?;
+                    if state != "Succeeded" {
+                        let (_, message) = describe_error(&body["error"]);
+                        return Err(EngineError::Failed(format!(
+                            "deleting {id} ended {state}: {message}"
+                        )));
+                    }
+                }
+                Err(e) if e.status() == Some(404) => self.log(format!("{id} was already gone")),
+                Err(e) => return Err(self.fail(e)),
+            }
+            self.progress((10 + 85 * (i + 1) / total).min(99) as u8);
+        }
+        Ok(EngineOutput::Destroyed)
+    }
+
+    /// The newest API version of a resource's type, from the provider's metadata (cached).
+    async fn api_version(&mut self, sub: &str, id: &str) -> Result<String, EngineError> {
+        let (namespace, resource_type) = resource_type_of(id)
+            .ok_or_else(|| EngineError::Failed(format!("cannot read the resource type of {id}")))?;
+        let key = format!("{namespace}/{resource_type}").to_ascii_lowercase();
+        if let Some(v) = self.api_versions.get(&key) {
+            return Ok(v.clone());
+        }
+        let meta = self
+            .client
+            .get(&format!(
+                "/subscriptions/{sub}/providers/{namespace}?api-version={RESOURCES_API}"
+            ))
+            .await
+            .map_err(|e| self.fail(e))?
+            .body;
+        let version = meta["resourceTypes"]
+            .as_array()
+            .and_then(|types| {
+                types.iter().find(|t| {
+                    t["resourceType"]
+                        .as_str()
+                        .is_some_and(|r| r.eq_ignore_ascii_case(&resource_type))
+                })
+            })
+            .and_then(|t| {
+                let versions: Vec<&str> = t["apiVersions"]
+                    .as_array()?
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .collect();
+                // Prefer the newest stable version.
+                versions
+                    .iter()
+                    .find(|v| !v.contains("preview"))
+                    .or(versions.first())
+                    .map(|v| v.to_string())
+            })
+            .ok_or_else(|| {
+                EngineError::Failed(format!(
+                    "no API version known for {namespace}/{resource_type}"
+                ))
+            })?;
+        self.api_versions.insert(key, version.clone());
+        Ok(version)
+    }
+}
+
+/// The ARM deployment name of a multicloud deployment: unique per deployment, at most 64 chars.
+pub fn deployment_name(id: &str) -> String {
+    format!("multicloud-{id}").chars().take(64).collect()
+}
+
+/// `/subscriptions/s/resourceGroups/g/providers/NS/type/name/sub/name` → (`NS`, `type/sub`).
+pub fn resource_type_of(id: &str) -> Option<(String, String)> {
+    let lower = id.to_ascii_lowercase();
+    let idx = lower.rfind("/providers/")?;
+    let rest: Vec<&str> = id[idx + "/providers/".len()..].split('/').collect();
+    let namespace = rest.first()?.to_string();
+    let types: Vec<&str> = rest[1..].iter().step_by(2).copied().collect();
+    if types.is_empty() || rest.len() < 3 {
+        return None;
+    }
+    Some((namespace, types.join("/")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resource_types_are_read_from_ids() {
+        assert_eq!(
+            resource_type_of(
+                "/subscriptions/s/resourceGroups/g/providers/Microsoft.Storage/storageAccounts/acct"
+            ),
+            Some(("Microsoft.Storage".into(), "storageAccounts".into()))
+        );
+        assert_eq!(
+            resource_type_of(
+                "/subscriptions/s/resourceGroups/g/providers/Microsoft.Storage/storageAccounts/acct/blobServices/default"
+            ),
+            Some((
+                "Microsoft.Storage".into(),
+                "storageAccounts/blobServices".into()
+            ))
+        );
+        assert_eq!(resource_type_of("/subscriptions/s"), None);
+        assert_eq!(
+            deployment_name("deploy-0123456789abcdef"),
+            "multicloud-deploy-0123456789abcdef"
+        );
+    }
+}
