@@ -159,7 +159,7 @@ fn cancel_of_a_run_whose_node_died_ends_cancelled() {
         q::CancelResult::Requested
     );
     assert_eq!(
-        q::renew_leases(&mut conn, "dead", &[running.clone()], 30).expect("renew"),
+        q::renew_leases(&mut conn, "dead", std::slice::from_ref(&running), 30).expect("renew"),
         vec![(running.clone(), true)]
     );
     assert_eq!(

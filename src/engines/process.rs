@@ -10,7 +10,7 @@
 //! - Argument and environment values are never logged (they can hold credentials).
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
@@ -218,7 +218,7 @@ impl Tail {
         let mut buf = Vec::new();
         if self.file.read_to_end(&mut buf).is_err() {
             // Keep our place; the next call tries again.
-            let _ = self.file.seek(SeekFrom::Current(0));
+            let _ = self.file.stream_position();
             return;
         }
         self.pending.extend_from_slice(&buf);

@@ -163,10 +163,10 @@ async fn handle(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
-    if !st
+    if st
         .tokens
         .get(token)
-        .is_some_and(|exp| Instant::now() < *exp)
+        .is_none_or(|exp| Instant::now() >= *exp)
     {
         st.unauthorized += 1;
         return error(

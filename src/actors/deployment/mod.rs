@@ -320,7 +320,7 @@ impl Actor for DeploymentActor {
         let fut = engine.run(job, events_tx, self.stop_tx.subscribe());
         let handle = actix_rt::spawn(fut);
         ctx.spawn(
-            async move { handle.await }
+            handle
                 .into_actor(self)
                 .map(|result, act, ctx| act.on_engine_done(result, ctx)),
         );
