@@ -43,6 +43,10 @@ pub struct Settings {
 pub struct ServerSettings {
     pub bind: String,
     pub max_body_bytes: usize,
+    /// `POST /deploy` requests per minute per token (or client address); 0 disables the limit.
+    pub deploy_rate_per_minute: u32,
+    /// Origins allowed to call the API from a browser; none by default.
+    pub cors_allowed_origins: Vec<String>,
 }
 
 impl Default for ServerSettings {
@@ -50,6 +54,8 @@ impl Default for ServerSettings {
         Self {
             bind: "127.0.0.1:8000".into(),
             max_body_bytes: 1024 * 1024,
+            deploy_rate_per_minute: 600,
+            cors_allowed_origins: Vec::new(),
         }
     }
 }
@@ -236,6 +242,7 @@ impl Settings {
                 .try_parsing(true)
                 .list_separator(",")
                 .with_list_parse_key("auth.tokens")
+                .with_list_parse_key("server.cors_allowed_origins")
                 .source(Some(env)),
         );
         let settings: Settings = builder.build()?.try_deserialize()?;
@@ -250,6 +257,18 @@ impl Settings {
                 "server.bind = {:?} is not an address such as 127.0.0.1:8000",
                 self.server.bind
             ));
+        }
+        if !self.bind_addr().ip().is_loopback()
+            && self.auth.tokens.is_empty()
+            && !self.auth.allow_anonymous
+        {
+            return invalid(format!(
+                "server.bind = {} is reachable from other hosts but no auth.tokens are set: set auth.tokens, or auth.allow_anonymous = true to serve without authentication",
+                self.server.bind
+            ));
+        }
+        if self.auth.tokens.iter().any(|t| t.len() < 16) {
+            return invalid("auth.tokens must be at least 16 characters long".into());
         }
         if self.server.max_body_bytes == 0 {
             return invalid("server.max_body_bytes must be greater than 0".into());
@@ -364,13 +383,16 @@ mod tests {
         let s = load(&[
             ("MULTICLOUD__SERVER__BIND", "0.0.0.0:9000"),
             ("MULTICLOUD__RUNNER__MAX_CONCURRENT", "0"),
-            ("MULTICLOUD__AUTH__TOKENS", "a,b"),
+            (
+                "MULTICLOUD__AUTH__TOKENS",
+                "aaaaaaaaaaaaaaaa,bbbbbbbbbbbbbbbb",
+            ),
             ("MULTICLOUD__AWS__ACCESS_KEY_ID", "1234"),
         ])
         .expect("loads");
         assert_eq!(s.server.bind, "0.0.0.0:9000");
         assert_eq!(s.runner.max_concurrent, 0);
-        assert_eq!(s.auth.tokens, vec!["a", "b"]);
+        assert_eq!(s.auth.tokens, vec!["aaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbb"]);
         assert_eq!(s.aws.access_key_id, "1234");
     }
 
@@ -390,13 +412,38 @@ mod tests {
     }
 
     #[test]
+    fn a_public_bind_needs_tokens_or_an_explicit_anonymous_opt_in() {
+        let err = load(&[("MULTICLOUD__SERVER__BIND", "0.0.0.0:8000")]).expect_err("refused");
+        assert!(err.to_string().contains("auth.tokens"), "{err}");
+        assert!(
+            load(&[
+                ("MULTICLOUD__SERVER__BIND", "0.0.0.0:8000"),
+                ("MULTICLOUD__AUTH__ALLOW_ANONYMOUS", "true")
+            ])
+            .is_ok()
+        );
+        assert!(
+            load(&[
+                ("MULTICLOUD__SERVER__BIND", "0.0.0.0:8000"),
+                ("MULTICLOUD__AUTH__TOKENS", "0123456789abcdef0123")
+            ])
+            .is_ok()
+        );
+        assert!(load(&[("MULTICLOUD__AUTH__TOKENS", "short")]).is_err());
+    }
+
+    #[test]
     fn print_config_masks_secrets() {
         let mut s = Settings::default();
         s.aws.secret_access_key = "topsecret".into();
-        s.auth.tokens = vec!["tok-123".into()];
+        s.auth.tokens = vec!["tok-1234567890abcdef".into()];
         s.database.url = "postgres://u:pw@h/db".into();
         let out = s.to_masked_toml();
-        assert!(!out.contains("topsecret") && !out.contains("tok-123") && !out.contains(":pw@"));
+        assert!(
+            !out.contains("topsecret")
+                && !out.contains("tok-1234567890abcdef")
+                && !out.contains(":pw@")
+        );
         assert!(out.contains("postgres://u:********@h/db"), "{out}");
     }
 }

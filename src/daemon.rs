@@ -111,9 +111,16 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
             engines,
         });
         let max_body = settings.server.max_body_bytes;
+        let security = web::Data::new(http::security::Security::new(&settings));
+        let app_settings = settings.clone();
         let server = HttpServer::new(move || {
+            // The last `wrap` is the outermost: logging, headers, CORS, then authentication.
             App::new()
                 .app_data(state.clone())
+                .app_data(security.clone())
+                .wrap(actix_web::middleware::from_fn(http::security::guard))
+                .wrap(http::security::cors(&app_settings))
+                .wrap(http::security::headers())
                 .wrap(tracing_actix_web::TracingLogger::default())
                 .configure(|cfg| http::configure(cfg, max_body))
         })

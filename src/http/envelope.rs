@@ -41,6 +41,10 @@ pub fn ok(message: impl Into<String>, data: impl Serialize) -> HttpResponse {
 pub enum AppError {
     #[error("{0}")]
     BadRequest(String),
+    #[error("a valid bearer token is required (Authorization: Bearer <token>)")]
+    Unauthorized,
+    #[error("too many requests: retry after {0} s")]
+    TooManyRequests(u64),
     #[error("{message}")]
     NotFound { code: &'static str, message: String },
     #[error("method not allowed")]
@@ -82,6 +86,8 @@ impl AppError {
     fn code(&self) -> &'static str {
         match self {
             AppError::BadRequest(_) => "bad_request",
+            AppError::Unauthorized => "unauthorized",
+            AppError::TooManyRequests(_) => "rate_limited",
             AppError::NotFound { code, .. } => code,
             AppError::MethodNotAllowed => "method_not_allowed",
             AppError::Conflict(_) => "conflict",
@@ -107,6 +113,8 @@ impl ResponseError for AppError {
     fn status_code(&self) -> StatusCode {
         match self {
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AppError::Unauthorized => StatusCode::UNAUTHORIZED,
+            AppError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             AppError::NotFound { .. } => StatusCode::NOT_FOUND,
             AppError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             AppError::Conflict(_) => StatusCode::CONFLICT,
@@ -126,8 +134,20 @@ impl ResponseError for AppError {
             tracing::error!(cause = %cause, "internal error");
         }
         let mut res = HttpResponse::build(status);
-        if matches!(self, AppError::Unavailable(_)) {
-            res.insert_header((header::RETRY_AFTER, HeaderValue::from_static("2")));
+        match self {
+            AppError::Unavailable(_) => {
+                res.insert_header((header::RETRY_AFTER, HeaderValue::from_static("2")));
+            }
+            AppError::TooManyRequests(secs) => {
+                res.insert_header((header::RETRY_AFTER, secs.to_string()));
+            }
+            AppError::Unauthorized => {
+                res.insert_header((
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"multicloud\""),
+                ));
+            }
+            _ => {}
         }
         res.json(json!({
             "success": false,

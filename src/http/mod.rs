@@ -6,6 +6,7 @@ pub mod deployments;
 pub mod envelope;
 pub mod meta;
 pub mod resource_groups;
+pub mod security;
 pub mod templates;
 
 use std::sync::Arc;
