@@ -121,6 +121,7 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
                 .wrap(actix_web::middleware::from_fn(http::security::guard))
                 .wrap(http::security::cors(&app_settings))
                 .wrap(http::security::headers())
+                .wrap(actix_web::middleware::from_fn(http::meta::record))
                 .wrap(tracing_actix_web::TracingLogger::default())
                 .configure(|cfg| http::configure(cfg, max_body))
         })

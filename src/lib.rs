@@ -19,4 +19,5 @@ pub mod db;
 pub mod domain;
 pub mod engines;
 pub mod http;
+pub mod metrics;
 pub mod telemetry;

@@ -361,3 +361,76 @@ async fn the_local_state_backend_keeps_state_in_the_workspace() {
     assert_eq!(r.status().as_u16(), 202);
     assert_eq!(d.wait_terminal(&id, T).await["status"], "destroyed");
 }
+
+#[tokio::test]
+async fn metrics_describe_runs_requests_and_the_database() {
+    let db = TestDb::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = daemon(&db, &dir).await;
+    let id = d.deploy("echo", "aws", json!({"message": "metrics"})).await;
+    assert_eq!(d.wait_terminal(&id, T).await["status"], "completed");
+    let r = reqwest::get(d.url("/metrics")).await.expect("metrics");
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .expect("ct")
+            .starts_with("text/plain")
+    );
+    let text = r.text().await.expect("text");
+    for line in [
+        r#"multicloud_deployments{status="completed"} 1"#,
+        r#"multicloud_deployments{status="pending"} 0"#,
+        "multicloud_queue_depth 0",
+        "multicloud_runs_running 0",
+        "multicloud_runner_capacity 2",
+        r#"multicloud_run_duration_seconds_count{provider_type="terraform-aws",template="echo",operation="deploy",status="completed"} 1"#,
+        r#"multicloud_terraform_step_duration_seconds_count{step="apply"} 1"#,
+        r#"multicloud_terraform_step_duration_seconds_count{step="init"} 1"#,
+        r#"multicloud_http_request_duration_seconds_count{method="POST",route="/deploy",status="202"} 1"#,
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in\n{text}"
+        );
+    }
+    assert!(
+        text.contains(r#"route="/deployments/{id}/status""#),
+        "routes, not raw paths"
+    );
+    assert!(text.contains(r#"multicloud_db_pool_connections{state="idle"}"#));
+}
+
+#[tokio::test]
+async fn json_logs_carry_the_request_id_and_the_deployment_id() {
+    let db = TestDb::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = Daemon::start(
+        DaemonConfig::new(Some(&db.url), dir.path(), FIXTURES).set("MULTICLOUD_LOG_FORMAT", "json"),
+    )
+    .await;
+    let id = d.deploy("echo", "aws", json!({"message": "logs"})).await;
+    assert_eq!(d.wait_terminal(&id, T).await["status"], "completed");
+    let lines: Vec<serde_json::Value> = d
+        .log_text()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let accepted = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "deployment accepted")
+        .expect("accepted line");
+    assert!(
+        accepted["spans"].to_string().contains("request_id"),
+        "{accepted}"
+    );
+    let run_lines: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["spans"].to_string().contains(&id))
+        .collect();
+    assert!(
+        run_lines
+            .iter()
+            .any(|l| l["fields"]["message"] == "run finished"),
+        "the run's lines carry its id: {run_lines:?}"
+    );
+}

@@ -106,3 +106,71 @@ pub fn availability(state: &AppState, p: ProviderType) -> (bool, Option<String>)
         Ok(_) => (true, None),
     }
 }
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let m = crate::metrics::global();
+    if let Ok(stats) = state
+        .persistence
+        .call(crate::actors::persistence::GetDatabaseStats)
+        .await
+    {
+        for status in crate::domain::DeploymentStatus::ALL {
+            let n = stats
+                .by_status
+                .iter()
+                .find(|(s, _)| s == status.as_str())
+                .map(|(_, n)| *n)
+                .unwrap_or(0);
+            m.deployments
+                .get_or_create(&crate::metrics::StatusLabels {
+                    status: status.as_str().into(),
+                })
+                .set(n);
+            if status == crate::domain::DeploymentStatus::Pending {
+                m.queue_depth.set(n);
+            }
+        }
+        let in_use = stats.pool_connections.saturating_sub(stats.pool_idle);
+        m.db_pool
+            .get_or_create(&crate::metrics::PoolLabels {
+                state: "idle".into(),
+            })
+            .set(stats.pool_idle as i64);
+        m.db_pool
+            .get_or_create(&crate::metrics::PoolLabels {
+                state: "in_use".into(),
+            })
+            .set(in_use as i64);
+    }
+    if let Ok(runner) = state.supervisor.send(GetRunnerStats).await {
+        m.runs_running.set(runner.running as i64);
+        m.runner_capacity.set(runner.capacity as i64);
+    }
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(m.encode())
+}
+
+/// Records every request's duration by matched route (not raw path) and status.
+pub async fn record(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    let started = std::time::Instant::now();
+    let method = req.method().to_string();
+    let res = next.call(req).await?;
+    let route = res
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".into());
+    crate::metrics::global()
+        .http_requests
+        .get_or_create(&crate::metrics::HttpLabels {
+            method,
+            route,
+            status: res.status().as_u16(),
+        })
+        .observe(started.elapsed().as_secs_f64());
+    Ok(res)
+}

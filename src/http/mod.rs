@@ -45,6 +45,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
     .service(resource("/").route(web::get().to(meta::index)))
     .service(resource("/health").route(web::get().to(meta::health)))
     .service(resource("/providers").route(web::get().to(meta::providers)))
+    .service(resource("/metrics").route(web::get().to(meta::metrics)))
     .service(resource("/templates").route(web::get().to(templates::list)))
     .service(resource("/templates/{provider_type}/{name}").route(web::get().to(templates::detail)))
     .service(

@@ -53,6 +53,9 @@ pub struct DeploymentActor {
     log_tx: Option<mpsc::UnboundedSender<Vec<(String, String)>>>,
     log_writer: Option<tokio::task::JoinHandle<()>>,
     progress: u8,
+    /// Every log line of this run carries the deployment id.
+    span: tracing::Span,
+    started: Option<std::time::Instant>,
     lease_lost: bool,
     finishing: bool,
 }
@@ -64,7 +67,9 @@ impl DeploymentActor {
         supervisor: Addr<Supervisor>,
     ) -> DeploymentActor {
         let (stop_tx, _) = watch::channel(None);
+        let span = tracing::info_span!("run", deployment.id = %deployment.id, operation = deployment.operation.as_str(), attempt = deployment.attempts);
         DeploymentActor {
+            span,
             progress: deployment.progress,
             deployment,
             ctx,
@@ -73,6 +78,7 @@ impl DeploymentActor {
             buffer: Vec::new(),
             log_tx: None,
             log_writer: None,
+            started: None,
             lease_lost: false,
             finishing: false,
         }
@@ -88,29 +94,33 @@ impl DeploymentActor {
         let persistence = self.ctx.persistence.clone();
         let id = self.id();
         self.log_tx = Some(tx);
-        self.log_writer = Some(actix_rt::spawn(async move {
-            while let Some(lines) = rx.recv().await {
-                let mut attempt = 0;
-                loop {
-                    let msg = AppendLogs {
-                        deployment_id: id.clone(),
-                        lines: lines.clone(),
-                    };
-                    match persistence.call(msg).await {
-                        Ok(_) => break,
-                        Err(PersistError::Unavailable(e)) if attempt < FINISH_RETRIES => {
-                            attempt += 1;
-                            tracing::debug!(error = %e, "log write waits for the database");
-                            tokio::time::sleep(Duration::from_secs(1)).await;
-                        }
-                        Err(e) => {
-                            tracing::error!(error = %e, lines = lines.len(), "log lines lost");
-                            break;
+        let span = self.span.clone();
+        self.log_writer = Some(actix_rt::spawn(tracing::Instrument::instrument(
+            async move {
+                while let Some(lines) = rx.recv().await {
+                    let mut attempt = 0;
+                    loop {
+                        let msg = AppendLogs {
+                            deployment_id: id.clone(),
+                            lines: lines.clone(),
+                        };
+                        match persistence.call(msg).await {
+                            Ok(_) => break,
+                            Err(PersistError::Unavailable(e)) if attempt < FINISH_RETRIES => {
+                                attempt += 1;
+                                tracing::debug!(error = %e, "log write waits for the database");
+                                tokio::time::sleep(Duration::from_secs(1)).await;
+                            }
+                            Err(e) => {
+                                tracing::error!(error = %e, lines = lines.len(), "log lines lost");
+                                break;
+                            }
                         }
                     }
                 }
-            }
-        }));
+            },
+            span,
+        )));
     }
 
     fn flush(&mut self) {
@@ -134,6 +144,17 @@ impl DeploymentActor {
             return;
         }
         self.finishing = true;
+        if let (Some(o), Some(started)) = (&outcome, self.started) {
+            crate::metrics::global()
+                .run_duration
+                .get_or_create(&crate::metrics::RunLabels {
+                    provider_type: self.deployment.provider_type.to_string(),
+                    template: self.deployment.template_name.clone(),
+                    operation: self.deployment.operation.as_str().to_string(),
+                    status: o.status().to_string(),
+                })
+                .observe(started.elapsed().as_secs_f64());
+        }
         match &outcome {
             Some(o) => {
                 let detail = match o {
@@ -152,8 +173,9 @@ impl DeploymentActor {
         let node = self.ctx.node.clone();
         let id = self.id();
         let lease_lost = self.lease_lost;
+        let span = self.span.clone();
         ctx.wait(
-            async move {
+            tracing::Instrument::instrument(async move {
                 if let Some(writer) = writer {
                     let _ = writer.await;
                 }
@@ -170,7 +192,7 @@ impl DeploymentActor {
                         }
                     }
                 }
-            }
+            }, span)
             .into_actor(self)
             .map(|_, _, ctx| ctx.stop()),
         );
@@ -245,6 +267,9 @@ impl Actor for DeploymentActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        let span = self.span.clone();
+        let _entered = span.enter();
+        self.started = Some(std::time::Instant::now());
         self.start_log_writer();
         ctx.run_interval(FLUSH_INTERVAL, |act, _| act.flush());
         let started = format!(
@@ -318,7 +343,7 @@ impl Actor for DeploymentActor {
         let (events_tx, mut events_rx) = mpsc::unbounded_channel();
         ctx.add_stream(stream::poll_fn(move |cx| events_rx.poll_recv(cx)));
         let fut = engine.run(job, events_tx, self.stop_tx.subscribe());
-        let handle = actix_rt::spawn(fut);
+        let handle = actix_rt::spawn(tracing::Instrument::instrument(fut, self.span.clone()));
         ctx.spawn(
             handle
                 .into_actor(self)

@@ -256,6 +256,31 @@ impl Handler<RecordTerraformState> for PersistenceActor {
     }
 }
 
+/// Deployments per status and the pool's use, for `/metrics`.
+#[derive(Message)]
+#[rtype(result = "Result<DatabaseStats, PersistError>")]
+pub struct GetDatabaseStats;
+
+pub struct DatabaseStats {
+    pub by_status: Vec<(String, i64)>,
+    pub pool_connections: u32,
+    pub pool_idle: u32,
+}
+
+impl Handler<GetDatabaseStats> for PersistenceActor {
+    type Result = Result<DatabaseStats, PersistError>;
+
+    fn handle(&mut self, _: GetDatabaseStats, _: &mut SyncContext<Self>) -> Self::Result {
+        let state = self.pool.state();
+        let mut conn = self.conn()?;
+        Ok(DatabaseStats {
+            by_status: queries::deployments::count_by_status(&mut conn)?,
+            pool_connections: state.connections,
+            pool_idle: state.idle_connections,
+        })
+    }
+}
+
 /// Proves the database answers (`/health`).
 #[derive(Message)]
 #[rtype(result = "Result<(), PersistError>")]

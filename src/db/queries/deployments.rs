@@ -242,6 +242,14 @@ pub fn cancel_orphaned(conn: &mut PgConnection) -> QueryResult<usize> {
     .execute(conn)
 }
 
+/// Deployments per status, for metrics.
+pub fn count_by_status(conn: &mut PgConnection) -> QueryResult<Vec<(String, i64)>> {
+    deployments::table
+        .group_by(deployments::status)
+        .select((deployments::status, diesel::dsl::count_star()))
+        .load(conn)
+}
+
 /// Proves the database answers (`/health`).
 pub fn ping(conn: &mut PgConnection) -> QueryResult<()> {
     diesel::sql_query("SELECT 1").execute(conn).map(|_| ())

@@ -343,6 +343,7 @@ impl Run {
             Operation::Destroy => (10, 85),
         };
         let mut stop = self.stop.clone();
+        let step_started = std::time::Instant::now();
         let result = process::run_step(&step, limits, &mut stop, |stream, line| {
             let text = if json && stream == Stream::Stdout {
                 match serde_json::from_str::<Value>(line) {
@@ -374,6 +375,7 @@ impl Run {
             }
         })
         .await;
+        crate::metrics::global().observe_step(name, step_started.elapsed());
         match result {
             Ok(status) if status.success() => Ok(report),
             Ok(status) => {
