@@ -13,6 +13,7 @@
 
 pub mod actors;
 pub mod catalog;
+pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod db;

@@ -44,16 +44,147 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Ask a daemon to deploy a template.
+    Deploy {
+        template: String,
+        /// Provider type: terraform-aws (aws), terraform-gcp (gcp), terraform-azure, azure (bicep, arm).
+        #[arg(long)]
+        provider: String,
+        /// A parameter, key=value (the value is read as JSON when it parses). Repeatable.
+        #[arg(short = 'p', long = "param", value_parser = multicloud::cli::parse_param)]
+        params: Vec<(String, serde_json::Value)>,
+        #[arg(long)]
+        subscription_id: Option<String>,
+        #[arg(long)]
+        resource_group: Option<String>,
+        #[arg(long)]
+        location: Option<String>,
+        /// Wait for the end; the exit code says whether it completed.
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Show a deployment's status.
+    Status {
+        id: String,
+        /// Follow it to its end.
+        #[arg(long)]
+        watch: bool,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Print a deployment's log.
+    Logs {
+        id: String,
+        /// Stream new lines until the run ends.
+        #[arg(long)]
+        follow: bool,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Cancel a pending or running deployment.
+    Cancel {
+        id: String,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Destroy what a deployment created.
+    Destroy {
+        id: String,
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// List the daemon's templates.
+    Templates {
+        #[arg(long)]
+        provider: Option<String>,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+}
+
+#[derive(clap::Args, Clone)]
+struct RemoteArgs {
+    /// The daemon's address.
+    #[arg(long, env = "MULTICLOUD_URL", default_value = "http://127.0.0.1:8000")]
+    url: String,
+    /// Bearer token, when the daemon requires one.
+    #[arg(long, env = "MULTICLOUD_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+impl RemoteArgs {
+    fn remote(&self) -> multicloud::cli::Remote {
+        multicloud::cli::Remote {
+            url: self.url.clone(),
+            token: self.token.clone(),
+        }
+    }
+}
+
+/// Runs a client command on a small actix system (awc needs one).
+fn client(command: Command) -> ExitCode {
+    use multicloud::cli;
+    let result = actix_rt::System::new().block_on(async move {
+        match command {
+            Command::Deploy {
+                template,
+                provider,
+                params,
+                subscription_id,
+                resource_group,
+                location,
+                wait,
+                remote,
+            } => {
+                let args = cli::DeployArgs {
+                    template,
+                    provider,
+                    params,
+                    subscription_id,
+                    resource_group,
+                    location,
+                    wait,
+                };
+                cli::deploy(&remote.remote(), args).await
+            }
+            Command::Status { id, watch, remote } => {
+                cli::status(&remote.remote(), &id, watch).await
+            }
+            Command::Logs { id, follow, remote } => cli::logs(&remote.remote(), &id, follow).await,
+            Command::Cancel { id, remote } => cli::cancel(&remote.remote(), &id).await,
+            Command::Destroy { id, wait, remote } => {
+                cli::destroy(&remote.remote(), &id, wait).await
+            }
+            Command::Templates { provider, remote } => {
+                cli::templates(&remote.remote(), provider.as_deref()).await
+            }
+            Command::Serve { .. } | Command::Migrate { .. } => Ok(()),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("multicloud: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // TLS (Azure Resource Manager, a remote daemon) uses ring as rustls' crypto provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let (config, print) = match &cli.command {
         Command::Serve {
             config,
             print_config,
         } => (config.clone(), *print_config),
         Command::Migrate { config } => (config.clone(), false),
+        _ => return client(cli.command),
     };
     let settings = match Settings::load(config.as_deref()) {
         Ok(s) => s,
@@ -67,11 +198,9 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     telemetry::init(cli.log_format);
-    // TLS (to Azure Resource Manager) uses ring as rustls' crypto provider.
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let result = match cli.command {
-        Command::Serve { .. } => multicloud::daemon::serve(settings),
         Command::Migrate { .. } => multicloud::daemon::migrate(&settings),
+        _ => multicloud::daemon::serve(settings),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

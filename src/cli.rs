@@ -1,0 +1,347 @@
+//! The client half of the binary (design.md §9): `deploy`, `status`, `logs`, `cancel`,
+//! `destroy`, `templates`, talking to a daemon at `--url`. Exit codes: 0 success; 1 the
+//! deployment did not end as asked (failed, cancelled); 2 usage, connection or API errors.
+
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{Value, json};
+
+/// Where the daemon is and how to authenticate.
+#[derive(Debug, Clone)]
+pub struct Remote {
+    pub url: String,
+    pub token: Option<String>,
+}
+
+#[derive(Debug)]
+pub enum CliError {
+    /// The daemon answered with an error envelope, or could not be reached.
+    Api(String),
+    /// The deployment ended in a state other than the one asked for.
+    Outcome(String),
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Api(_) => 2,
+            CliError::Outcome(_) => 1,
+        }
+    }
+}
+
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CliError::Api(m) | CliError::Outcome(m) => f.write_str(m),
+        }
+    }
+}
+
+impl Remote {
+    fn client(&self) -> awc::Client {
+        let mut b = awc::Client::builder().timeout(Duration::from_secs(30));
+        if let Some(t) = &self.token {
+            b = b.bearer_auth(t);
+        }
+        b.finish()
+    }
+
+    async fn call(
+        &self,
+        method: awc::http::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, CliError> {
+        let url = format!("{}{path}", self.url.trim_end_matches('/'));
+        let req = self.client().request(method, &url);
+        let sent = match body {
+            Some(b) => req.send_json(b).await,
+            None => req.send().await,
+        };
+        let mut res = sent.map_err(|e| CliError::Api(format!("cannot reach {}: {e}", self.url)))?;
+        let envelope: Value = res
+            .json()
+            .limit(64 << 20)
+            .await
+            .map_err(|e| CliError::Api(format!("unexpected answer from {url}: {e}")))?;
+        if envelope["success"] == true {
+            Ok(envelope["data"].clone())
+        } else {
+            let mut msg = envelope["message"]
+                .as_str()
+                .unwrap_or("request failed")
+                .to_string();
+            if let Some(details) = envelope["error"]["details"].as_array() {
+                for d in details {
+                    msg.push_str(&format!(
+                        "\n  {}: {}",
+                        d["field"].as_str().unwrap_or("?"),
+                        d["problem"].as_str().unwrap_or("?")
+                    ));
+                }
+            }
+            Err(CliError::Api(format!(
+                "{msg} (HTTP {})",
+                res.status().as_u16()
+            )))
+        }
+    }
+
+    async fn get(&self, path: &str) -> Result<Value, CliError> {
+        self.call(awc::http::Method::GET, path, None).await
+    }
+}
+
+/// `key=value`: the value as JSON when it parses (numbers, booleans, lists, objects), else a string.
+pub fn parse_param(s: &str) -> Result<(String, Value), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected key=value"))?;
+    if k.is_empty() {
+        return Err(format!("{s:?}: empty parameter name"));
+    }
+    let value = serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_string()));
+    Ok((k.to_string(), value))
+}
+
+pub struct DeployArgs {
+    pub template: String,
+    pub provider: String,
+    pub params: Vec<(String, Value)>,
+    pub subscription_id: Option<String>,
+    pub resource_group: Option<String>,
+    pub location: Option<String>,
+    pub wait: bool,
+}
+
+pub async fn deploy(remote: &Remote, a: DeployArgs) -> Result<(), CliError> {
+    let params: serde_json::Map<String, Value> = a.params.into_iter().collect();
+    let body = json!({
+        "template_name": a.template, "provider_type": a.provider, "parameters": params,
+        "subscription_id": a.subscription_id, "resource_group": a.resource_group, "location": a.location,
+    });
+    let data = remote
+        .call(awc::http::Method::POST, "/deploy", Some(&body))
+        .await?;
+    let id = data["deployment_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    println!(
+        "{id} accepted ({} {})",
+        data["provider"].as_str().unwrap_or_default(),
+        data["template"].as_str().unwrap_or_default()
+    );
+    if a.wait {
+        wait(remote, &id, &["completed"]).await
+    } else {
+        Ok(())
+    }
+}
+
+/// Follows `/status` with a progress bar until the run ends; success when it ends in `want`.
+pub async fn wait(remote: &Remote, id: &str, want: &[&str]) -> Result<(), CliError> {
+    let bar = ProgressBar::new(100);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {prefix:>10} [{bar:30}] {pos:>3}% {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    loop {
+        let st = remote.get(&format!("/deployments/{id}/status")).await?;
+        let status = st["status"].as_str().unwrap_or("unknown").to_string();
+        bar.set_prefix(status.clone());
+        bar.set_position(st["progress"].as_u64().unwrap_or(0));
+        bar.set_message(st["operation"].as_str().unwrap_or_default().to_string());
+        if !["pending", "running"].contains(&status.as_str()) {
+            bar.finish_and_clear();
+            print_status(&st);
+            return if want.contains(&status.as_str()) {
+                Ok(())
+            } else {
+                Err(CliError::Outcome(format!("{id} ended {status}")))
+            };
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn print_status(st: &Value) {
+    println!(
+        "{} {} ({} {}, progress {}%)",
+        st["deployment_id"].as_str().unwrap_or_default(),
+        st["status"].as_str().unwrap_or_default(),
+        st["operation"].as_str().unwrap_or_default(),
+        st["template_name"].as_str().unwrap_or_default(),
+        st["progress"]
+    );
+    if let Some(outputs) = st["outputs"].as_object().filter(|o| !o.is_empty()) {
+        println!("outputs:");
+        for (k, v) in outputs {
+            println!("  {k} = {v}");
+        }
+    }
+    if let Some(e) = st["error_message"].as_str() {
+        println!("error: {e}");
+    }
+}
+
+pub async fn status(remote: &Remote, id: &str, watch: bool) -> Result<(), CliError> {
+    if watch {
+        return wait(
+            remote,
+            id,
+            &["completed", "destroyed", "cancelled", "failed"],
+        )
+        .await;
+    }
+    print_status(&remote.get(&format!("/deployments/{id}/status")).await?);
+    Ok(())
+}
+
+pub async fn logs(remote: &Remote, id: &str, follow: bool) -> Result<(), CliError> {
+    if !follow {
+        let mut after = 0;
+        loop {
+            let page = remote
+                .get(&format!("/deployments/{id}/logs?after={after}&limit=5000"))
+                .await?;
+            let lines = page["lines"].as_array().cloned().unwrap_or_default();
+            for l in &lines {
+                println!("{}", l["line"].as_str().unwrap_or_default());
+            }
+            if lines.len() < 5000 {
+                return Ok(());
+            }
+            after = page["next_after"].as_i64().unwrap_or(after);
+        }
+    }
+    // Server-Sent Events until the `end` event.
+    let url = format!(
+        "{}/deployments/{id}/logs?follow=true",
+        remote.url.trim_end_matches('/')
+    );
+    let mut client = awc::Client::builder().disable_timeout();
+    if let Some(t) = &remote.token {
+        client = client.bearer_auth(t);
+    }
+    let mut res = client
+        .finish()
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| CliError::Api(format!("cannot reach {}: {e}", remote.url)))?;
+    if !res.status().is_success() {
+        return Err(CliError::Api(format!(
+            "{id}: HTTP {}",
+            res.status().as_u16()
+        )));
+    }
+    let mut buf = String::new();
+    use futures_util::StreamExt;
+    while let Some(chunk) = res.next().await {
+        let chunk = chunk.map_err(|e| CliError::Api(e.to_string()))?;
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buf.find("\n\n") {
+            let event: String = buf.drain(..end + 2).collect();
+            let kind = event
+                .lines()
+                .find_map(|l| l.strip_prefix("event: "))
+                .unwrap_or_default();
+            let data: Value = event
+                .lines()
+                .find_map(|l| l.strip_prefix("data: "))
+                .and_then(|d| serde_json::from_str(d).ok())
+                .unwrap_or(Value::Null);
+            match kind {
+                "log" => println!("{}", data["line"].as_str().unwrap_or_default()),
+                "end" => {
+                    eprintln!(
+                        "-- {id} ended {}",
+                        data["status"].as_str().unwrap_or_default()
+                    );
+                    return Ok(());
+                }
+                "error" => {
+                    return Err(CliError::Api(
+                        data["error"].as_str().unwrap_or("stream error").to_string(),
+                    ));
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn cancel(remote: &Remote, id: &str) -> Result<(), CliError> {
+    let d = remote
+        .call(
+            awc::http::Method::POST,
+            &format!("/deployments/{id}/cancel"),
+            Some(&json!({})),
+        )
+        .await?;
+    println!(
+        "{id}: cancel accepted (status {})",
+        d["status"].as_str().unwrap_or_default()
+    );
+    Ok(())
+}
+
+pub async fn destroy(remote: &Remote, id: &str, wait_for_it: bool) -> Result<(), CliError> {
+    remote
+        .call(
+            awc::http::Method::DELETE,
+            &format!("/deployments/{id}"),
+            None,
+        )
+        .await?;
+    println!("{id}: destroy queued");
+    if wait_for_it {
+        wait(remote, id, &["destroyed"]).await
+    } else {
+        Ok(())
+    }
+}
+
+pub async fn templates(remote: &Remote, provider: Option<&str>) -> Result<(), CliError> {
+    let path = match provider {
+        Some(p) => format!("/templates?provider_type={p}"),
+        None => "/templates".to_string(),
+    };
+    let data = remote.get(&path).await?;
+    for t in data["templates"].as_array().cloned().unwrap_or_default() {
+        println!(
+            "{:<16} {:<24} {}",
+            t["provider_type"].as_str().unwrap_or_default(),
+            t["name"].as_str().unwrap_or_default(),
+            t["title"].as_str().unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_parse_as_json_when_they_can() {
+        assert_eq!(parse_param("n=3"), Ok(("n".into(), json!(3))));
+        assert_eq!(parse_param("b=true"), Ok(("b".into(), json!(true))));
+        assert_eq!(
+            parse_param("name=my-bucket"),
+            Ok(("name".into(), json!("my-bucket")))
+        );
+        assert_eq!(
+            parse_param("tags={\"a\":\"b\"}"),
+            Ok(("tags".into(), json!({"a": "b"})))
+        );
+        assert_eq!(parse_param("eq=a=b"), Ok(("eq".into(), json!("a=b"))));
+        assert!(parse_param("novalue").is_err());
+        assert!(parse_param("=x").is_err());
+    }
+}
