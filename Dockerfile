@@ -1,5 +1,8 @@
 # multicloud: one container with the daemon, terraform and a PostgreSQL server for the embedded
-# database. Build: docker build -t multicloud .   Run: docker run -p 8000:8000 -v mc:/var/lib/multicloud multicloud
+# database (it runs as the image's non-root user, under the volume).
+#   docker build -t multicloud .
+#   docker run -p 8000:8000 -v mc:/var/lib/multicloud -e MULTICLOUD__AUTH__TOKENS=<16+ chars> multicloud
+# Without tokens, set MULTICLOUD__AUTH__ALLOW_ANONYMOUS=true (the image binds 0.0.0.0).
 FROM rust:1-slim-bookworm AS build
 RUN apt-get update && apt-get install -y --no-install-recommends libpq-dev pkg-config && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
@@ -27,9 +30,11 @@ WORKDIR /opt/multicloud
 ENV MULTICLOUD__SERVER__BIND=0.0.0.0:8000 \
     MULTICLOUD__PATHS__DATA_DIR=/var/lib/multicloud \
     MULTICLOUD__PATHS__TEMPLATES_DIR=/opt/multicloud/templates \
-    MULTICLOUD__AUTH__ALLOW_ANONYMOUS=true
+    MULTICLOUD_LOG_FORMAT=json
 VOLUME /var/lib/multicloud
 EXPOSE 8000
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
+  CMD ["/usr/local/bin/multicloud", "health", "--url", "http://127.0.0.1:8000"]
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/multicloud"]
 CMD ["serve"]

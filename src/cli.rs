@@ -307,6 +307,17 @@ pub async fn destroy(remote: &Remote, id: &str, wait_for_it: bool) -> Result<(),
     }
 }
 
+/// `GET /health`: healthy → Ok; unhealthy or unreachable → an outcome error (exit 1).
+pub async fn health(remote: &Remote) -> Result<(), CliError> {
+    match remote.get("/health").await {
+        Ok(h) => {
+            println!("{}", h["status"].as_str().unwrap_or("healthy"));
+            Ok(())
+        }
+        Err(e) => Err(CliError::Outcome(format!("unhealthy: {e}"))),
+    }
+}
+
 pub async fn templates(remote: &Remote, provider: Option<&str>) -> Result<(), CliError> {
     let path = match provider {
         Some(p) => format!("/templates?provider_type={p}"),

@@ -133,10 +133,15 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
         let handle = server.handle();
         let server_task = actix_rt::spawn(server);
         tracing::info!(bind = %settings.server.bind, node = %node, version = env!("CARGO_PKG_VERSION"), "multicloud is serving");
+        // systemd (Type=notify): ready once migrated and listening. A no-op elsewhere.
+        if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+            tracing::warn!(error = %e, "could not notify systemd");
+        }
 
         wait_for_shutdown(&catalog, &settings).await;
 
         tracing::info!("shutting down: no new requests, draining runs");
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
         handle.stop(true).await;
         let _ = server_task.await;
         let runner = &settings.runner;

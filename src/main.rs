@@ -97,6 +97,11 @@ enum Command {
         #[command(flatten)]
         remote: RemoteArgs,
     },
+    /// Ask a daemon whether it is healthy (exit 0) or not (exit 1): for container health checks.
+    Health {
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
     /// List the daemon's templates.
     Templates {
         #[arg(long)]
@@ -162,6 +167,7 @@ fn client(command: Command) -> ExitCode {
             Command::Templates { provider, remote } => {
                 cli::templates(&remote.remote(), provider.as_deref()).await
             }
+            Command::Health { remote } => cli::health(&remote.remote()).await,
             Command::Serve { .. } | Command::Migrate { .. } => Ok(()),
         }
     });

@@ -38,6 +38,10 @@ async fn the_cli_deploys_waits_follows_and_reports_with_its_exit_code() {
             .set("MULTICLOUD__AUTH__TOKENS", TOKEN),
     )
     .await;
+    let (code, out, _) = run(&d.base, &["health"]).await;
+    assert_eq!((code, out.trim()), (0, "healthy"));
+    let (code, _, _) = run("http://127.0.0.1:9", &["health"]).await;
+    assert_eq!(code, 1, "unreachable is unhealthy");
     let (code, out, _) = run(&d.base, &["templates"]).await;
     assert_eq!(code, 0);
     assert!(

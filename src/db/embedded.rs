@@ -234,6 +234,8 @@ impl EmbeddedPostgres {
                 cmd.env_remove(key);
             }
         }
+        // PostgreSQL speaks sd_notify too: it must not talk to the daemon's service manager.
+        cmd.env_remove("NOTIFY_SOCKET");
         if let Some((uid, gid)) = self.run_as {
             use std::os::unix::process::CommandExt;
             cmd.uid(uid.as_raw()).gid(gid.as_raw());
