@@ -36,6 +36,17 @@ pub struct Settings {
     pub gcp: GcpSettings,
     pub azure: AzureSettings,
     pub auth: AuthSettings,
+    pub secrets: SecretsSettings,
+}
+
+/// The key that encrypts sensitive parameters at rest (32+ bytes, base64).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecretsSettings {
+    /// A file holding the base64 key (preferred: keep it root-only).
+    pub key_file: String,
+    /// The base64 key itself (e.g. from MULTICLOUD__SECRETS__KEY).
+    pub key: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -312,6 +323,7 @@ impl Settings {
         };
         mask(&mut masked.aws.secret_access_key);
         mask(&mut masked.azure.client_secret);
+        mask(&mut masked.secrets.key);
         masked.auth.tokens.iter_mut().for_each(mask);
         masked.database.url = mask_url_password(&masked.database.url);
         toml_string(&masked)

@@ -23,6 +23,7 @@ use crate::config::Settings;
 use crate::db::{self, embedded::EmbeddedPostgres};
 use crate::engines::{Engines, arm::ArmEngine, terraform::TerraformEngine};
 use crate::http::{self, AppState};
+use crate::secrets::SecretKey;
 
 /// How long an HTTP request waits for the database before answering 503.
 const DB_CALL_TIMEOUT: Duration = Duration::from_millis(1800);
@@ -80,6 +81,13 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
     // not count here (terraform opens its own).
     let pool = db::build_pool(&database.url, settings.database.pool_size + 2)?;
     let catalog = CatalogHandle::new(Catalog::scan(&settings.paths.templates_dir));
+    let secret_key =
+        Arc::new(SecretKey::from_settings(&settings).context("loading the secrets key")?);
+    if secret_key.is_none() {
+        tracing::warn!(
+            "no secrets key (secrets.key_file): deployments with sensitive parameters will be refused"
+        );
+    }
     let engines = Arc::new(Engines {
         terraform: TerraformEngine::new(settings.clone(), database.url.clone()),
         arm: ArmEngine::new(settings.clone()),
@@ -95,6 +103,7 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
             persistence: persistence.clone(),
             engines: engines.clone(),
             catalog: catalog.clone(),
+            secret_key: secret_key.clone(),
         });
         let supervisor = Supervisor::new(run_ctx).start();
         let listener_stop = Arc::new(AtomicBool::new(false));
@@ -109,6 +118,7 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
             supervisor: supervisor.clone(),
             catalog: catalog.clone(),
             engines,
+            secret_key,
         });
         let max_body = settings.server.max_body_bytes;
         let security = web::Data::new(http::security::Security::new(&settings));

@@ -21,4 +21,5 @@ pub mod domain;
 pub mod engines;
 pub mod http;
 pub mod metrics;
+pub mod secrets;
 pub mod telemetry;

@@ -15,7 +15,8 @@ const T: Duration = Duration::from_secs(90);
 async fn daemon(db: &TestDb, dir: &tempfile::TempDir) -> Daemon {
     Daemon::start(
         DaemonConfig::new(Some(&db.url), dir.path(), FIXTURES)
-            .set("MULTICLOUD__RUNNER__RUN_TIMEOUT_SECS", 120),
+            .set("MULTICLOUD__RUNNER__RUN_TIMEOUT_SECS", 120)
+            .set("MULTICLOUD__SECRETS__KEY", SECRETS_KEY),
     )
     .await
 }
@@ -38,7 +39,7 @@ async fn a_run_completes_with_outputs_logs_and_state_in_postgres() {
     assert_eq!(st["operation"], "deploy");
     assert_eq!(
         st["outputs"],
-        json!({"message": "hello", "secret": "(sensitive)"})
+        json!({"message": "hello", "secret": "(sensitive)", "secret_length": 12})
     );
     assert!(st["duration_seconds"].as_f64().is_some_and(|s| s > 0.0));
 

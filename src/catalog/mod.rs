@@ -62,7 +62,9 @@ impl Template {
         given: &serde_json::Map<String, serde_json::Value>,
     ) -> serde_json::Map<String, serde_json::Value> {
         let mut values = given.clone();
-        for p in &self.parameters {
+        // A sensitive default lives in the template file, not in the request: it is not copied
+        // into the stored parameters (the tool applies it itself).
+        for p in self.parameters.iter().filter(|p| !p.sensitive) {
             if let Some(default) = p.default.as_ref().filter(|d| !d.is_null())
                 && !values.contains_key(&p.name)
             {

@@ -177,7 +177,22 @@ pub async fn deploy(
     template
         .validate(&request.parameters)
         .map_err(AppError::Validation)?;
-    let parameters = template.effective_parameters(&request.parameters);
+    let mut parameters = template.effective_parameters(&request.parameters);
+    let sensitive: Vec<&str> = template.sensitive_parameters().collect();
+    if let Err(names) = crate::secrets::seal(
+        &mut parameters,
+        &sensitive,
+        state.secret_key.as_ref().as_ref(),
+    ) {
+        let mut errors = ValidationErrors::default();
+        for n in names {
+            errors.add(
+                format!("parameters.{n}"),
+                "is sensitive and this daemon has no secrets key to store it encrypted (set secrets.key_file)",
+            );
+        }
+        return Err(AppError::Validation(errors));
+    }
 
     let new = NewDeployment {
         id: DeploymentId::generate(),
@@ -375,7 +390,7 @@ fn view(d: &Deployment, catalog: &crate::catalog::Catalog) -> Value {
         .parameters
         .iter()
         .map(|(k, v)| {
-            let v = if sensitive.contains(k) {
+            let v = if sensitive.contains(k) || crate::secrets::is_encrypted(v) {
                 json!("(sensitive)")
             } else {
                 v.clone()

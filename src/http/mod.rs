@@ -29,6 +29,7 @@ pub struct AppState {
     pub supervisor: Addr<Supervisor>,
     pub catalog: CatalogHandle,
     pub engines: Arc<Engines>,
+    pub secret_key: Arc<Option<crate::secrets::SecretKey>>,
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {

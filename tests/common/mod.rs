@@ -18,6 +18,9 @@ use diesel::{Connection, PgConnection, RunQueryDsl};
 use multicloud::db::embedded::EmbeddedPostgres;
 use serde_json::{Value, json};
 
+/// A 32-byte secrets key (base64) for daemons that accept sensitive parameters.
+pub const SECRETS_KEY: &str = "bXVsdGljbG91ZC10ZXN0LXNlY3JldHMta2V5LTAwMDA=";
+
 pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/templates");
 pub const TEMPLATES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/templates");
 

@@ -41,6 +41,7 @@ pub struct RunContext {
     pub persistence: PersistenceHandle,
     pub engines: Arc<Engines>,
     pub catalog: CatalogHandle,
+    pub secret_key: Arc<Option<crate::secrets::SecretKey>>,
 }
 
 pub struct DeploymentActor {
@@ -306,9 +307,22 @@ impl Actor for DeploymentActor {
                 );
             }
         };
+        // Sensitive parameters are stored encrypted: open them for this run only.
+        let mut deployment = self.deployment.clone();
+        if let Err(e) = crate::secrets::open(
+            &mut deployment.parameters,
+            self.ctx.secret_key.as_ref().as_ref(),
+        ) {
+            return self.finish(
+                Some(RunOutcome::Failed {
+                    error: e.to_string(),
+                }),
+                ctx,
+            );
+        }
         let runner = &self.ctx.settings.runner;
         let job = RunJob {
-            deployment: self.deployment.clone(),
+            deployment,
             template,
             workspace: self
                 .ctx

@@ -140,10 +140,28 @@ impl Run {
         ));
 
         let init = ["init", "-input=false", "-no-color"];
-        let cache_lock = self.lock_plugin_cache().await?;
-        let init_result = self.step(&binary, &env, "init", &init, false).await;
-        drop(cache_lock);
-        init_result?;
+        // Two daemons initializing the pg backend on a fresh database race on its CREATE ... IF
+        // NOT EXISTS statements (PostgreSQL reports a duplicate key in pg_type); init is
+        // idempotent, so it is simply run again.
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let cache_lock = self.lock_plugin_cache().await?;
+            let init_result = self.step(&binary, &env, "init", &init, false).await;
+            drop(cache_lock);
+            match init_result {
+                Err(EngineError::Failed(msg)) if tries < 3 && concurrent_ddl(&msg) => {
+                    self.system(
+                        "init raced another node creating the state tables; running it again"
+                            .into(),
+                    );
+                }
+                other => {
+                    other?;
+                    break;
+                }
+            }
+        }
         // One terraform workspace per deployment (pg: a state row of its own; local: its own
         // file). Selected here rather than with TF_WORKSPACE, which only creates a missing
         // workspace while the backend holds none.
@@ -251,7 +269,17 @@ impl Run {
             ))
         })?;
         write(&ws.join("main.tf"), source.as_bytes())?;
-        let vars = Value::Object(self.job.deployment.parameters.clone());
+        // Sensitive values go to terraform through its environment (TF_VAR_*), never a file.
+        let sensitive: Vec<&str> = template.sensitive_parameters().collect();
+        let vars = Value::Object(
+            self.job
+                .deployment
+                .parameters
+                .iter()
+                .filter(|(k, _)| !sensitive.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        );
         write(
             &ws.join("terraform.tfvars.json"),
             serde_json::to_string_pretty(&vars)
@@ -299,6 +327,13 @@ impl Run {
             &self.settings,
             &template.required_providers,
         ));
+        for name in &sensitive {
+            match self.job.deployment.parameters.get(*name) {
+                Some(Value::String(s)) => env.push((format!("TF_VAR_{name}"), s.clone())),
+                Some(Value::Null) | None => {}
+                Some(other) => env.push((format!("TF_VAR_{name}"), other.to_string())),
+            }
+        }
 
         self.secrets = provider::secret_values(&env);
         for p in template.sensitive_parameters() {
@@ -522,6 +557,15 @@ fn event_message(event: &Value) -> Option<String> {
         text.push_str(detail);
     }
     Some(process::strip_ansi(&text))
+}
+
+/// The pg backend's table creation lost a race with another node's.
+fn concurrent_ddl(detail: &str) -> bool {
+    detail.contains("duplicate key value violates unique constraint \"pg_type_typname_nsp_index\"")
+        || detail.contains(
+            "duplicate key value violates unique constraint \"pg_namespace_nspname_index\"",
+        )
+        || detail.contains("already exists")
 }
 
 /// Whether terraform failed because its `pg` state backend could not be reached (errors of
