@@ -22,7 +22,7 @@ pub async fn index(state: web::Data<AppState>) -> HttpResponse {
             "name": "multicloud",
             "version": env!("CARGO_PKG_VERSION"),
             "providers": available,
-            "docs_url": "/openapi.json",
+            "docs_url": "/docs",
         }),
     )
 }

@@ -5,6 +5,7 @@
 pub mod deployments;
 pub mod envelope;
 pub mod meta;
+pub mod openapi;
 pub mod resource_groups;
 pub mod security;
 pub mod templates;
@@ -47,6 +48,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
     .service(resource("/health").route(web::get().to(meta::health)))
     .service(resource("/providers").route(web::get().to(meta::providers)))
     .service(resource("/metrics").route(web::get().to(meta::metrics)))
+    .service(resource("/openapi.json").route(web::get().to(openapi::openapi_json)))
+    .service(resource("/docs").route(web::get().to(openapi::docs)))
     .service(resource("/templates").route(web::get().to(templates::list)))
     .service(resource("/templates/{provider_type}/{name}").route(web::get().to(templates::detail)))
     .service(

@@ -1,0 +1,226 @@
+//! `/openapi.json` describes every route, and real responses (successes and errors) validate
+//! against the schemas the document declares for their method, path and status.
+
+mod common;
+
+use std::time::Duration;
+
+use common::arm::{self, ArmServer};
+use common::*;
+use serde_json::{Value, json};
+
+const SUB: &str = "00000000-0000-0000-0000-000000000002";
+
+/// The schema the spec declares for `method path` answering `status`.
+fn declared_schema(spec: &Value, method: &str, path: &str, status: u16) -> Value {
+    let op = &spec["paths"][path][method];
+    assert!(op.is_object(), "{method} {path} is not in the document");
+    let response = &op["responses"][status.to_string()];
+    assert!(
+        response.is_object(),
+        "{method} {path} does not declare {status}"
+    );
+    response["content"]["application/json"]["schema"].clone()
+}
+
+fn check(spec: &Value, method: &str, path: &str, status: u16, body: &Value) {
+    let schema = declared_schema(spec, method, path, status);
+    let mut doc = spec.clone();
+    let obj = doc.as_object_mut().expect("object");
+    for (k, v) in schema.as_object().expect("schema").clone() {
+        obj.insert(k, v);
+    }
+    let validator = jsonschema::validator_for(&doc).expect("valid JSON schema");
+    let errors: Vec<String> = validator
+        .iter_errors(body)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{method} {path} {status}: {errors:?}\n{body}"
+    );
+}
+
+#[tokio::test]
+async fn real_responses_match_the_openapi_document() {
+    let server = ArmServer::start();
+    let db = TestDb::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = Daemon::start(
+        DaemonConfig::new(Some(&db.url), dir.path(), FIXTURES)
+            .set("MULTICLOUD__SECRETS__KEY", SECRETS_KEY)
+            .set("MULTICLOUD__AZURE__MANAGEMENT_ENDPOINT", &server.url)
+            .set("MULTICLOUD__AZURE__LOGIN_ENDPOINT", &server.url)
+            .set("MULTICLOUD__AZURE__TENANT_ID", arm::TENANT)
+            .set("MULTICLOUD__AZURE__CLIENT_ID", arm::CLIENT_ID)
+            .set("MULTICLOUD__AZURE__CLIENT_SECRET", arm::CLIENT_SECRET),
+    )
+    .await;
+    let (s, spec) = d.get("/openapi.json").await;
+    assert_eq!(s, 200);
+    assert!(
+        spec["openapi"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("3.")),
+        "{}",
+        spec["openapi"]
+    );
+    // Every route the daemon serves is documented.
+    for (method, path) in [
+        ("get", "/"),
+        ("get", "/health"),
+        ("get", "/providers"),
+        ("get", "/metrics"),
+        ("get", "/templates"),
+        ("get", "/templates/{provider_type}/{name}"),
+        ("get", "/templates/{provider_type}/{name}/parameters"),
+        ("get", "/templates/{provider_type}/{name}/content"),
+        ("post", "/deploy"),
+        ("get", "/deployments"),
+        ("get", "/deployments/{id}"),
+        ("delete", "/deployments/{id}"),
+        ("get", "/deployments/{id}/status"),
+        ("get", "/deployments/{id}/logs"),
+        ("post", "/deployments/{id}/cancel"),
+        ("get", "/resource-groups"),
+        ("post", "/resource-groups"),
+        ("delete", "/resource-groups/{name}"),
+        ("get", "/resource-groups/{name}/resources"),
+    ] {
+        assert!(
+            spec["paths"][path][method].is_object(),
+            "{method} {path} undocumented"
+        );
+    }
+
+    let client = reqwest::Client::new();
+    let call = |method: reqwest::Method, path: String, body: Option<Value>| {
+        let req = client.request(method, d.url(&path));
+        let req = match body {
+            Some(b) => req.json(&b),
+            None => req,
+        };
+        async move {
+            let r = req.send().await.expect("request");
+            let s = r.status().as_u16();
+            (s, r.json::<Value>().await.expect("json"))
+        }
+    };
+    use reqwest::Method as M;
+
+    for (path, doc) in [
+        ("/", "/"),
+        ("/health", "/health"),
+        ("/providers", "/providers"),
+        ("/templates", "/templates"),
+        ("/templates/aws/echo", "/templates/{provider_type}/{name}"),
+        (
+            "/templates/aws/echo/parameters",
+            "/templates/{provider_type}/{name}/parameters",
+        ),
+        (
+            "/templates/azure/storage-demo/content",
+            "/templates/{provider_type}/{name}/content",
+        ),
+    ] {
+        let (s, b) = call(M::GET, path.into(), None).await;
+        check(&spec, "get", doc, s, &b);
+    }
+    let (s, b) = call(M::GET, "/templates/aws/nope".into(), None).await;
+    check(&spec, "get", "/templates/{provider_type}/{name}", s, &b);
+
+    // Deploy: accepted, and each kind of refusal.
+    let (s, b) = call(M::POST, "/deploy".into(), Some(json!({"template_name": "echo", "provider_type": "aws", "parameters": {"message": "spec", "secret": "shh-shh-shh"}}))).await;
+    assert_eq!(s, 202);
+    check(&spec, "post", "/deploy", s, &b);
+    let id = b["data"]["deployment_id"].as_str().expect("id").to_string();
+    for body in [
+        json!({"provider_type": "aws"}),
+        json!({"template_name": "nope", "provider_type": "aws"}),
+    ] {
+        let (s, b) = call(M::POST, "/deploy".into(), Some(body)).await;
+        check(&spec, "post", "/deploy", s, &b);
+    }
+    let r = client
+        .post(d.url("/deploy"))
+        .header("content-type", "application/json")
+        .body("{nope")
+        .send()
+        .await
+        .expect("post");
+    let s = r.status().as_u16();
+    check(&spec, "post", "/deploy", s, &r.json().await.expect("json"));
+
+    d.wait_terminal(&id, Duration::from_secs(60)).await;
+    for (path, doc) in [
+        (format!("/deployments/{id}"), "/deployments/{id}"),
+        (
+            format!("/deployments/{id}/status"),
+            "/deployments/{id}/status",
+        ),
+        (format!("/deployments/{id}/logs"), "/deployments/{id}/logs"),
+        ("/deployments".to_string(), "/deployments"),
+        ("/deployments?limit=0".to_string(), "/deployments"),
+        (
+            "/deployments/deploy-0123456789abcdef".to_string(),
+            "/deployments/{id}",
+        ),
+    ] {
+        let (s, b) = call(M::GET, path, None).await;
+        check(&spec, "get", doc, s, &b);
+    }
+    let (s, b) = call(
+        M::POST,
+        format!("/deployments/{id}/cancel"),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(s, 409);
+    check(&spec, "post", "/deployments/{id}/cancel", s, &b);
+    let (s, b) = call(M::DELETE, format!("/deployments/{id}"), None).await;
+    assert_eq!(s, 202);
+    check(&spec, "delete", "/deployments/{id}", s, &b);
+
+    // Azure resource groups (against the ARM test server).
+    let (s, b) = call(
+        M::POST,
+        "/resource-groups".into(),
+        Some(json!({"name": "rg-spec", "location": "westeurope", "subscription_id": SUB})),
+    )
+    .await;
+    assert_eq!(s, 201);
+    check(&spec, "post", "/resource-groups", s, &b);
+    let (s, b) = call(
+        M::GET,
+        format!("/resource-groups?subscription_id={SUB}"),
+        None,
+    )
+    .await;
+    check(&spec, "get", "/resource-groups", s, &b);
+    let (s, b) = call(
+        M::GET,
+        format!("/resource-groups/rg-spec/resources?subscription_id={SUB}"),
+        None,
+    )
+    .await;
+    check(&spec, "get", "/resource-groups/{name}/resources", s, &b);
+    let (s, b) = call(
+        M::DELETE,
+        format!("/resource-groups/rg-spec?subscription_id={SUB}"),
+        None,
+    )
+    .await;
+    assert_eq!(s, 202);
+    check(&spec, "delete", "/resource-groups/{name}", s, &b);
+
+    // The interactive docs point at the document.
+    let html = client
+        .get(d.url("/docs"))
+        .send()
+        .await
+        .expect("docs")
+        .text()
+        .await
+        .expect("html");
+    assert!(html.contains("/openapi.json"));
+}
