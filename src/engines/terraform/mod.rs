@@ -139,6 +139,12 @@ impl Run {
             self.job.workspace.display()
         ));
 
+        // The instant the first terraform process starts, for dispatch-latency measurements
+        // (accepted → running terraform); bench/run.sh reads it from the run's log.
+        self.system(format!(
+            "spawning terraform at {}",
+            chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+        ));
         let init = ["init", "-input=false", "-no-color"];
         // Two daemons initializing the pg backend on a fresh database race on its CREATE ... IF
         // NOT EXISTS statements (PostgreSQL reports a duplicate key in pg_type); init is
