@@ -66,12 +66,30 @@ impl From<diesel::result::Error> for PersistError {
             Error::DatabaseError(DatabaseErrorKind::ClosedConnection, info) => {
                 PersistError::Unavailable(info.message().to_string())
             }
+            Error::DatabaseError(_, info) if connection_lost(info.message()) => {
+                PersistError::Unavailable(info.message().to_string())
+            }
             Error::DatabaseError(DatabaseErrorKind::UniqueViolation, info) => {
                 PersistError::Conflict(info.message().to_string())
             }
             other => PersistError::Query(other.to_string()),
         }
     }
+}
+
+/// libpq's words for a connection that died under a query (server restart, network).
+fn connection_lost(message: &str) -> bool {
+    [
+        "server closed the connection",
+        "terminating connection",
+        "no connection to the server",
+        "could not receive data",
+        "could not send data",
+        "the database system is shutting down",
+        "the database system is starting up",
+    ]
+    .iter()
+    .any(|m| message.contains(m))
 }
 
 impl From<crate::domain::UnknownValue> for PersistError {
