@@ -389,3 +389,35 @@ async fn the_same_idempotency_key_returns_the_first_deployment() {
     assert_eq!(assert_error(s3, &b3, 409), "conflict");
     assert_eq!(db.count("SELECT count(*) AS n FROM deployments"), 1);
 }
+
+#[tokio::test]
+async fn an_api_only_node_wakes_a_worker_through_notify() {
+    let db = TestDb::new();
+    let dir_a = tempfile::tempdir().expect("tempdir");
+    let dir_b = tempfile::tempdir().expect("tempdir");
+    let api = Daemon::start(
+        config(&db, dir_a.path(), FIXTURES).set("MULTICLOUD__RUNNER__MAX_CONCURRENT", 0),
+    )
+    .await;
+    let worker = Daemon::start(
+        config(&db, dir_b.path(), FIXTURES).set("MULTICLOUD__RUNNER__MAX_CONCURRENT", 1),
+    )
+    .await;
+    let id = api
+        .deploy("echo", "aws", json!({"message": "via notify"}))
+        .await;
+    let st = worker.wait_terminal(&id, T).await;
+    assert_eq!(st["status"], "completed", "{st}");
+    assert!(
+        worker
+            .log_text()
+            .contains("queue notification event=Pending(\"*\")"),
+        "the worker was woken by the API node's announcement:\n{}",
+        worker.log_text()
+    );
+    let (_, logs) = api.get(&format!("/deployments/{id}/logs")).await;
+    assert!(
+        logs.to_string().contains(&format!("-{}-", worker.pid())),
+        "the worker ran it"
+    );
+}

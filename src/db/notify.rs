@@ -11,6 +11,13 @@ use diesel::pg::PgConnection;
 use diesel::{Connection, RunQueryDsl};
 
 pub const CHANNEL: &str = "multicloud";
+
+/// Tells every listening node that pending work is waiting (`pending:*`).
+pub fn announce_pending(conn: &mut PgConnection) -> diesel::QueryResult<()> {
+    diesel::sql_query(format!("SELECT pg_notify('{CHANNEL}', 'pending:*')"))
+        .execute(conn)
+        .map(|_| ())
+}
 const POLL: Duration = Duration::from_millis(100);
 
 /// What the trigger announced.

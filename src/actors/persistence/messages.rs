@@ -281,6 +281,20 @@ impl Handler<GetDatabaseStats> for PersistenceActor {
     }
 }
 
+/// Wakes the other nodes: pending work waits that this node can't take now.
+#[derive(Message)]
+#[rtype(result = "Result<(), PersistError>")]
+pub struct AnnouncePending;
+
+impl Handler<AnnouncePending> for PersistenceActor {
+    type Result = Result<(), PersistError>;
+
+    fn handle(&mut self, _: AnnouncePending, _: &mut SyncContext<Self>) -> Self::Result {
+        let mut conn = self.conn()?;
+        Ok(crate::db::notify::announce_pending(&mut conn)?)
+    }
+}
+
 /// Proves the database answers (`/health`).
 #[derive(Message)]
 #[rtype(result = "Result<(), PersistError>")]

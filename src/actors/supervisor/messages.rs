@@ -18,6 +18,11 @@ impl Handler<Wake> for Supervisor {
     type Result = ();
 
     fn handle(&mut self, _: Wake, ctx: &mut Context<Self>) {
+        // No room here (full, or an API-only node): let the other nodes know. Only a local
+        // accept announces, so two full nodes never wake each other in a loop.
+        if self.runs.len() >= self.capacity() {
+            self.announce(ctx);
+        }
         self.claim(ctx);
     }
 }
@@ -118,6 +123,7 @@ impl Handler<QueueNotification> for Supervisor {
 
     fn handle(&mut self, msg: QueueNotification, ctx: &mut Context<Self>) {
         use crate::db::notify::QueueEvent;
+        tracing::debug!(event = ?msg.0, "queue notification");
         match msg.0 {
             QueueEvent::Pending(_) | QueueEvent::Released(_) => self.claim(ctx),
             QueueEvent::Cancel(id) => {

@@ -30,7 +30,12 @@ pub struct Supervisor {
     claim_again: bool,
     draining: bool,
     drain_waiters: Vec<oneshot::Sender<()>>,
+    /// An announcement to the other nodes is scheduled (at most one per ANNOUNCE_EVERY).
+    announcing: bool,
 }
+
+/// How often, at most, this node tells the others that it accepted work it can't run now.
+const ANNOUNCE_EVERY: Duration = Duration::from_millis(100);
 
 impl Supervisor {
     pub fn new(ctx: Arc<RunContext>) -> Supervisor {
@@ -41,6 +46,7 @@ impl Supervisor {
             claim_again: false,
             draining: false,
             drain_waiters: Vec::new(),
+            announcing: false,
         }
     }
 
@@ -102,6 +108,29 @@ impl Supervisor {
                     }
                 }),
         );
+    }
+
+    /// This node accepted work it has no room for: wake the other nodes, coalesced so that a
+    /// burst of accepts costs one NOTIFY (NOTIFY serializes commits in PostgreSQL, so it is kept
+    /// off the request path and out of the insert's transaction).
+    pub(super) fn announce(&mut self, ctx: &mut Context<Self>) {
+        if self.announcing {
+            return;
+        }
+        self.announcing = true;
+        ctx.run_later(ANNOUNCE_EVERY, |act, ctx| {
+            let persistence = act.persistence().clone();
+            ctx.spawn(
+                async move { persistence.call(super::persistence::AnnouncePending).await }
+                    .into_actor(act)
+                    .map(|result, act, _| {
+                        act.announcing = false;
+                        if let Err(e) = result {
+                            tracing::debug!(error = %e, "announcing pending work failed");
+                        }
+                    }),
+            );
+        });
     }
 
     fn renew_leases(&mut self, ctx: &mut Context<Self>) {

@@ -565,12 +565,10 @@ fn event_message(event: &Value) -> Option<String> {
     Some(process::strip_ansi(&text))
 }
 
-/// The pg backend's table creation lost a race with another node's.
+/// The pg backend's table creation lost a race with another node's: a duplicate key in one of
+/// PostgreSQL's own catalogs (pg_type, pg_class, pg_namespace...), or an object created meanwhile.
 fn concurrent_ddl(detail: &str) -> bool {
-    detail.contains("duplicate key value violates unique constraint \"pg_type_typname_nsp_index\"")
-        || detail.contains(
-            "duplicate key value violates unique constraint \"pg_namespace_nspname_index\"",
-        )
+    detail.contains("duplicate key value violates unique constraint \"pg_")
         || detail.contains("already exists")
 }
 
@@ -687,6 +685,19 @@ mod tests {
             &mut r,
         );
         assert_eq!(r.errors, vec!["Bad: very"]);
+    }
+
+    #[test]
+    fn concurrent_state_table_creation_is_recognised() {
+        assert!(concurrent_ddl(
+            "Error: pq: duplicate key value violates unique constraint \"pg_class_relname_nsp_index\""
+        ));
+        assert!(concurrent_ddl(
+            "Error: pq: duplicate key value violates unique constraint \"pg_type_typname_nsp_index\""
+        ));
+        assert!(!concurrent_ddl(
+            "Error: pq: duplicate key value violates unique constraint \"states_by_name\""
+        ));
     }
 
     #[test]
