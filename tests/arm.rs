@@ -15,11 +15,7 @@ const SUB: &str = "00000000-0000-0000-0000-000000000001";
 async fn daemon(db: &TestDb, dir: &tempfile::TempDir, server: &ArmServer) -> Daemon {
     Daemon::start(
         DaemonConfig::new(Some(&db.url), dir.path(), FIXTURES)
-            .set("MULTICLOUD__AZURE__MANAGEMENT_ENDPOINT", &server.url)
-            .set("MULTICLOUD__AZURE__LOGIN_ENDPOINT", &server.url)
-            .set("MULTICLOUD__AZURE__TENANT_ID", arm::TENANT)
-            .set("MULTICLOUD__AZURE__CLIENT_ID", arm::CLIENT_ID)
-            .set("MULTICLOUD__AZURE__CLIENT_SECRET", arm::CLIENT_SECRET)
+            .with_arm(server)
             .set("MULTICLOUD__AZURE__BICEP_BINARY", "/nonexistent/bicep")
             .set("MULTICLOUD__SECRETS__KEY", SECRETS_KEY)
             .set("MULTICLOUD__RUNNER__CANCEL_GRACE_SECS", 10),
@@ -240,11 +236,7 @@ async fn bicep_without_a_compiler_and_azure_without_credentials_fail_clearly() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = Daemon::start(
         DaemonConfig::new(Some(&db.url), dir.path(), TEMPLATES)
-            .set("MULTICLOUD__AZURE__MANAGEMENT_ENDPOINT", &server.url)
-            .set("MULTICLOUD__AZURE__LOGIN_ENDPOINT", &server.url)
-            .set("MULTICLOUD__AZURE__TENANT_ID", arm::TENANT)
-            .set("MULTICLOUD__AZURE__CLIENT_ID", arm::CLIENT_ID)
-            .set("MULTICLOUD__AZURE__CLIENT_SECRET", arm::CLIENT_SECRET)
+            .with_arm(&server)
             .set("MULTICLOUD__AZURE__BICEP_BINARY", "/nonexistent/bicep"),
     )
     .await;
@@ -333,11 +325,7 @@ async fn bicep_templates_compile_with_the_official_cli_when_installed() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = Daemon::start(
         DaemonConfig::new(Some(&db.url), dir.path(), TEMPLATES)
-            .set("MULTICLOUD__AZURE__MANAGEMENT_ENDPOINT", &server.url)
-            .set("MULTICLOUD__AZURE__LOGIN_ENDPOINT", &server.url)
-            .set("MULTICLOUD__AZURE__TENANT_ID", arm::TENANT)
-            .set("MULTICLOUD__AZURE__CLIENT_ID", arm::CLIENT_ID)
-            .set("MULTICLOUD__AZURE__CLIENT_SECRET", arm::CLIENT_SECRET)
+            .with_arm(&server)
             .set("MULTICLOUD__AZURE__BICEP_BINARY", bicep.display()),
     )
     .await;

@@ -13,13 +13,8 @@ async fn storage_bucket_deploys_to_moto_and_is_destroyed() {
     let db = TestDb::new();
     let moto = Moto::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let d = Daemon::start(
-        DaemonConfig::new(Some(&db.url), dir.path(), TEMPLATES)
-            .set("MULTICLOUD__AWS__ENDPOINT_URL", &moto.url)
-            .set("MULTICLOUD__AWS__ACCESS_KEY_ID", "testing")
-            .set("MULTICLOUD__AWS__SECRET_ACCESS_KEY", "moto-secret-key"),
-    )
-    .await;
+    let d = Daemon::start(DaemonConfig::new(Some(&db.url), dir.path(), TEMPLATES).with_moto(&moto))
+        .await;
     let bucket = format!("mc-e2e-{}", &uuidish()[..12]);
     let (s, b) = d
         .post_json(
@@ -83,13 +78,8 @@ async fn a_wrong_account_fails_with_terraforms_message() {
     let db = TestDb::new();
     let moto = Moto::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let d = Daemon::start(
-        DaemonConfig::new(Some(&db.url), dir.path(), TEMPLATES)
-            .set("MULTICLOUD__AWS__ENDPOINT_URL", &moto.url)
-            .set("MULTICLOUD__AWS__ACCESS_KEY_ID", "testing")
-            .set("MULTICLOUD__AWS__SECRET_ACCESS_KEY", "moto-secret-key"),
-    )
-    .await;
+    let d = Daemon::start(DaemonConfig::new(Some(&db.url), dir.path(), TEMPLATES).with_moto(&moto))
+        .await;
     let (s, b) = d
         .post_json("/deploy", &json!({"template_name": "storage-bucket", "provider_type": "aws", "subscription_id": "999999999999", "parameters": {"bucket_name": "mc-wrong-account"}}))
         .await;
@@ -122,9 +112,7 @@ async fn every_aws_template_deploys_and_destroys_with_only_required_parameters()
     let d = Daemon::start(
         DaemonConfig::new(Some(&db.url), dir.path(), TEMPLATES)
             .set("MULTICLOUD__RUNNER__MAX_CONCURRENT", 3)
-            .set("MULTICLOUD__AWS__ENDPOINT_URL", &moto.url)
-            .set("MULTICLOUD__AWS__ACCESS_KEY_ID", "testing")
-            .set("MULTICLOUD__AWS__SECRET_ACCESS_KEY", "moto-secret-key"),
+            .with_moto(&moto),
     )
     .await;
     let (_, list) = d.get("/templates?provider_type=aws").await;
@@ -215,9 +203,7 @@ async fn four_at_once_share_the_plugin_cache_and_destroy_after_a_restart() {
     let mut d = Daemon::start(
         DaemonConfig::new(Some(&db.url), dir.path(), TEMPLATES)
             .set("MULTICLOUD__RUNNER__MAX_CONCURRENT", 4)
-            .set("MULTICLOUD__AWS__ENDPOINT_URL", &moto.url)
-            .set("MULTICLOUD__AWS__ACCESS_KEY_ID", "testing")
-            .set("MULTICLOUD__AWS__SECRET_ACCESS_KEY", "moto-secret-key"),
+            .with_moto(&moto),
     )
     .await;
     let tag = &uuidish()[..10];

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::arm::{self, ArmServer};
+use common::arm::ArmServer;
 use common::*;
 use serde_json::{Value, json};
 
@@ -49,11 +49,7 @@ async fn real_responses_match_the_openapi_document() {
     let d = Daemon::start(
         DaemonConfig::new(Some(&db.url), dir.path(), FIXTURES)
             .set("MULTICLOUD__SECRETS__KEY", SECRETS_KEY)
-            .set("MULTICLOUD__AZURE__MANAGEMENT_ENDPOINT", &server.url)
-            .set("MULTICLOUD__AZURE__LOGIN_ENDPOINT", &server.url)
-            .set("MULTICLOUD__AZURE__TENANT_ID", arm::TENANT)
-            .set("MULTICLOUD__AZURE__CLIENT_ID", arm::CLIENT_ID)
-            .set("MULTICLOUD__AZURE__CLIENT_SECRET", arm::CLIENT_SECRET),
+            .with_arm(&server),
     )
     .await;
     let (s, spec) = d.get("/openapi.json").await;

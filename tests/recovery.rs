@@ -15,12 +15,6 @@ fn config(db: &TestDb, dir: &std::path::Path, templates: &str) -> DaemonConfig {
     DaemonConfig::new(Some(&db.url), dir, templates).set("MULTICLOUD__RUNNER__LEASE_SECS", 3)
 }
 
-fn with_moto(cfg: DaemonConfig, moto: &Moto) -> DaemonConfig {
-    cfg.set("MULTICLOUD__AWS__ENDPOINT_URL", &moto.url)
-        .set("MULTICLOUD__AWS__ACCESS_KEY_ID", "testing")
-        .set("MULTICLOUD__AWS__SECRET_ACCESS_KEY", "moto-secret-key")
-}
-
 fn unique(prefix: &str) -> String {
     let n = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -34,7 +28,7 @@ async fn kill9_right_after_accepting_and_during_init() {
     let db = TestDb::new();
     let moto = Moto::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut d = Daemon::start(with_moto(config(&db, dir.path(), TEMPLATES), &moto)).await;
+    let mut d = Daemon::start(config(&db, dir.path(), TEMPLATES).with_moto(&moto)).await;
 
     // Right after the 202.
     let first = d
@@ -73,7 +67,7 @@ async fn kill9_during_apply_and_after_apply_converges_without_duplicates() {
     let db = TestDb::new();
     let moto = Moto::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut d = Daemon::start(with_moto(config(&db, dir.path(), TEMPLATES), &moto)).await;
+    let mut d = Daemon::start(config(&db, dir.path(), TEMPLATES).with_moto(&moto)).await;
 
     // During apply: the orphaned terraform finishes its apply (its own process group, output to
     // files); the re-run waits for the state lock, finds nothing to do, and completes.

@@ -70,6 +70,60 @@ pub struct Limits {
     pub grace: Duration,
 }
 
+impl Limits {
+    /// The limits of a step of `job`, whose run ends at `deadline`.
+    pub fn for_run(job: &super::RunJob, deadline: Instant) -> Limits {
+        Limits {
+            deadline,
+            timeout_secs: job.timeout.as_secs(),
+            grace: job.cancel_grace,
+        }
+    }
+}
+
+impl From<ProcessError> for super::EngineError {
+    fn from(e: ProcessError) -> Self {
+        use super::EngineError;
+        match e {
+            ProcessError::TimedOut(s) => EngineError::TimedOut(s),
+            ProcessError::Stopped(r) => EngineError::Stopped(r),
+            e @ ProcessError::NotFound { .. } => EngineError::Unavailable(e.to_string()),
+            other => EngineError::Failed(other.to_string()),
+        }
+    }
+}
+
+/// What a step printed, for steps whose output is data (`terraform output -json`, `bicep build
+/// --stdout`) rather than a log.
+pub struct Captured {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: Vec<String>,
+}
+
+/// Runs `step` to its end and keeps its output.
+pub async fn capture(
+    step: &Step,
+    limits: Limits,
+    stop: &mut StopSignal,
+) -> Result<Captured, ProcessError> {
+    let mut stdout = String::new();
+    let mut stderr = Vec::new();
+    let status = run_step(step, limits, stop, |stream, line| match stream {
+        Stream::Stdout => {
+            stdout.push_str(line);
+            stdout.push('\n');
+        }
+        _ => stderr.push(line.to_string()),
+    })
+    .await?;
+    Ok(Captured {
+        status,
+        stdout,
+        stderr,
+    })
+}
+
 /// Runs `step` to its end, calling `on_line` for every line of output as it appears.
 pub async fn run_step(
     step: &Step,

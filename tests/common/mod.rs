@@ -206,6 +206,22 @@ impl DaemonConfig {
         self.env.push((key.to_string(), value.to_string()));
         self
     }
+
+    /// Every AWS service at `moto`, with its test credentials.
+    pub fn with_moto(self, moto: &Moto) -> DaemonConfig {
+        self.set("MULTICLOUD__AWS__ENDPOINT_URL", &moto.url)
+            .set("MULTICLOUD__AWS__ACCESS_KEY_ID", "testing")
+            .set("MULTICLOUD__AWS__SECRET_ACCESS_KEY", "moto-secret-key")
+    }
+
+    /// Azure Resource Manager and its login at the ARM test server, with its credentials.
+    pub fn with_arm(self, server: &arm::ArmServer) -> DaemonConfig {
+        self.set("MULTICLOUD__AZURE__MANAGEMENT_ENDPOINT", &server.url)
+            .set("MULTICLOUD__AZURE__LOGIN_ENDPOINT", &server.url)
+            .set("MULTICLOUD__AZURE__TENANT_ID", arm::TENANT)
+            .set("MULTICLOUD__AZURE__CLIENT_ID", arm::CLIENT_ID)
+            .set("MULTICLOUD__AZURE__CLIENT_SECRET", arm::CLIENT_SECRET)
+    }
 }
 
 impl Daemon {

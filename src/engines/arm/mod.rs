@@ -26,7 +26,7 @@ use client::{
     DEPLOYMENTS_API, RESOURCES_API, describe_error, flatten_outputs, is_terminal, parameters_object,
 };
 
-use super::process::{self, Limits, ProcessError, Step};
+use super::process::{self, Limits, Step};
 use super::{
     Engine, EngineError, EngineOutput, EventSender, RunEvent, RunJob, StopReason, StopSignal,
     Stream, mask_secrets,
@@ -220,37 +220,19 @@ impl ArmRun {
             cwd: self.job.workspace.clone(),
             output_dir: self.job.workspace.join(".multicloud"),
         };
-        let limits = Limits {
-            deadline: self.deadline,
-            timeout_secs: self.job.timeout.as_secs(),
-            grace: self.job.cancel_grace,
-        };
-        let mut json = String::new();
-        let mut errors = Vec::new();
         let mut stop = self.stop.clone();
-        let status = process::run_step(&step, limits, &mut stop, |stream, line| match stream {
-            Stream::Stdout => {
-                json.push_str(line);
-                json.push('\n');
-            }
-            _ => errors.push(line.to_string()),
-        })
-        .await
-        .map_err(|e| match e {
-            ProcessError::TimedOut(s) => EngineError::TimedOut(s),
-            ProcessError::Stopped(r) => EngineError::Stopped(r),
-            other => EngineError::Failed(other.to_string()),
-        })?;
-        for e in &errors {
+        let out =
+            process::capture(&step, Limits::for_run(&self.job, self.deadline), &mut stop).await?;
+        for e in &out.stderr {
             self.log(e);
         }
-        if !status.success() {
+        if !out.status.success() {
             return Err(EngineError::Failed(format!(
                 "bicep build failed: {}",
-                errors.join("\n")
+                out.stderr.join("\n")
             )));
         }
-        serde_json::from_str(&json)
+        serde_json::from_str(&out.stdout)
             .map_err(|e| EngineError::Failed(format!("bicep build gave invalid JSON: {e}")))
     }
 

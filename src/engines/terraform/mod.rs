@@ -18,7 +18,7 @@ use futures_util::future::LocalBoxFuture;
 use serde_json::Value;
 use tokio::time::Instant;
 
-use super::process::{self, Limits, ProcessError, Step};
+use super::process::{self, Limits, Step};
 use super::{
     Engine, EngineError, EngineOutput, EventSender, RunEvent, RunJob, StopSignal, Stream,
     mask_secrets,
@@ -371,11 +371,7 @@ impl Run {
             output_dir: self.output_dir(),
         };
         self.system(format!("$ terraform {}", args.join(" ")));
-        let limits = Limits {
-            deadline: self.deadline,
-            timeout_secs: self.job.timeout.as_secs(),
-            grace: self.job.cancel_grace,
-        };
+        let limits = Limits::for_run(&self.job, self.deadline);
         let mut report = StepReport::default();
         let events = self.events.clone();
         let secrets = self.secrets.clone();
@@ -441,13 +437,10 @@ impl Run {
                     Err(EngineError::Failed(message))
                 }
             }
-            Err(ProcessError::TimedOut(secs)) => Err(EngineError::TimedOut(secs)),
-            Err(ProcessError::Stopped(reason)) => Err(EngineError::Stopped(reason)),
-            Err(e @ ProcessError::NotFound { .. }) => Err(EngineError::Unavailable(e.to_string())),
-            Err(e) => Err(EngineError::Failed(mask_secrets(
-                &e.to_string(),
-                &self.secrets,
-            ))),
+            Err(e) => Err(match EngineError::from(e) {
+                EngineError::Failed(m) => EngineError::Failed(mask_secrets(&m, &self.secrets)),
+                other => other,
+            }),
         }
     }
 
@@ -466,34 +459,16 @@ impl Run {
             output_dir: self.output_dir(),
         };
         self.system("$ terraform output -json".into());
-        let limits = Limits {
-            deadline: self.deadline,
-            timeout_secs: self.job.timeout.as_secs(),
-            grace: self.job.cancel_grace,
-        };
-        let mut stdout = String::new();
-        let mut stderr = Vec::new();
         let mut stop = self.stop.clone();
-        let status = process::run_step(&step, limits, &mut stop, |stream, line| match stream {
-            Stream::Stdout => {
-                stdout.push_str(line);
-                stdout.push('\n');
-            }
-            _ => stderr.push(line.to_string()),
-        })
-        .await
-        .map_err(|e| match e {
-            ProcessError::TimedOut(s) => EngineError::TimedOut(s),
-            ProcessError::Stopped(r) => EngineError::Stopped(r),
-            other => EngineError::Failed(other.to_string()),
-        })?;
-        if !status.success() {
+        let out =
+            process::capture(&step, Limits::for_run(&self.job, self.deadline), &mut stop).await?;
+        if !out.status.success() {
             return Err(EngineError::Failed(mask_secrets(
-                &format!("terraform output failed: {}", stderr.join("\n")),
+                &format!("terraform output failed: {}", out.stderr.join("\n")),
                 &self.secrets,
             )));
         }
-        let raw: Value = serde_json::from_str(&stdout).map_err(|e| {
+        let raw: Value = serde_json::from_str(&out.stdout).map_err(|e| {
             EngineError::Failed(format!("terraform output -json gave invalid JSON: {e}"))
         })?;
         Ok(flatten_outputs(&raw))
