@@ -435,3 +435,33 @@ async fn json_logs_carry_the_request_id_and_the_deployment_id() {
         "the run's lines carry its id: {run_lines:?}"
     );
 }
+
+/// The pg backend creates every workspace under one database-wide advisory lock and tries it
+/// once; many runs starting together on two nodes (each with its own plugin cache, so their
+/// `init`s do not take turns) must still all get their workspace.
+#[tokio::test]
+async fn many_runs_starting_at_once_all_get_their_workspace() {
+    let db = TestDb::new();
+    let dirs = [
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    ];
+    let mut nodes = Vec::new();
+    for dir in &dirs {
+        nodes.push(
+            Daemon::start(
+                DaemonConfig::new(Some(&db.url), dir.path(), FIXTURES)
+                    .set("MULTICLOUD__RUNNER__MAX_CONCURRENT", 8)
+                    .set("MULTICLOUD__RUNNER__RUN_TIMEOUT_SECS", 240),
+            )
+            .await,
+        );
+    }
+    let deploys = (0..16)
+        .map(|i| nodes[i % 2].deploy("echo", "terraform-aws", json!({"message": format!("m{i}")})));
+    let ids = futures_util::future::join_all(deploys).await;
+    for id in &ids {
+        let st = nodes[0].wait_terminal(id, Duration::from_secs(240)).await;
+        assert_eq!(st["status"], "completed", "{st}");
+    }
+}

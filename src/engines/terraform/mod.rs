@@ -29,6 +29,8 @@ use crate::domain::Operation;
 /// How long a run waits for terraform's state lock (held by an interrupted run of the same
 /// deployment that is still finishing) before failing.
 const LOCK_TIMEOUT: &str = "-lock-timeout=300s";
+/// Tries of a step that failed on contention with another run (see `Run::retrying`).
+const STEP_RETRIES: u32 = 40;
 const STDERR_TAIL_LINES: usize = 20;
 
 pub struct TerraformEngine {
@@ -149,32 +151,26 @@ impl Run {
         // Two daemons initializing the pg backend on a fresh database race on its CREATE ... IF
         // NOT EXISTS statements (PostgreSQL reports a duplicate key in pg_type); init is
         // idempotent, so it is simply run again.
-        let mut tries = 0;
-        loop {
-            tries += 1;
-            let cache_lock = self.lock_plugin_cache().await?;
-            let init_result = self.step(&binary, &env, "init", &init, false).await;
+        self.retrying("init", concurrent_ddl, async |run: &mut Run| {
+            let cache_lock = run.lock_plugin_cache().await?;
+            let result = run.step(&binary, &env, "init", &init, false).await;
             drop(cache_lock);
-            match init_result {
-                Err(EngineError::Failed(msg)) if tries < 3 && concurrent_ddl(&msg) => {
-                    self.system(
-                        "init raced another node creating the state tables; running it again"
-                            .into(),
-                    );
-                }
-                other => {
-                    other?;
-                    break;
-                }
-            }
-        }
+            result
+        })
+        .await?;
         // One terraform workspace per deployment (pg: a state row of its own; local: its own
         // file). Selected here rather than with TF_WORKSPACE, which only creates a missing
-        // workspace while the backend holds none.
+        // workspace while the backend holds none. The pg backend creates a workspace under one
+        // advisory lock shared by the whole database and tries it only once (`-lock-timeout`
+        // does not apply to it), so a creation that meets another run's is tried again.
         let id = self.job.deployment.id.to_string();
         let select = ["workspace", "select", "-or-create=true", id.as_str()];
-        self.step(&binary, &env, "workspace", &select, false)
-            .await?;
+        self.retrying(
+            "workspace",
+            workspace_creation_contended,
+            async |run: &mut Run| run.step(&binary, &env, "workspace", &select, false).await,
+        )
+        .await?;
         self.progress(10);
 
         match operation {
@@ -199,6 +195,37 @@ impl Run {
                 ];
                 self.step(&binary, &env, "destroy", &destroy, true).await?;
                 Ok(EngineOutput::Destroyed)
+            }
+        }
+    }
+
+    /// Runs `attempt` again while it fails with an error `transient` recognizes, with a short
+    /// growing, jittered pause, until `STEP_RETRIES` tries or the run's deadline.
+    async fn retrying<T>(
+        &mut self,
+        name: &str,
+        transient: fn(&str) -> bool,
+        mut attempt: impl AsyncFnMut(&mut Run) -> Result<T, EngineError>,
+    ) -> Result<T, EngineError> {
+        let mut tries = 0u32;
+        loop {
+            tries += 1;
+            match attempt(self).await {
+                Err(EngineError::Failed(msg))
+                    if tries < STEP_RETRIES && transient(&msg) && self.stop.borrow().is_none() =>
+                {
+                    let pause = std::time::Duration::from_millis(
+                        (100 * u64::from(tries.min(10))) + u64::from(rand::random::<u8>()),
+                    );
+                    if Instant::now() + pause >= self.deadline {
+                        return Err(EngineError::Failed(msg));
+                    }
+                    self.system(format!(
+                        "{name} met another run's lock or DDL; trying again ({tries}/{STEP_RETRIES})"
+                    ));
+                    tokio::time::sleep(pause).await;
+                }
+                other => return other,
             }
         }
     }
@@ -542,6 +569,11 @@ fn event_message(event: &Value) -> Option<String> {
 
 /// The pg backend's table creation lost a race with another node's: a duplicate key in one of
 /// PostgreSQL's own catalogs (pg_type, pg_class, pg_namespace...), or an object created meanwhile.
+/// The pg backend's workspace creation lock (advisory lock -1) held by another run.
+fn workspace_creation_contended(detail: &str) -> bool {
+    detail.contains("locked for workspace creation")
+}
+
 fn concurrent_ddl(detail: &str) -> bool {
     detail.contains("duplicate key value violates unique constraint \"pg_")
         || detail.contains("already exists")
