@@ -12,6 +12,7 @@
 //! - [`daemon`]: start-up and shutdown order.
 
 pub mod actors;
+pub mod bicep;
 pub mod catalog;
 pub mod cli;
 pub mod config;

@@ -1,0 +1,995 @@
+//! From the syntax tree to a classic ARM template (no `languageVersion`): symbols, expression
+//! lowering (operators, interpolation → `format`, resource reads → `resourceId`/`reference`),
+//! inlining of variables that hold runtime values, inferred `dependsOn`, and the template
+//! writer with the official compiler's section and key order.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use serde_json::{Map, Value, json};
+
+use super::CompileError;
+use super::arm::Ax;
+use super::syntax::{Decorator, Expr, ExprKind, Property, Stmt, StmtKind, unsupported};
+
+const SCHEMA: &str =
+    "https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#";
+
+struct Resource<'a> {
+    symbol: &'a str,
+    ty: String,
+    api_version: String,
+    name: &'a Expr,
+    parent: Option<&'a str>,
+    scope: Option<&'a Expr>,
+    condition: Option<&'a Expr>,
+    depends_on: Option<&'a Expr>,
+    body: &'a [Property],
+    decorators: &'a [Decorator],
+    at: usize,
+}
+
+enum Symbol<'a> {
+    Param,
+    Var(&'a Expr),
+    Resource(usize),
+    Output,
+}
+
+struct Emitter<'a> {
+    src: &'a str,
+    symbols: HashMap<&'a str, Symbol<'a>>,
+    resources: Vec<Resource<'a>>,
+    /// Variables whose value needs the deployment to run (`reference`, `list*`): inlined.
+    runtime_vars: HashSet<&'a str>,
+}
+
+pub fn emit(src: &str, stmts: &[Stmt]) -> Result<Value, CompileError> {
+    let mut e = Emitter {
+        src,
+        symbols: HashMap::new(),
+        resources: Vec::new(),
+        runtime_vars: HashSet::new(),
+    };
+    e.declare(stmts)?;
+    e.find_runtime_vars()?;
+    e.write(stmts)
+}
+
+impl<'a> Emitter<'a> {
+    fn err(&self, at: usize, msg: impl Into<String>) -> CompileError {
+        CompileError::at(self.src, at, msg)
+    }
+
+    fn declare(&mut self, stmts: &'a [Stmt]) -> Result<(), CompileError> {
+        for s in stmts {
+            let (name, symbol) = match &s.kind {
+                StmtKind::Param { name, .. } => (name, Symbol::Param),
+                StmtKind::Var { name, value } => (name, Symbol::Var(value)),
+                StmtKind::Output { name, .. } => (name, Symbol::Output),
+                StmtKind::Resource {
+                    name,
+                    type_ref,
+                    condition,
+                    body,
+                } => {
+                    let (ty, api_version) = type_ref.split_once('@').ok_or_else(|| {
+                        self.err(
+                            s.at,
+                            format!(
+                                "resource type '{type_ref}' needs an API version ('Type@version')"
+                            ),
+                        )
+                    })?;
+                    if ty.split('/').count() < 2 || !ty.contains('.') {
+                        return Err(self.err(s.at, format!("invalid resource type '{ty}'")));
+                    }
+                    let prop = |key: &str| {
+                        body.iter()
+                            .find(|p| p.key_expr.is_none() && p.key == key)
+                            .map(|p| &p.value)
+                    };
+                    let name_expr = prop("name").ok_or_else(|| {
+                        self.err(s.at, format!("resource '{name}' has no 'name' property"))
+                    })?;
+                    let parent = match prop("parent") {
+                        None => None,
+                        Some(Expr {
+                            kind: ExprKind::Ident(p),
+                            ..
+                        }) => Some(p.as_str()),
+                        Some(other) => {
+                            return Err(self.err(
+                                other.at,
+                                "'parent' must be the symbolic name of a resource",
+                            ));
+                        }
+                    };
+                    let index = self.resources.len();
+                    self.resources.push(Resource {
+                        symbol: name,
+                        ty: ty.to_string(),
+                        api_version: api_version.to_string(),
+                        name: name_expr,
+                        parent,
+                        scope: prop("scope"),
+                        condition: condition.as_ref(),
+                        depends_on: prop("dependsOn"),
+                        body,
+                        decorators: &s.decorators,
+                        at: s.at,
+                    });
+                    (name, Symbol::Resource(index))
+                }
+                StmtKind::TargetScope(_) | StmtKind::Metadata { .. } => continue,
+            };
+            let is_output = matches!(symbol, Symbol::Output);
+            // Outputs have a namespace of their own.
+            let key: &'a str = name.as_str();
+            if is_output {
+                continue;
+            }
+            if self.symbols.insert(key, symbol).is_some() {
+                return Err(self.err(s.at, format!("'{name}' is declared more than once")));
+            }
+        }
+        // Parents exist, are resources, and form no cycle; child types extend the parent's.
+        for r in &self.resources {
+            let mut seen = HashSet::new();
+            let mut cur = r;
+            while let Some(p) = cur.parent {
+                if !seen.insert(cur.symbol) {
+                    return Err(
+                        self.err(r.at, format!("resource '{}' is its own ancestor", r.symbol))
+                    );
+                }
+                cur = match self.symbols.get(p) {
+                    Some(Symbol::Resource(i)) => &self.resources[*i],
+                    _ => {
+                        return Err(self.err(
+                            r.at,
+                            format!("parent '{p}' of '{}' is not a resource", r.symbol),
+                        ));
+                    }
+                };
+            }
+            if let Some(p) = r.parent {
+                let parent = self.resource(p);
+                let expected = format!("{}/", parent.ty);
+                if !r.ty.starts_with(&expected) || r.ty[expected.len()..].contains('/') {
+                    return Err(self.err(
+                        r.at,
+                        format!(
+                            "resource type '{}' is not a child of its parent's type '{}'",
+                            r.ty, parent.ty
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn resource(&self, symbol: &str) -> &Resource<'a> {
+        match self.symbols.get(symbol) {
+            Some(Symbol::Resource(i)) => &self.resources[*i],
+            _ => unreachable!("checked resource symbol"),
+        }
+    }
+
+    fn resource_symbol(&self, e: &Expr) -> Option<&Resource<'a>> {
+        match &e.kind {
+            ExprKind::Ident(n) => match self.symbols.get(n.as_str()) {
+                Some(Symbol::Resource(i)) => Some(&self.resources[*i]),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// Variables that hold runtime values, to a fixed point (a variable using one is one too);
+    /// cycles between variables are errors.
+    fn find_runtime_vars(&mut self) -> Result<(), CompileError> {
+        let vars: Vec<(&'a str, &'a Expr)> = self
+            .symbols
+            .iter()
+            .filter_map(|(n, s)| match s {
+                Symbol::Var(e) => Some((*n, *e)),
+                _ => None,
+            })
+            .collect();
+        for (name, value) in &vars {
+            let mut stack = vec![*name];
+            self.check_var_cycle(value, &mut stack)?;
+        }
+        loop {
+            let mut changed = false;
+            for (name, value) in &vars {
+                if !self.runtime_vars.contains(name) && self.is_runtime(value) {
+                    self.runtime_vars.insert(name);
+                    changed = true;
+                }
+            }
+            if !changed {
+                return Ok(());
+            }
+        }
+    }
+
+    fn check_var_cycle(&self, e: &'a Expr, stack: &mut Vec<&'a str>) -> Result<(), CompileError> {
+        let mut result = Ok(());
+        walk(e, &mut |x| {
+            if result.is_err() {
+                return;
+            }
+            if let ExprKind::Ident(n) = &x.kind
+                && let Some(Symbol::Var(v)) = self.symbols.get(n.as_str())
+            {
+                if stack.contains(&n.as_str()) {
+                    result = Err(self.err(
+                        x.at,
+                        format!(
+                            "variable '{n}' refers to itself through {}",
+                            stack.join(" -> ")
+                        ),
+                    ));
+                    return;
+                }
+                stack.push(
+                    self.symbols
+                        .get_key_value(n.as_str())
+                        .map(|(k, _)| *k)
+                        .unwrap_or(""),
+                );
+                result = self.check_var_cycle(v, stack);
+                stack.pop();
+            }
+        });
+        result
+    }
+
+    fn is_runtime(&self, e: &Expr) -> bool {
+        let mut runtime = false;
+        walk(e, &mut |x| match &x.kind {
+            ExprKind::Member { base, name }
+                if self.resource_symbol(base).is_some()
+                    && !matches!(name.as_str(), "id" | "name" | "type" | "apiVersion") =>
+            {
+                runtime = true
+            }
+            ExprKind::MethodCall { base, .. } if self.resource_symbol(base).is_some() => {
+                runtime = true
+            }
+            ExprKind::Call { name, .. } | ExprKind::MethodCall { name, .. }
+                if name == "reference" || name.starts_with("list") =>
+            {
+                runtime = true
+            }
+            ExprKind::Ident(n) if self.runtime_vars.contains(n.as_str()) => runtime = true,
+            _ => {}
+        });
+        runtime
+    }
+
+    // ---- expressions ------------------------------------------------------------------------
+
+    fn lower(&self, e: &Expr) -> Result<Ax, CompileError> {
+        Ok(match &e.kind {
+            ExprKind::Str { parts, holes } => {
+                if holes.is_empty() {
+                    Ax::Str(parts[0].clone())
+                } else {
+                    let mut fmt = String::new();
+                    let mut args = vec![Ax::Null];
+                    for (i, part) in parts.iter().enumerate() {
+                        fmt.push_str(&part.replace('{', "{{").replace('}', "}}"));
+                        if let Some(h) = holes.get(i) {
+                            fmt.push_str(&format!("{{{i}}}"));
+                            args.push(self.lower(h)?);
+                        }
+                    }
+                    args[0] = Ax::Str(fmt);
+                    Ax::Call("format".into(), args)
+                }
+            }
+            ExprKind::Int(n) => Ax::Int(*n),
+            ExprKind::Bool(b) => Ax::Bool(*b),
+            ExprKind::Null => Ax::Null,
+            ExprKind::Ident(n) => match self.symbols.get(n.as_str()) {
+                Some(Symbol::Param) => Ax::call("parameters", vec![Ax::str(n)]),
+                Some(Symbol::Var(v)) if self.runtime_vars.contains(n.as_str()) => self.lower(v)?,
+                Some(Symbol::Var(_)) => Ax::call("variables", vec![Ax::str(n)]),
+                // The whole resource: its full runtime state.
+                Some(Symbol::Resource(i)) => {
+                    let r = &self.resources[*i];
+                    Ax::call(
+                        "reference",
+                        vec![
+                            self.resource_id(r)?,
+                            Ax::Str(r.api_version.clone()),
+                            Ax::str("full"),
+                        ],
+                    )
+                }
+                Some(Symbol::Output) | None => {
+                    return Err(self.err(e.at, format!("'{n}' is not declared")));
+                }
+            },
+            ExprKind::Call { name, args } => self.function(name, args, e.at)?,
+            ExprKind::MethodCall { base, name, args } => {
+                if let ExprKind::Ident(ns) = &base.kind
+                    && (ns == "sys" || ns == "az")
+                    && !self.symbols.contains_key(ns.as_str())
+                {
+                    return self.function(name, args, e.at);
+                }
+                let Some(r) = self.resource_symbol(base) else {
+                    return Err(self.err(
+                        e.at,
+                        format!("'{name}()' can only be called on a resource or a namespace"),
+                    ));
+                };
+                if !name.starts_with("list") {
+                    return Err(unsupported(
+                        self.src,
+                        e.at,
+                        &format!("resource functions other than list* ('{name}')"),
+                    ));
+                }
+                let mut lowered = vec![self.resource_id(r)?, Ax::Str(r.api_version.clone())];
+                if !args.is_empty() {
+                    lowered.truncate(1);
+                    for a in args {
+                        lowered.push(self.lower(a)?);
+                    }
+                }
+                Ax::Call(name.clone(), lowered)
+            }
+            ExprKind::Member { base, name } => {
+                if let Some(r) = self.resource_symbol(base) {
+                    return self.resource_property(r, name);
+                }
+                Ax::Prop(Box::new(self.lower(base)?), name.clone())
+            }
+            ExprKind::Index { base, index } => {
+                if let Some(r) = self.resource_symbol(base)
+                    && let ExprKind::Str { parts, holes } = &index.kind
+                    && holes.is_empty()
+                {
+                    return self.resource_property(r, &parts[0]);
+                }
+                Ax::Index(Box::new(self.lower(base)?), Box::new(self.lower(index)?))
+            }
+            ExprKind::Unary { op, operand } => match (*op, &operand.kind) {
+                ("-", ExprKind::Int(n)) => Ax::Int(-n),
+                ("-", _) => Ax::call("sub", vec![Ax::Int(0), self.lower(operand)?]),
+                _ => Ax::call("not", vec![self.lower(operand)?]),
+            },
+            ExprKind::Binary { op, left, right } => {
+                let (l, r) = (self.lower(left)?, self.lower(right)?);
+                let lower_case = |x| Ax::call("toLower", vec![x]);
+                match *op {
+                    "&&" => Ax::call("and", vec![l, r]),
+                    "||" => Ax::call("or", vec![l, r]),
+                    "==" => Ax::call("equals", vec![l, r]),
+                    "!=" => Ax::call("not", vec![Ax::call("equals", vec![l, r])]),
+                    "=~" => Ax::call("equals", vec![lower_case(l), lower_case(r)]),
+                    "!~" => Ax::call(
+                        "not",
+                        vec![Ax::call("equals", vec![lower_case(l), lower_case(r)])],
+                    ),
+                    "<" => Ax::call("less", vec![l, r]),
+                    "<=" => Ax::call("lessOrEquals", vec![l, r]),
+                    ">" => Ax::call("greater", vec![l, r]),
+                    ">=" => Ax::call("greaterOrEquals", vec![l, r]),
+                    "+" => Ax::call("add", vec![l, r]),
+                    "-" => Ax::call("sub", vec![l, r]),
+                    "*" => Ax::call("mul", vec![l, r]),
+                    "/" => Ax::call("div", vec![l, r]),
+                    "%" => Ax::call("mod", vec![l, r]),
+                    "??" => Ax::call("coalesce", vec![l, r]),
+                    other => return Err(self.err(e.at, format!("unknown operator {other}"))),
+                }
+            }
+            ExprKind::Ternary {
+                cond,
+                then,
+                otherwise,
+            } => Ax::call(
+                "if",
+                vec![self.lower(cond)?, self.lower(then)?, self.lower(otherwise)?],
+            ),
+            ExprKind::Object(props) => Ax::Obj(
+                props
+                    .iter()
+                    .map(|p| {
+                        let key = match &p.key_expr {
+                            Some(k) => self.lower(k)?,
+                            None => Ax::Str(p.key.clone()),
+                        };
+                        Ok((key, self.lower(&p.value)?))
+                    })
+                    .collect::<Result<_, CompileError>>()?,
+            ),
+            ExprKind::Array(items) => Ax::Arr(
+                items
+                    .iter()
+                    .map(|i| self.lower(i))
+                    .collect::<Result<_, _>>()?,
+            ),
+        })
+    }
+
+    fn function(&self, name: &str, args: &[Expr], at: usize) -> Result<Ax, CompileError> {
+        if name == "any" {
+            let [arg] = args else {
+                return Err(self.err(at, "any() takes one argument"));
+            };
+            return self.lower(arg);
+        }
+        if name.starts_with("load") && name.contains("Content") || name == "loadFileAsBase64" {
+            return Err(unsupported(
+                self.src,
+                at,
+                &format!("compile-time file functions ('{name}')"),
+            ));
+        }
+        if LAMBDA_FUNCTIONS.contains(&name) {
+            return Err(unsupported(
+                self.src,
+                at,
+                &format!("lambda functions ('{name}')"),
+            ));
+        }
+        if !FUNCTIONS.contains(&name) && !name.starts_with("list") {
+            return Err(self.err(at, format!("unknown function '{name}()'")));
+        }
+        let args = args
+            .iter()
+            .map(|a| self.lower(a))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Ax::Call(name.to_string(), args))
+    }
+
+    // ---- resources --------------------------------------------------------------------------
+
+    fn resource_property(&self, r: &Resource<'a>, name: &str) -> Result<Ax, CompileError> {
+        Ok(match name {
+            "id" => self.resource_id(r)?,
+            "name" => self.lower(r.name)?,
+            "type" => Ax::Str(r.ty.clone()),
+            "apiVersion" => Ax::Str(r.api_version.clone()),
+            "properties" => Ax::call(
+                "reference",
+                vec![self.resource_id(r)?, Ax::Str(r.api_version.clone())],
+            ),
+            other => Ax::Prop(
+                Box::new(Ax::call(
+                    "reference",
+                    vec![
+                        self.resource_id(r)?,
+                        Ax::Str(r.api_version.clone()),
+                        Ax::str("full"),
+                    ],
+                )),
+                other.to_string(),
+            ),
+        })
+    }
+
+    /// The name segments of a resource, one per level of its type.
+    fn segments(&self, r: &Resource<'a>) -> Result<Vec<Ax>, CompileError> {
+        if let Some(p) = r.parent {
+            let mut segs = self.segments(self.resource(p))?;
+            segs.push(self.lower(r.name)?);
+            return Ok(segs);
+        }
+        let levels = r.ty.split('/').count() - 1;
+        let name = self.lower(r.name)?;
+        if levels == 1 {
+            return Ok(vec![name]);
+        }
+        Ok((0..levels)
+            .map(|i| {
+                Ax::Index(
+                    Box::new(Ax::call("split", vec![name.clone(), Ax::str("/")])),
+                    Box::new(Ax::Int(i as i64)),
+                )
+            })
+            .collect())
+    }
+
+    /// The `name` a resource is deployed under.
+    fn full_name(&self, r: &Resource<'a>) -> Result<Ax, CompileError> {
+        if r.parent.is_none() {
+            return self.lower(r.name);
+        }
+        let segs = self.segments(r)?;
+        let fmt = (0..segs.len())
+            .map(|i| format!("{{{i}}}"))
+            .collect::<Vec<_>>()
+            .join("/");
+        let mut args = vec![Ax::Str(fmt)];
+        args.extend(segs);
+        Ok(Ax::Call("format".into(), args))
+    }
+
+    fn resource_id(&self, r: &Resource<'a>) -> Result<Ax, CompileError> {
+        let mut args = vec![Ax::Str(r.ty.clone())];
+        args.extend(self.segments(r)?);
+        match self.scope(r)? {
+            Some(scope) => {
+                args.insert(0, scope);
+                Ok(Ax::Call("extensionResourceId".into(), args))
+            }
+            None => Ok(Ax::Call("resourceId".into(), args)),
+        }
+    }
+
+    /// The id of the resource an extension resource applies to (`scope: storage`).
+    fn scope(&self, r: &Resource<'a>) -> Result<Option<Ax>, CompileError> {
+        let Some(scope) = r.scope else {
+            return Ok(None);
+        };
+        match self.resource_symbol(scope) {
+            Some(target) => Ok(Some(self.resource_id(target)?)),
+            None if matches!(&scope.kind, ExprKind::Call { name, args } if name == "resourceGroup" && args.is_empty()) => {
+                Ok(None)
+            }
+            None => Err(unsupported(
+                self.src,
+                scope.at,
+                "scopes other than a resource of this file",
+            )),
+        }
+    }
+
+    /// Resources `e` refers to, directly or through variables.
+    fn references(&self, e: &Expr, out: &mut BTreeSet<&'a str>) {
+        walk(e, &mut |x| {
+            if let ExprKind::Ident(n) = &x.kind {
+                match self.symbols.get_key_value(n.as_str()) {
+                    Some((k, Symbol::Resource(_))) => {
+                        out.insert(*k);
+                    }
+                    Some((_, Symbol::Var(v))) => self.references(v, out),
+                    _ => {}
+                }
+            }
+        });
+    }
+
+    fn depends_on(&self, r: &Resource<'a>) -> Result<Vec<Value>, CompileError> {
+        let mut deps = BTreeSet::new();
+        for p in r.body {
+            if !matches!(p.key.as_str(), "parent" | "dependsOn") {
+                self.references(&p.value, &mut deps);
+            }
+        }
+        if let Some(c) = r.condition {
+            self.references(c, &mut deps);
+        }
+        if let Some(p) = r.parent {
+            deps.insert(self.resource(p).symbol);
+        }
+        if let Some(explicit) = r.depends_on {
+            let ExprKind::Array(items) = &explicit.kind else {
+                return Err(self.err(explicit.at, "'dependsOn' must be an array of resources"));
+            };
+            for item in items {
+                match self.resource_symbol(item) {
+                    Some(target) => {
+                        deps.insert(target.symbol);
+                    }
+                    None => {
+                        return Err(self.err(
+                            item.at,
+                            "'dependsOn' entries must be symbolic names of resources",
+                        ));
+                    }
+                }
+            }
+        }
+        deps.remove(r.symbol);
+        deps.iter()
+            .map(|s| Ok(self.resource_id(self.resource(s))?.to_json()))
+            .collect()
+    }
+
+    // ---- the template -----------------------------------------------------------------------
+
+    fn write(&self, stmts: &[Stmt]) -> Result<Value, CompileError> {
+        let mut metadata = Map::new();
+        metadata.insert(
+            "_generator".into(),
+            json!({"name": "multicloud-bicep", "version": env!("CARGO_PKG_VERSION")}),
+        );
+        let mut parameters = Map::new();
+        let mut variables = Map::new();
+        let mut resources = Vec::new();
+        let mut outputs = Map::new();
+        for s in stmts {
+            match &s.kind {
+                StmtKind::TargetScope(scope) => match &scope.kind {
+                    ExprKind::Str { parts, holes }
+                        if holes.is_empty() && parts[0] == "resourceGroup" => {}
+                    _ => {
+                        return Err(unsupported(
+                            self.src,
+                            scope.at,
+                            "target scopes other than 'resourceGroup'",
+                        ));
+                    }
+                },
+                StmtKind::Metadata { name, value } => {
+                    self.no_decorators(s)?;
+                    metadata.insert(name.clone(), self.constant(value)?);
+                }
+                StmtKind::Param { name, ty, default } => {
+                    parameters.insert(name.clone(), self.parameter(s, ty, default.as_ref())?);
+                }
+                StmtKind::Var { name, value } => {
+                    self.only_description(s)?;
+                    if !self.runtime_vars.contains(name.as_str()) {
+                        variables.insert(name.clone(), self.lower(value)?.to_json());
+                    }
+                }
+                StmtKind::Resource { name, .. } => {
+                    let Some(Symbol::Resource(i)) = self.symbols.get(name.as_str()) else {
+                        unreachable!("declared")
+                    };
+                    resources.push(self.resource_json(&self.resources[*i])?);
+                }
+                StmtKind::Output { name, ty, value } => {
+                    let mut o = Map::new();
+                    o.insert("type".into(), Value::from(ty.as_str()));
+                    o.insert("value".into(), self.lower(value)?.to_json());
+                    let meta = self.description_metadata(s, &["description"])?;
+                    if !meta.is_empty() {
+                        o.insert("metadata".into(), Value::Object(meta));
+                    }
+                    if outputs.insert(name.clone(), Value::Object(o)).is_some() {
+                        return Err(
+                            self.err(s.at, format!("output '{name}' is declared more than once"))
+                        );
+                    }
+                }
+            }
+        }
+        let mut t = Map::new();
+        t.insert("$schema".into(), Value::from(SCHEMA));
+        t.insert("contentVersion".into(), Value::from("1.0.0.0"));
+        t.insert("metadata".into(), Value::Object(metadata));
+        if !parameters.is_empty() {
+            t.insert("parameters".into(), Value::Object(parameters));
+        }
+        if !variables.is_empty() {
+            t.insert("variables".into(), Value::Object(variables));
+        }
+        t.insert("resources".into(), Value::Array(resources));
+        if !outputs.is_empty() {
+            t.insert("outputs".into(), Value::Object(outputs));
+        }
+        Ok(Value::Object(t))
+    }
+
+    /// A decorator argument or metadata value: a literal, evaluated at compile time.
+    fn constant(&self, e: &Expr) -> Result<Value, CompileError> {
+        let ax = self.lower(e)?;
+        fn literal(ax: &Ax) -> bool {
+            match ax {
+                Ax::Str(_) | Ax::Int(_) | Ax::Bool(_) | Ax::Null => true,
+                Ax::Obj(p) => p.iter().all(|(_, v)| literal(v)),
+                Ax::Arr(i) => i.iter().all(literal),
+                _ => false,
+            }
+        }
+        if !literal(&ax) {
+            return Err(self.err(e.at, "expected a literal value"));
+        }
+        Ok(match ax {
+            Ax::Str(s) => Value::String(s),
+            other => other.to_json(),
+        })
+    }
+
+    fn no_decorators(&self, s: &Stmt) -> Result<(), CompileError> {
+        match s.decorators.first() {
+            Some(d) => Err(self.err(d.at, format!("decorator '@{}' is not allowed here", d.name))),
+            None => Ok(()),
+        }
+    }
+
+    fn only_description(&self, s: &Stmt) -> Result<(), CompileError> {
+        self.description_metadata(s, &["description"]).map(|_| ())
+    }
+
+    /// `@description` (and `@metadata`) as a `metadata` object; any decorator outside
+    /// `allowed` is an error.
+    fn description_metadata(
+        &self,
+        s: &Stmt,
+        allowed: &[&str],
+    ) -> Result<Map<String, Value>, CompileError> {
+        let mut meta = Map::new();
+        for d in &s.decorators {
+            if !allowed.contains(&d.name.as_str()) {
+                return Err(self.decorator_error(d));
+            }
+            match d.name.as_str() {
+                "description" => {
+                    meta.insert("description".into(), self.string_arg(d)?);
+                }
+                "metadata" => {
+                    let Value::Object(m) = self.single_arg(d)? else {
+                        return Err(self.err(d.at, "@metadata takes an object"));
+                    };
+                    for (k, v) in m {
+                        meta.insert(k, v);
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(meta)
+    }
+
+    fn decorator_error(&self, d: &Decorator) -> CompileError {
+        if [
+            "sealed",
+            "discriminator",
+            "export",
+            "onlyIfNotExists",
+            "retryOn",
+        ]
+        .contains(&d.name.as_str())
+        {
+            unsupported(self.src, d.at, &format!("decorators like '@{}'", d.name))
+        } else {
+            self.err(d.at, format!("decorator '@{}' is not allowed here", d.name))
+        }
+    }
+
+    fn single_arg(&self, d: &Decorator) -> Result<Value, CompileError> {
+        match d.args.as_slice() {
+            [a] => self.constant(a),
+            _ => Err(self.err(d.at, format!("@{} takes one argument", d.name))),
+        }
+    }
+
+    fn string_arg(&self, d: &Decorator) -> Result<Value, CompileError> {
+        match self.single_arg(d)? {
+            v @ Value::String(_) => Ok(v),
+            _ => Err(self.err(d.at, format!("@{} takes a string", d.name))),
+        }
+    }
+
+    fn int_arg(&self, d: &Decorator) -> Result<Value, CompileError> {
+        match self.single_arg(d)? {
+            v @ Value::Number(_) => Ok(v),
+            _ => Err(self.err(d.at, format!("@{} takes an integer", d.name))),
+        }
+    }
+
+    fn parameter(&self, s: &Stmt, ty: &str, default: Option<&Expr>) -> Result<Value, CompileError> {
+        let secure = s.decorators.iter().any(|d| d.name == "secure");
+        let arm_type = match (ty, secure) {
+            ("string", true) => "securestring",
+            ("object", true) => "secureObject",
+            (_, true) => {
+                return Err(self.err(s.at, "@secure() applies to string and object parameters"));
+            }
+            (t, false) => t,
+        };
+        let mut p = Map::new();
+        p.insert("type".into(), Value::from(arm_type));
+        if let Some(d) = default {
+            p.insert("defaultValue".into(), self.lower(d)?.to_json());
+        }
+        let mut limits = Map::new();
+        for d in &s.decorators {
+            match d.name.as_str() {
+                "allowed" => {
+                    let v = self.single_arg(d)?;
+                    if !v.is_array() {
+                        return Err(self.err(d.at, "@allowed takes an array"));
+                    }
+                    p.insert("allowedValues".into(), v);
+                }
+                "minValue" | "maxValue" | "minLength" | "maxLength" => {
+                    limits.insert(d.name.clone(), self.int_arg(d)?);
+                }
+                "secure" if d.args.is_empty() => {}
+                "secure" => return Err(self.err(d.at, "@secure() takes no arguments")),
+                "description" | "metadata" => {}
+                _ => return Err(self.decorator_error(d)),
+            }
+        }
+        let meta = self.description_metadata(
+            s,
+            &[
+                "description",
+                "metadata",
+                "allowed",
+                "minValue",
+                "maxValue",
+                "minLength",
+                "maxLength",
+                "secure",
+            ],
+        )?;
+        for (k, v) in limits {
+            p.insert(k, v);
+        }
+        if !meta.is_empty() {
+            p.insert("metadata".into(), Value::Object(meta));
+        }
+        Ok(Value::Object(p))
+    }
+
+    fn resource_json(&self, r: &Resource<'a>) -> Result<Value, CompileError> {
+        let mut o = Map::new();
+        if let Some(c) = r.condition {
+            o.insert("condition".into(), self.lower(c)?.to_json());
+        }
+        o.insert("type".into(), Value::from(r.ty.as_str()));
+        o.insert("apiVersion".into(), Value::from(r.api_version.as_str()));
+        if let Some(scope) = self.scope(r)? {
+            o.insert("scope".into(), scope.to_json());
+        }
+        o.insert("name".into(), self.full_name(r)?.to_json());
+        for p in r.body {
+            if let Some(k) = &p.key_expr {
+                return Err(self.err(k.at, "a resource's own property names must be literal"));
+            }
+            if matches!(p.key.as_str(), "name" | "parent" | "scope" | "dependsOn") {
+                continue;
+            }
+            o.insert(p.key.clone(), self.lower(&p.value)?.to_json());
+        }
+        let deps = self.depends_on(r)?;
+        if !deps.is_empty() {
+            o.insert("dependsOn".into(), Value::Array(deps));
+        }
+        let meta = self.description_metadata(
+            &Stmt {
+                decorators: r.decorators.to_vec(),
+                kind: StmtKind::TargetScope(r.name.clone()),
+                at: r.at,
+            },
+            &["description", "batchSize"],
+        )?;
+        if r.decorators.iter().any(|d| d.name == "batchSize") {
+            return Err(unsupported(self.src, r.at, "@batchSize outside loops"));
+        }
+        if !meta.is_empty() {
+            o.insert("metadata".into(), Value::Object(meta));
+        }
+        Ok(Value::Object(o))
+    }
+}
+
+/// Calls `f` on `e` and every expression inside it.
+fn walk<'e>(e: &'e Expr, f: &mut impl FnMut(&'e Expr)) {
+    f(e);
+    match &e.kind {
+        ExprKind::Str { holes, .. } => holes.iter().for_each(|h| walk(h, f)),
+        ExprKind::Call { args, .. } => args.iter().for_each(|a| walk(a, f)),
+        ExprKind::MethodCall { base, args, .. } => {
+            walk(base, f);
+            args.iter().for_each(|a| walk(a, f));
+        }
+        ExprKind::Member { base, .. } => walk(base, f),
+        ExprKind::Index { base, index } => {
+            walk(base, f);
+            walk(index, f);
+        }
+        ExprKind::Unary { operand, .. } => walk(operand, f),
+        ExprKind::Binary { left, right, .. } => {
+            walk(left, f);
+            walk(right, f);
+        }
+        ExprKind::Ternary {
+            cond,
+            then,
+            otherwise,
+        } => {
+            walk(cond, f);
+            walk(then, f);
+            walk(otherwise, f);
+        }
+        ExprKind::Object(props) => props.iter().for_each(|p| {
+            if let Some(k) = &p.key_expr {
+                walk(k, f);
+            }
+            walk(&p.value, f)
+        }),
+        ExprKind::Array(items) => items.iter().for_each(|i| walk(i, f)),
+        ExprKind::Int(_) | ExprKind::Bool(_) | ExprKind::Null | ExprKind::Ident(_) => {}
+    }
+}
+
+/// Functions that take lambdas (not in the subset).
+const LAMBDA_FUNCTIONS: &[&str] = &[
+    "filter",
+    "map",
+    "reduce",
+    "sort",
+    "toObject",
+    "groupBy",
+    "mapValues",
+];
+
+/// Bicep's built-in functions (namespaces `sys` and `az`) that are emitted as ARM functions of
+/// the same name. `list*` resource functions are accepted by prefix.
+const FUNCTIONS: &[&str] = &[
+    "array",
+    "base64",
+    "base64ToJson",
+    "base64ToString",
+    "bool",
+    "cidrHost",
+    "cidrSubnet",
+    "coalesce",
+    "concat",
+    "contains",
+    "dataUri",
+    "dataUriToString",
+    "dateTimeAdd",
+    "dateTimeFromEpoch",
+    "dateTimeToEpoch",
+    "deployer",
+    "deployment",
+    "empty",
+    "endsWith",
+    "environment",
+    "extensionResourceId",
+    "first",
+    "flatten",
+    "format",
+    "guid",
+    "indexOf",
+    "int",
+    "intersection",
+    "items",
+    "join",
+    "json",
+    "last",
+    "lastIndexOf",
+    "length",
+    "managementGroup",
+    "managementGroupResourceId",
+    "max",
+    "min",
+    "newGuid",
+    "objectKeys",
+    "padLeft",
+    "parseCidr",
+    "pickZones",
+    "providers",
+    "range",
+    "reference",
+    "replace",
+    "resourceGroup",
+    "resourceId",
+    "shallowMerge",
+    "skip",
+    "split",
+    "startsWith",
+    "string",
+    "subscription",
+    "subscriptionResourceId",
+    "substring",
+    "take",
+    "tenant",
+    "tenantResourceId",
+    "toLower",
+    "toUpper",
+    "trim",
+    "tryGet",
+    "union",
+    "uniqueString",
+    "uri",
+    "uriComponent",
+    "uriComponentToString",
+    "utcNow",
+];

@@ -1,0 +1,687 @@
+//! The Bicep syntax tree and its recursive-descent parser (precedence climbing for operators).
+//! Only the language of resource templates is accepted; every other construct is rejected with
+//! its name and position (see `unsupported`).
+
+use super::CompileError;
+use super::lexer::{Tok, Token};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Expr {
+    pub kind: ExprKind,
+    /// Byte offset in the source.
+    pub at: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExprKind {
+    /// Literal text between interpolations (`parts.len() == holes.len() + 1`).
+    Str {
+        parts: Vec<String>,
+        holes: Vec<Expr>,
+    },
+    Int(i64),
+    Bool(bool),
+    Null,
+    Ident(String),
+    Call {
+        name: String,
+        args: Vec<Expr>,
+    },
+    /// `base.name`.
+    Member {
+        base: Box<Expr>,
+        name: String,
+    },
+    /// `base.name(args)`: a namespaced function (`sys.concat()`) or a resource function
+    /// (`storage.listKeys()`).
+    MethodCall {
+        base: Box<Expr>,
+        name: String,
+        args: Vec<Expr>,
+    },
+    Index {
+        base: Box<Expr>,
+        index: Box<Expr>,
+    },
+    Unary {
+        op: &'static str,
+        operand: Box<Expr>,
+    },
+    Binary {
+        op: &'static str,
+        left: Box<Expr>,
+        right: Box<Expr>,
+    },
+    Ternary {
+        cond: Box<Expr>,
+        then: Box<Expr>,
+        otherwise: Box<Expr>,
+    },
+    Object(Vec<Property>),
+    Array(Vec<Expr>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Property {
+    /// The key as written; for an interpolated key (`'${id}': {}`), its source text.
+    pub key: String,
+    /// An interpolated key, emitted as an expression.
+    pub key_expr: Option<Expr>,
+    pub at: usize,
+    pub value: Expr,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decorator {
+    pub name: String,
+    pub args: Vec<Expr>,
+    pub at: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum StmtKind {
+    TargetScope(Expr),
+    Metadata {
+        name: String,
+        value: Expr,
+    },
+    Param {
+        name: String,
+        ty: String,
+        default: Option<Expr>,
+    },
+    Var {
+        name: String,
+        value: Expr,
+    },
+    Resource {
+        name: String,
+        type_ref: String,
+        condition: Option<Expr>,
+        body: Vec<Property>,
+    },
+    Output {
+        name: String,
+        ty: String,
+        value: Expr,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stmt {
+    pub decorators: Vec<Decorator>,
+    pub kind: StmtKind,
+    pub at: usize,
+}
+
+pub fn parse(src: &str, tokens: Vec<Token>) -> Result<Vec<Stmt>, CompileError> {
+    let mut p = Parser {
+        src,
+        tokens,
+        pos: 0,
+    };
+    p.program()
+}
+
+struct Parser<'a> {
+    src: &'a str,
+    tokens: Vec<Token>,
+    pos: usize,
+}
+
+/// Binary operators by precedence, loosest first (Bicep's own table).
+const LEVELS: &[&[&str]] = &[
+    &["??"],
+    &["||"],
+    &["&&"],
+    &["==", "!=", "=~", "!~"],
+    &["<", "<=", ">", ">="],
+    &["+", "-"],
+    &["*", "/", "%"],
+];
+
+impl<'a> Parser<'a> {
+    fn peek(&self) -> &Tok {
+        &self.tokens[self.pos].tok
+    }
+
+    fn at(&self) -> usize {
+        self.tokens[self.pos].at
+    }
+
+    fn bump(&mut self) -> Token {
+        let t = self.tokens[self.pos].clone();
+        if self.pos + 1 < self.tokens.len() {
+            self.pos += 1;
+        }
+        t
+    }
+
+    fn err(&self, at: usize, msg: impl Into<String>) -> CompileError {
+        CompileError::at(self.src, at, msg)
+    }
+
+    fn unexpected(&self, expected: &str) -> CompileError {
+        let found = match self.peek() {
+            Tok::Ident(s) => format!("'{s}'"),
+            Tok::Int(n) => n.to_string(),
+            Tok::Str { .. } => "a string".into(),
+            Tok::Newline => "a new line".into(),
+            Tok::Punct(p) => format!("'{p}'"),
+            Tok::Eof => "the end of the file".into(),
+        };
+        self.err(self.at(), format!("expected {expected}, found {found}"))
+    }
+
+    fn is_punct(&self, p: &str) -> bool {
+        matches!(self.peek(), Tok::Punct(q) if *q == p)
+    }
+
+    fn eat_punct(&mut self, p: &str) -> bool {
+        if self.is_punct(p) {
+            self.bump();
+            true
+        } else {
+            false
+        }
+    }
+
+    fn expect_punct(&mut self, p: &str) -> Result<usize, CompileError> {
+        if self.is_punct(p) {
+            Ok(self.bump().at)
+        } else {
+            Err(self.unexpected(&format!("'{p}'")))
+        }
+    }
+
+    fn skip_newlines(&mut self) {
+        while matches!(self.peek(), Tok::Newline) {
+            self.bump();
+        }
+    }
+
+    fn ident(&mut self, what: &str) -> Result<(String, usize), CompileError> {
+        match self.peek().clone() {
+            Tok::Ident(s) => Ok((s, self.bump().at)),
+            _ => Err(self.unexpected(what)),
+        }
+    }
+
+    fn end_of_statement(&mut self) -> Result<(), CompileError> {
+        match self.peek() {
+            Tok::Newline | Tok::Eof => {
+                self.skip_newlines();
+                Ok(())
+            }
+            _ => Err(self.unexpected("a new line after the statement")),
+        }
+    }
+
+    fn program(&mut self) -> Result<Vec<Stmt>, CompileError> {
+        let mut out = Vec::new();
+        self.skip_newlines();
+        while !matches!(self.peek(), Tok::Eof) {
+            out.push(self.statement()?);
+            self.end_of_statement()?;
+        }
+        Ok(out)
+    }
+
+    fn statement(&mut self) -> Result<Stmt, CompileError> {
+        let mut decorators = Vec::new();
+        while self.is_punct("@") {
+            let at = self.bump().at;
+            let expr = self.postfix()?;
+            let (name, args) = match expr.kind {
+                ExprKind::Call { name, args } => (name, args),
+                ExprKind::MethodCall { base, name, args } if matches!(&base.kind, ExprKind::Ident(ns) if ns == "sys") => {
+                    (name, args)
+                }
+                _ => return Err(self.err(at, "a decorator must be a function call")),
+            };
+            decorators.push(Decorator { name, args, at });
+            self.skip_newlines();
+        }
+        let (keyword, at) = self.ident("a declaration (param, var, resource, output)")?;
+        let kind = match keyword.as_str() {
+            "targetScope" => {
+                self.expect_punct("=")?;
+                StmtKind::TargetScope(self.expr()?)
+            }
+            "metadata" => {
+                let (name, _) = self.ident("a metadata name")?;
+                self.expect_punct("=")?;
+                StmtKind::Metadata {
+                    name,
+                    value: self.expr()?,
+                }
+            }
+            "param" => {
+                let (name, _) = self.ident("a parameter name")?;
+                let ty = self.type_name("parameter")?;
+                let default = if self.eat_punct("=") {
+                    Some(self.expr()?)
+                } else {
+                    None
+                };
+                StmtKind::Param { name, ty, default }
+            }
+            "var" => {
+                let (name, _) = self.ident("a variable name")?;
+                if !self.is_punct("=") {
+                    return Err(unsupported(self.src, self.at(), "typed variables"));
+                }
+                self.bump();
+                StmtKind::Var {
+                    name,
+                    value: self.expr()?,
+                }
+            }
+            "resource" => {
+                let (name, _) = self.ident("a resource symbolic name")?;
+                let type_at = self.at();
+                let type_ref = match self.bump().tok {
+                    Tok::Str { mut parts, holes } if holes.is_empty() => parts.remove(0),
+                    _ => {
+                        return Err(self.err(
+                            type_at,
+                            "expected the resource type as a plain string ('Type@version')",
+                        ));
+                    }
+                };
+                if matches!(self.peek(), Tok::Ident(s) if s == "existing") {
+                    return Err(unsupported(self.src, self.at(), "existing resources"));
+                }
+                self.expect_punct("=")?;
+                let condition = if matches!(self.peek(), Tok::Ident(s) if s == "if") {
+                    self.bump();
+                    self.expect_punct("(")?;
+                    self.skip_newlines();
+                    let c = self.expr()?;
+                    self.skip_newlines();
+                    self.expect_punct(")")?;
+                    Some(c)
+                } else {
+                    None
+                };
+                if self.is_punct("[") {
+                    return Err(unsupported(
+                        self.src,
+                        self.at(),
+                        "resource loops ([for ...])",
+                    ));
+                }
+                let body_at = self.at();
+                let body = match self.primary()?.kind {
+                    ExprKind::Object(props) => props,
+                    _ => return Err(self.err(body_at, "expected the resource body { ... }")),
+                };
+                StmtKind::Resource {
+                    name,
+                    type_ref,
+                    condition,
+                    body,
+                }
+            }
+            "output" => {
+                let (name, _) = self.ident("an output name")?;
+                let ty = self.type_name("output")?;
+                self.expect_punct("=")?;
+                StmtKind::Output {
+                    name,
+                    ty,
+                    value: self.expr()?,
+                }
+            }
+            "module" => return Err(unsupported(self.src, at, "modules")),
+            "existing" => return Err(unsupported(self.src, at, "existing resources")),
+            "type" => return Err(unsupported(self.src, at, "user-defined types")),
+            "func" => return Err(unsupported(self.src, at, "user-defined functions")),
+            "import" => return Err(unsupported(self.src, at, "compile-time imports")),
+            "extension" | "provider" => return Err(unsupported(self.src, at, "extensions")),
+            "assert" => return Err(unsupported(self.src, at, "assertions")),
+            "test" => return Err(unsupported(self.src, at, "tests")),
+            "using" => return Err(unsupported(self.src, at, "parameter files (using)")),
+            other => {
+                return Err(self.err(
+                    at,
+                    format!(
+                        "expected a declaration (param, var, resource, output), found '{other}'"
+                    ),
+                ));
+            }
+        };
+        Ok(Stmt {
+            decorators,
+            kind,
+            at,
+        })
+    }
+
+    /// A parameter or output type: `string`, `int`, `bool`, `object`, `array`.
+    fn type_name(&mut self, what: &str) -> Result<String, CompileError> {
+        let at = self.at();
+        let (ty, _) = self.ident(&format!("the {what} type"))?;
+        match ty.as_str() {
+            "string" | "int" | "bool" | "object" | "array" => {}
+            "resource" => return Err(unsupported(self.src, at, "resource-typed declarations")),
+            other => {
+                return Err(unsupported(
+                    self.src,
+                    at,
+                    &format!("the type '{other}' (user-defined or typed declarations)"),
+                ));
+            }
+        }
+        if self.is_punct("?") || self.is_punct("[") {
+            return Err(unsupported(
+                self.src,
+                self.at(),
+                "nullable and typed-array types",
+            ));
+        }
+        Ok(ty)
+    }
+
+    /// Whether the next token after any new lines is the punctuation `p` (an operator that
+    /// continues an expression on the next line, like a ternary's `?` and `:`).
+    fn continues_with(&self, p: &'static str) -> bool {
+        self.tokens[self.pos..]
+            .iter()
+            .find(|t| t.tok != Tok::Newline)
+            .is_some_and(|t| t.tok == Tok::Punct(p))
+    }
+
+    pub fn expr(&mut self) -> Result<Expr, CompileError> {
+        let cond = self.binary(0)?;
+        if self.continues_with("?") {
+            self.skip_newlines();
+            let at = self.bump().at;
+            self.skip_newlines();
+            let then = self.expr()?;
+            self.skip_newlines();
+            self.expect_punct(":")?;
+            self.skip_newlines();
+            let otherwise = self.expr()?;
+            return Ok(Expr {
+                kind: ExprKind::Ternary {
+                    cond: Box::new(cond),
+                    then: Box::new(then),
+                    otherwise: Box::new(otherwise),
+                },
+                at,
+            });
+        }
+        Ok(cond)
+    }
+
+    fn binary(&mut self, level: usize) -> Result<Expr, CompileError> {
+        if level == LEVELS.len() {
+            return self.unary();
+        }
+        let mut left = self.binary(level + 1)?;
+        loop {
+            let op = match self.peek() {
+                Tok::Punct(p) => LEVELS[level].iter().find(|o| **o == *p).copied(),
+                _ => None,
+            };
+            let Some(op) = op else { break };
+            let at = self.bump().at;
+            self.skip_newlines();
+            let right = self.binary(level + 1)?;
+            left = Expr {
+                kind: ExprKind::Binary {
+                    op,
+                    left: Box::new(left),
+                    right: Box::new(right),
+                },
+                at,
+            };
+        }
+        Ok(left)
+    }
+
+    fn unary(&mut self) -> Result<Expr, CompileError> {
+        for op in ["!", "-"] {
+            if self.is_punct(op) {
+                let at = self.bump().at;
+                let operand = self.unary()?;
+                return Ok(Expr {
+                    kind: ExprKind::Unary {
+                        op,
+                        operand: Box::new(operand),
+                    },
+                    at,
+                });
+            }
+        }
+        self.postfix()
+    }
+
+    fn postfix(&mut self) -> Result<Expr, CompileError> {
+        let mut e = self.primary()?;
+        loop {
+            if self.is_punct(".") {
+                self.bump();
+                let (name, at) = self.ident("a property name")?;
+                if self.is_punct("(") {
+                    let args = self.args()?;
+                    e = Expr {
+                        kind: ExprKind::MethodCall {
+                            base: Box::new(e),
+                            name,
+                            args,
+                        },
+                        at,
+                    };
+                } else {
+                    e = Expr {
+                        kind: ExprKind::Member {
+                            base: Box::new(e),
+                            name,
+                        },
+                        at,
+                    };
+                }
+            } else if self.is_punct("[") {
+                let at = self.bump().at;
+                self.skip_newlines();
+                if self.is_punct("^") {
+                    return Err(unsupported(
+                        self.src,
+                        self.at(),
+                        "index from the end ([^n])",
+                    ));
+                }
+                let index = self.expr()?;
+                self.skip_newlines();
+                self.expect_punct("]")?;
+                e = Expr {
+                    kind: ExprKind::Index {
+                        base: Box::new(e),
+                        index: Box::new(index),
+                    },
+                    at,
+                };
+            } else if self.is_punct(".?") {
+                return Err(unsupported(self.src, self.at(), "safe access (.?)"));
+            } else if self.is_punct("::") {
+                return Err(unsupported(
+                    self.src,
+                    self.at(),
+                    "nested resource access (::)",
+                ));
+            } else if self.is_punct("!") && self.pos > 0 {
+                // Non-null assertion (`x!`) only right after an operand, before a delimiter.
+                let next = self.tokens.get(self.pos + 1).map(|t| &t.tok);
+                if matches!(
+                    next,
+                    Some(Tok::Newline | Tok::Eof | Tok::Punct(")" | "]" | "}" | "," | "."))
+                ) {
+                    return Err(unsupported(self.src, self.at(), "non-null assertions (!)"));
+                }
+                break;
+            } else {
+                break;
+            }
+        }
+        Ok(e)
+    }
+
+    fn args(&mut self) -> Result<Vec<Expr>, CompileError> {
+        self.expect_punct("(")?;
+        let mut args = Vec::new();
+        self.skip_newlines();
+        if self.eat_punct(")") {
+            return Ok(args);
+        }
+        loop {
+            args.push(self.expr()?);
+            self.skip_newlines();
+            if self.eat_punct(",") {
+                self.skip_newlines();
+                continue;
+            }
+            self.expect_punct(")")?;
+            return Ok(args);
+        }
+    }
+
+    fn primary(&mut self) -> Result<Expr, CompileError> {
+        let at = self.at();
+        let kind = match self.peek().clone() {
+            Tok::Int(n) => {
+                self.bump();
+                ExprKind::Int(n)
+            }
+            Tok::Str { parts, holes } => {
+                self.bump();
+                let mut exprs = Vec::new();
+                for hole in holes {
+                    let mut sub = Parser {
+                        src: self.src,
+                        tokens: hole,
+                        pos: 0,
+                    };
+                    sub.skip_newlines();
+                    let e = sub.expr()?;
+                    sub.skip_newlines();
+                    if !matches!(sub.peek(), Tok::Eof) {
+                        return Err(sub.unexpected("'}' closing the interpolation"));
+                    }
+                    exprs.push(e);
+                }
+                ExprKind::Str {
+                    parts,
+                    holes: exprs,
+                }
+            }
+            Tok::Ident(name) => {
+                self.bump();
+                match name.as_str() {
+                    "true" => ExprKind::Bool(true),
+                    "false" => ExprKind::Bool(false),
+                    "null" => ExprKind::Null,
+                    _ if self.is_punct("(") => {
+                        let args = self.args()?;
+                        ExprKind::Call { name, args }
+                    }
+                    _ => ExprKind::Ident(name),
+                }
+            }
+            Tok::Punct("(") => {
+                self.bump();
+                self.skip_newlines();
+                let e = self.expr()?;
+                self.skip_newlines();
+                if self.is_punct("=>") || self.is_punct("=") {
+                    return Err(unsupported(self.src, self.at(), "lambdas"));
+                }
+                self.expect_punct(")")?;
+                return Ok(e);
+            }
+            Tok::Punct("{") => {
+                self.bump();
+                ExprKind::Object(self.object_body()?)
+            }
+            Tok::Punct("[") => {
+                self.bump();
+                self.skip_newlines();
+                if matches!(self.peek(), Tok::Ident(s) if s == "for") {
+                    return Err(unsupported(self.src, self.at(), "loops ([for ...])"));
+                }
+                let mut items = Vec::new();
+                loop {
+                    self.skip_newlines();
+                    if self.eat_punct("]") {
+                        break;
+                    }
+                    if self.is_punct(".") {
+                        return Err(unsupported(self.src, self.at(), "spread (...)"));
+                    }
+                    items.push(self.expr()?);
+                    if !self.eat_punct(",")
+                        && !matches!(self.peek(), Tok::Newline)
+                        && !self.is_punct("]")
+                    {
+                        return Err(self.unexpected("a new line, ',' or ']' after an array item"));
+                    }
+                }
+                ExprKind::Array(items)
+            }
+            _ => return Err(self.unexpected("an expression")),
+        };
+        Ok(Expr { kind, at })
+    }
+
+    /// Properties after `{`, up to and including `}`.
+    fn object_body(&mut self) -> Result<Vec<Property>, CompileError> {
+        let mut props = Vec::new();
+        loop {
+            self.skip_newlines();
+            if self.eat_punct("}") {
+                return Ok(props);
+            }
+            let at = self.at();
+            let mut key_expr = None;
+            let key = match self.peek().clone() {
+                Tok::Ident(s) => {
+                    self.bump();
+                    s
+                }
+                Tok::Str { mut parts, holes } if holes.is_empty() => {
+                    self.bump();
+                    parts.remove(0)
+                }
+                Tok::Str { .. } => {
+                    let e = self.primary()?;
+                    let end = self.at();
+                    key_expr = Some(e);
+                    self.src.get(at..end).unwrap_or_default().trim().to_string()
+                }
+                Tok::Punct(".") => return Err(unsupported(self.src, at, "spread (...)")),
+                _ => return Err(self.unexpected("a property name or '}'")),
+            };
+            self.expect_punct(":")?;
+            self.skip_newlines();
+            let value = self.expr()?;
+            props.push(Property {
+                key,
+                key_expr,
+                at,
+                value,
+            });
+            if !self.eat_punct(",") && !matches!(self.peek(), Tok::Newline) && !self.is_punct("}") {
+                return Err(self.unexpected("a new line, ',' or '}' after a property"));
+            }
+        }
+    }
+}
+
+pub fn unsupported(src: &str, at: usize, construct: &str) -> CompileError {
+    CompileError::at(
+        src,
+        at,
+        format!("{construct} are not supported by the built-in Bicep compiler"),
+    )
+}
