@@ -115,9 +115,14 @@ const TIER_A: &[&str] = &[
 const BASELINES_PASSING: &[&str] = &[
     "AKS_LF",
     "Dependencies_LF",
+    "DisableNextLineDiagnosticsDirective_CRLF",
     "Empty",
     "LargeTemplate_Stress_LF",
     "Metadata_CRLF",
+    "NewlineSensitivity_LF",
+    "Parameters_LF",
+    "PrettyPrint_LF",
+    "Unicode_LF",
 ];
 
 /// Baselines outside what SCOPE.md §3.3 calls eligible (experimental language versions,

@@ -426,6 +426,17 @@ impl<'a> Emitter<'a> {
             };
             return self.lower(arg);
         }
+        if name == "nameof" {
+            return match args {
+                [
+                    Expr {
+                        kind: ExprKind::Ident(n) | ExprKind::Member { name: n, .. },
+                        ..
+                    },
+                ] => Ok(Ax::Str(n.clone())),
+                _ => Err(self.err(at, "nameof() takes a symbol or a property access")),
+            };
+        }
         if name.starts_with("load") && name.contains("Content") || name == "loadFileAsBase64" {
             return Err(unsupported(
                 self.src,
@@ -711,7 +722,10 @@ impl<'a> Emitter<'a> {
         allowed: &[&str],
     ) -> Result<Map<String, Value>, CompileError> {
         let mut meta = Map::new();
-        for d in &s.decorators {
+        // `@metadata` first: `@description` wins over a `description` inside it.
+        let mut decorators: Vec<&Decorator> = s.decorators.iter().collect();
+        decorators.sort_by_key(|d| d.name != "metadata");
+        for d in decorators {
             if !allowed.contains(&d.name.as_str()) {
                 return Err(self.decorator_error(d));
             }

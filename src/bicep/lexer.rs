@@ -27,8 +27,8 @@ pub struct Token {
 }
 
 const PUNCTS: &[&str] = &[
-    "&&", "||", "==", "!=", "=~", "!~", "<=", ">=", "??", "::", ".?", "=>", "{", "}", "[", "]",
-    "(", ")", ",", ".", ":", "?", "@", "=", "!", "<", ">", "+", "-", "*", "/", "%",
+    "&&", "||", "==", "!=", "=~", "!~", "<=", ">=", "??", "::", ".?", "=>", "...", "{", "}", "[",
+    "]", "(", ")", ",", ".", ":", "?", "@", "=", "!", "<", ">", "+", "-", "*", "/", "%", "^", "|",
 ];
 
 pub fn tokenize(src: &str) -> Result<Vec<Token>, CompileError> {
@@ -96,16 +96,26 @@ impl<'a> Lexer<'a> {
                         .chars()
                         .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
                         .collect();
-                    if !word.starts_with("disable-") {
+                    if !(word.starts_with("disable-") || word.starts_with("restore-")) {
                         return Err(self.err(at, format!("unknown directive #{word}")));
                     }
                     self.i += rest.find('\n').unwrap_or(rest.len());
                 }
+                '$' if rest.starts_with("$'''") || rest.starts_with("$$") => {
+                    return Err(self.err(
+                        at,
+                        "interpolated multi-line strings ($'''...''') are not supported by the built-in Bicep compiler",
+                    ));
+                }
                 '\'' if rest.starts_with("'''") => {
                     let body = &rest[3..];
-                    let end = body
+                    let mut end = body
                         .find("'''")
                         .ok_or_else(|| self.err(at, "unterminated multi-line string"))?;
+                    // The closing delimiter is the last three quotes of a run (`''''a''''` is `'a'`).
+                    while body[end + 3..].starts_with('\'') {
+                        end += 1;
+                    }
                     let mut text = &body[..end];
                     text = text
                         .strip_prefix("\r\n")
@@ -212,13 +222,23 @@ impl<'a> Lexer<'a> {
                         't' => current.push('\t'),
                         '$' => current.push('$'),
                         'u' => {
-                            let close = rest.find('}').filter(|_| rest[2..].starts_with('{'));
-                            let ch = close
-                                .and_then(|close| u32::from_str_radix(&rest[3..close], 16).ok())
-                                .and_then(char::from_u32)
+                            let (code, n) = unicode_escape(rest)
                                 .ok_or_else(|| self.err(self.i, "invalid unicode escape"))?;
+                            len = n;
+                            let ch = match code {
+                                // A UTF-16 surrogate pair written as two escapes.
+                                0xD800..=0xDBFF => unicode_escape(&rest[n..])
+                                    .filter(|(low, _)| (0xDC00..=0xDFFF).contains(low))
+                                    .and_then(|(low, m)| {
+                                        len += m;
+                                        char::from_u32(
+                                            0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00),
+                                        )
+                                    }),
+                                _ => char::from_u32(code),
+                            }
+                            .ok_or_else(|| self.err(self.i, "invalid unicode escape"))?;
                             current.push(ch);
-                            len = close.unwrap_or(0) + 1;
                         }
                         other => {
                             return Err(
@@ -246,4 +266,12 @@ impl<'a> Lexer<'a> {
             }
         }
     }
+}
+
+/// `\u{XXXX}` at the start of `s`: the code and the escape's length in bytes.
+fn unicode_escape(s: &str) -> Option<(u32, usize)> {
+    let rest = s.strip_prefix("\\u{")?;
+    let close = rest.find('}')?;
+    let code = u32::from_str_radix(&rest[..close], 16).ok()?;
+    Some((code, 3 + close + 1))
 }

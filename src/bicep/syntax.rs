@@ -293,6 +293,7 @@ impl<'a> Parser<'a> {
                     return Err(unsupported(self.src, self.at(), "existing resources"));
                 }
                 self.expect_punct("=")?;
+                self.skip_newlines();
                 let condition = if matches!(self.peek(), Tok::Ident(s) if s == "if") {
                     self.bump();
                     self.expect_punct("(")?;
@@ -361,6 +362,12 @@ impl<'a> Parser<'a> {
     /// A parameter or output type: `string`, `int`, `bool`, `object`, `array`.
     fn type_name(&mut self, what: &str) -> Result<String, CompileError> {
         let at = self.at();
+        if matches!(
+            self.peek(),
+            Tok::Str { .. } | Tok::Int(_) | Tok::Punct("{" | "(" | "[")
+        ) {
+            return Err(unsupported(self.src, at, "literal, union and object types"));
+        }
         let (ty, _) = self.ident(&format!("the {what} type"))?;
         match ty.as_str() {
             "string" | "int" | "bool" | "object" | "array" => {}
@@ -373,7 +380,7 @@ impl<'a> Parser<'a> {
                 ));
             }
         }
-        if self.is_punct("?") || self.is_punct("[") {
+        if self.is_punct("?") || self.is_punct("[") || self.is_punct("|") {
             return Err(unsupported(
                 self.src,
                 self.at(),
@@ -616,7 +623,7 @@ impl<'a> Parser<'a> {
                     if self.eat_punct("]") {
                         break;
                     }
-                    if self.is_punct(".") {
+                    if self.is_punct("...") {
                         return Err(unsupported(self.src, self.at(), "spread (...)"));
                     }
                     items.push(self.expr()?);
@@ -644,6 +651,14 @@ impl<'a> Parser<'a> {
             }
             let at = self.at();
             let mut key_expr = None;
+            if matches!(self.peek(), Tok::Ident(s) if s == "resource")
+                && matches!(
+                    self.tokens.get(self.pos + 1).map(|t| &t.tok),
+                    Some(Tok::Ident(_))
+                )
+            {
+                return Err(unsupported(self.src, at, "nested child resources"));
+            }
             let key = match self.peek().clone() {
                 Tok::Ident(s) => {
                     self.bump();
@@ -659,7 +674,7 @@ impl<'a> Parser<'a> {
                     key_expr = Some(e);
                     self.src.get(at..end).unwrap_or_default().trim().to_string()
                 }
-                Tok::Punct(".") => return Err(unsupported(self.src, at, "spread (...)")),
+                Tok::Punct("...") => return Err(unsupported(self.src, at, "spread (...)")),
                 _ => return Err(self.unexpected("a property name or '}'")),
             };
             self.expect_punct(":")?;
