@@ -130,12 +130,23 @@ impl Default for RunnerSettings {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase", try_from = "String")]
 pub enum StateBackend {
     /// terraform's built-in `pg` backend in the daemon's own database.
     Pg,
     /// `terraform.tfstate` in the deployment's workspace.
     Local,
+}
+
+impl TryFrom<String> for StateBackend {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "pg" => Ok(StateBackend::Pg),
+            "local" => Ok(StateBackend::Local),
+            other => Err(format!("{other:?}: expected \"pg\" or \"local\"")),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -194,7 +205,33 @@ pub struct AzureSettings {
     pub management_endpoint: String,
     pub login_endpoint: String,
     pub bicep_binary: String,
-    pub bicep_compiler: String,
+    pub bicep_compiler: BicepCompilerChoice,
+}
+
+/// Which compiler turns `.bicep` templates into ARM JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", try_from = "String")]
+pub enum BicepCompilerChoice {
+    /// The official `bicep` CLI when it is installed, else the built-in compiler.
+    Auto,
+    /// Only the official CLI (`azure.bicep_binary`).
+    External,
+    /// Only the built-in compiler (`multicloud::bicep`).
+    Native,
+}
+
+impl TryFrom<String> for BicepCompilerChoice {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "auto" => Ok(BicepCompilerChoice::Auto),
+            "external" => Ok(BicepCompilerChoice::External),
+            "native" => Ok(BicepCompilerChoice::Native),
+            other => Err(format!(
+                "{other:?}: expected \"auto\", \"external\" or \"native\""
+            )),
+        }
+    }
 }
 
 impl Default for AzureSettings {
@@ -206,7 +243,7 @@ impl Default for AzureSettings {
             management_endpoint: "https://management.azure.com".into(),
             login_endpoint: "https://login.microsoftonline.com".into(),
             bicep_binary: "bicep".into(),
-            bicep_compiler: "auto".into(),
+            bicep_compiler: BicepCompilerChoice::Auto,
         }
     }
 }
@@ -296,12 +333,6 @@ impl Settings {
         if self.runner.run_timeout_secs == 0 {
             return invalid("runner.run_timeout_secs must be at least 1".into());
         }
-        if !["auto", "external", "native"].contains(&self.azure.bicep_compiler.as_str()) {
-            return invalid(format!(
-                "azure.bicep_compiler = {:?}: expected \"auto\", \"external\" or \"native\"",
-                self.azure.bicep_compiler
-            ));
-        }
         Ok(())
     }
 
@@ -387,7 +418,7 @@ mod tests {
         assert_eq!(s.server.bind, "127.0.0.1:8000");
         assert_eq!(s.runner.max_concurrent, 2);
         assert_eq!(s.terraform.state_backend, StateBackend::Pg);
-        assert_eq!(s.azure.bicep_compiler, "auto");
+        assert_eq!(s.azure.bicep_compiler, BicepCompilerChoice::Auto);
     }
 
     #[test]
@@ -419,7 +450,20 @@ mod tests {
     #[test]
     fn bad_values_are_rejected() {
         assert!(load(&[("MULTICLOUD__SERVER__BIND", "nowhere")]).is_err());
-        assert!(load(&[("MULTICLOUD__TERRAFORM__STATE_BACKEND", "s3")]).is_err());
+        let err = load(&[("MULTICLOUD__TERRAFORM__STATE_BACKEND", "s3")]).expect_err("s3");
+        assert!(
+            err.to_string()
+                .contains("\"s3\": expected \"pg\" or \"local\" for key `terraform.state_backend`"),
+            "{err}"
+        );
+        let err = load(&[("MULTICLOUD__AZURE__BICEP_COMPILER", "dotnet")]).expect_err("dotnet");
+        assert!(
+            err.to_string()
+                .contains("expected \"auto\", \"external\" or \"native\""),
+            "{err}"
+        );
+        let s = load(&[("MULTICLOUD__AZURE__BICEP_COMPILER", "native")]).expect("native");
+        assert_eq!(s.azure.bicep_compiler, BicepCompilerChoice::Native);
         assert!(load(&[("MULTICLOUD__RUNNER__MAX_CONCURRENT", "-1")]).is_err());
     }
 

@@ -234,9 +234,11 @@ async fn bicep_without_a_compiler_and_azure_without_credentials_fail_clearly() {
     let server = ArmServer::start();
     let db = TestDb::new();
     let dir = tempfile::tempdir().expect("tempdir");
+    // Only the official CLI, which is not installed.
     let d = Daemon::start(
         DaemonConfig::new(Some(&db.url), dir.path(), TEMPLATES)
             .with_arm(&server)
+            .set("MULTICLOUD__AZURE__BICEP_COMPILER", "external")
             .set("MULTICLOUD__AZURE__BICEP_BINARY", "/nonexistent/bicep"),
     )
     .await;
@@ -338,4 +340,110 @@ async fn bicep_templates_compile_with_the_official_cli_when_installed() {
         .wait_terminal(b["data"]["deployment_id"].as_str().expect("id"), T)
         .await;
     assert_eq!(st["status"], "completed", "{st}");
+}
+
+/// A value for a declared parameter that its own rules accept (allowed values, lengths,
+/// bounds), of its declared type.
+fn value_for(p: &serde_json::Value, n: usize) -> serde_json::Value {
+    if let Some(first) = p["allowed_values"].as_array().and_then(|a| a.first()) {
+        return first.clone();
+    }
+    match p["type"].as_str().unwrap_or_default() {
+        "int" | "number" => json!(p["min_value"].as_f64().unwrap_or(1.0) as i64),
+        "bool" => json!(true),
+        "object" => json!({}),
+        "array" => json!([]),
+        _ if p["sensitive"] == true => json!("Sup3r-Secret-Passw0rd!"),
+        _ => {
+            let min = p["min_length"].as_u64().unwrap_or(3) as usize;
+            let max = p["max_length"].as_u64().unwrap_or(24) as usize;
+            let mut s = format!("mc{n}native");
+            while s.len() < min {
+                s.push('x');
+            }
+            s.truncate(max.max(1));
+            json!(s)
+        }
+    }
+}
+
+/// Every Bicep template of the catalog compiles with the built-in compiler (no Bicep CLI
+/// here) and deploys to `completed` against the ARM contract server, which checks the template
+/// (expressions, references, dependsOn) and the parameters against their declarations.
+#[tokio::test]
+async fn every_catalog_bicep_template_compiles_natively_and_deploys() {
+    let server = ArmServer::start();
+    let db = TestDb::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = Daemon::start(
+        DaemonConfig::new(Some(&db.url), dir.path(), TEMPLATES)
+            .with_arm(&server)
+            .set("MULTICLOUD__AZURE__BICEP_BINARY", "/nonexistent/bicep")
+            .set("MULTICLOUD__SECRETS__KEY", SECRETS_KEY)
+            .set("MULTICLOUD__RUNNER__MAX_CONCURRENT", 4),
+    )
+    .await;
+    let (_, p) = d.get("/providers").await;
+    let azure = p["data"]["providers"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|x| x["provider_type"] == "azure")
+        .cloned()
+        .expect("azure");
+    assert_eq!(azure["available"], true, "{azure}");
+    assert_eq!(azure["bicep_compiler"], "native", "{azure}");
+    assert!(azure["reason"].is_null(), "{azure}");
+
+    let (_, list) = d.get("/templates?provider_type=azure").await;
+    let names: Vec<String> = list["data"]["templates"]
+        .as_array()
+        .expect("templates")
+        .iter()
+        .filter(|t| t["format"] == "bicep")
+        .map(|t| t["name"].as_str().expect("name").to_string())
+        .collect();
+    assert_eq!(names.len(), 15, "{names:?}");
+    let mut runs = Vec::new();
+    for (n, name) in names.iter().enumerate() {
+        let (s, spec) = d.get(&format!("/templates/azure/{name}/parameters")).await;
+        assert_eq!(s, 200, "{spec}");
+        let mut params = serde_json::Map::new();
+        for p in spec["data"]["parameters"].as_array().expect("parameters") {
+            if p["required"] == true {
+                params.insert(p["name"].as_str().expect("name").into(), value_for(p, n));
+            }
+        }
+        let (s, b) = d
+            .post_json("/deploy", &json!({"template_name": name, "provider_type": "azure", "subscription_id": SUB,
+                "resource_group": format!("rg-{name}"), "location": "westeurope", "parameters": params}))
+            .await;
+        assert_eq!(s, 202, "{name}: {b}");
+        runs.push((
+            name.clone(),
+            b["data"]["deployment_id"].as_str().expect("id").to_string(),
+            params,
+        ));
+    }
+    for (name, id, params) in runs {
+        let st = d.wait_terminal(&id, T).await;
+        assert_eq!(st["status"], "completed", "{name}: {st}");
+        let (_, logs) = d.get(&format!("/deployments/{id}/logs")).await;
+        assert!(
+            logs.to_string()
+                .contains("with the built-in Bicep compiler"),
+            "{name}: {logs}"
+        );
+        // The parameters reached ARM exactly as declared and given (types kept).
+        let deployed = server.with(|s| {
+            s.deployments
+                .iter()
+                .find(|(k, _)| k.starts_with(&format!("{SUB}/rg-{name}/")))
+                .map(|(_, dep)| dep.parameters.clone())
+        });
+        let deployed = deployed.unwrap_or_else(|| panic!("{name}: no deployment reached ARM"));
+        for (k, v) in &params {
+            assert_eq!(&deployed[k], v, "{name}: parameter {k}");
+        }
+    }
 }

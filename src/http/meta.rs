@@ -65,14 +65,18 @@ pub async fn providers(state: web::Data<AppState>) -> HttpResponse {
         .into_iter()
         .map(|p| {
             let (available, reason) = availability(&state, p);
-            json!({
+            let mut entry = json!({
                 "provider_type": p.as_str(),
                 "cloud": p.cloud(),
                 "format": p.format(),
                 "template_count": catalog.count(p),
                 "available": available,
                 "reason": reason,
-            })
+            });
+            if p == ProviderType::Azure {
+                entry["bicep_compiler"] = json!(state.engines.arm.bicep_compiler().describe());
+            }
+            entry
         })
         .collect();
     envelope::ok(
@@ -90,7 +94,8 @@ pub fn availability(state: &AppState, p: ProviderType) -> (bool, Option<String>)
         }
         // ARM JSON deploys; say when Bicep files can't be compiled.
         return match arm.bicep_compiler() {
-            crate::engines::arm::BicepCompiler::External(_) => (true, None),
+            crate::engines::arm::BicepCompiler::External(_)
+            | crate::engines::arm::BicepCompiler::Native => (true, None),
             crate::engines::arm::BicepCompiler::Missing(why) => (true, Some(why)),
         };
     }

@@ -122,6 +122,151 @@ fn eval(v: &Value, params: &serde_json::Map<String, Value>) -> Value {
     v.clone()
 }
 
+/// What ARM checks of a template before it deploys anything: every resource has a type, an
+/// API version and a name; every expression is well formed and names only declared parameters
+/// and variables; every `dependsOn` entry is a resource of the template.
+fn validate_template(t: &Value) -> Result<(), String> {
+    static REF: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"\b(parameters|variables)\('([^']*)'\)").expect("regex")
+    });
+    fn strings<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+        match v {
+            Value::String(s) => out.push(s),
+            Value::Array(a) => a.iter().for_each(|x| strings(x, out)),
+            Value::Object(m) => m.iter().for_each(|(k, x)| {
+                out.push(k);
+                strings(x, out)
+            }),
+            _ => {}
+        }
+    }
+    let mut all = Vec::new();
+    strings(t, &mut all);
+    for s in all {
+        if !s.starts_with('[') || s.starts_with("[[") {
+            continue;
+        }
+        if !s.ends_with(']') {
+            return Err(format!(
+                "The template language expression '{s}' is not valid: it must end with ']'"
+            ));
+        }
+        let (mut depth, mut quoted) = (0i32, false);
+        for c in s[1..s.len() - 1].chars() {
+            match c {
+                '\'' => quoted = !quoted,
+                '(' if !quoted => depth += 1,
+                ')' if !quoted => depth -= 1,
+                _ => {}
+            }
+            if depth < 0 {
+                break;
+            }
+        }
+        if depth != 0 || quoted {
+            return Err(format!(
+                "The template language expression '{s}' is not valid: unbalanced parentheses or quotes"
+            ));
+        }
+        for c in REF.captures_iter(s) {
+            let section = if &c[1] == "parameters" {
+                "parameters"
+            } else {
+                "variables"
+            };
+            if t[section].get(&c[2]).is_none() {
+                let what = if section == "parameters" {
+                    "parameter"
+                } else {
+                    "variable"
+                };
+                return Err(format!("The template {what} '{}' is not found", &c[2]));
+            }
+        }
+    }
+    let resources = t["resources"].as_array().cloned().unwrap_or_default();
+    let types: Vec<String> = resources
+        .iter()
+        .map(|r| r["type"].as_str().unwrap_or_default().to_lowercase())
+        .collect();
+    for r in &resources {
+        for key in ["type", "apiVersion", "name"] {
+            if !r[key].is_string() {
+                return Err(format!("The template resource {r} is missing '{key}'"));
+            }
+        }
+        for dep in r["dependsOn"].as_array().cloned().unwrap_or_default() {
+            let d = dep.as_str().unwrap_or_default();
+            let ty = d
+                .split_once("resourceId(")
+                .and_then(|(_, rest)| rest.split('\'').nth(1))
+                .map(str::to_lowercase);
+            if !ty.is_some_and(|ty| types.contains(&ty)) {
+                return Err(format!("The resource '{d}' is not defined in the template"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A given parameter value against its declaration: type, allowed values, lengths, bounds.
+fn check_parameter(name: &str, decl: &Value, v: &Value) -> Result<(), String> {
+    let ty = decl["type"].as_str().unwrap_or_default().to_lowercase();
+    let ok = match ty.as_str() {
+        "string" | "securestring" => v.is_string(),
+        "int" => v.is_i64(),
+        "bool" => v.is_boolean(),
+        "object" | "secureobject" => v.is_object(),
+        "array" => v.is_array(),
+        _ => false,
+    };
+    if !ok {
+        return Err(format!(
+            "The provided value for the template parameter '{name}' is not valid. Expected a value of type '{ty}'"
+        ));
+    }
+    if let Some(allowed) = decl["allowedValues"].as_array()
+        && !allowed.contains(v)
+    {
+        return Err(format!(
+            "The provided value '{v}' for the template parameter '{name}' is not valid. The parameter value is not part of the allowed value(s)"
+        ));
+    }
+    let len = v
+        .as_str()
+        .map(|s| s.chars().count())
+        .or(v.as_array().map(Vec::len));
+    if let (Some(len), Some(min)) = (len, decl["minLength"].as_u64())
+        && (len as u64) < min
+    {
+        return Err(format!(
+            "The provided value for the template parameter '{name}' is shorter than {min}"
+        ));
+    }
+    if let (Some(len), Some(max)) = (len, decl["maxLength"].as_u64())
+        && (len as u64) > max
+    {
+        return Err(format!(
+            "The provided value for the template parameter '{name}' is longer than {max}"
+        ));
+    }
+    if let (Some(n), Some(min)) = (v.as_i64(), decl["minValue"].as_i64())
+        && n < min
+    {
+        return Err(format!(
+            "The provided value for the template parameter '{name}' is less than {min}"
+        ));
+    }
+    if let (Some(n), Some(max)) = (v.as_i64(), decl["maxValue"].as_i64())
+        && n > max
+    {
+        return Err(format!(
+            "The provided value for the template parameter '{name}' is greater than {max}"
+        ));
+    }
+    Ok(())
+}
+
 async fn handle(
     req: HttpRequest,
     body: web::Bytes,
@@ -286,12 +431,18 @@ async fn handle(
             if !template["$schema"].is_string() || !template["resources"].is_array() {
                 return error(400, "InvalidTemplate", "Deployment template validation failed: the template must have $schema and resources.");
             }
+            if let Err(message) = validate_template(template) {
+                return HttpResponse::BadRequest().json(json!({"error": {"code": "InvalidTemplate", "message": format!("Deployment template validation failed: '{message}'.")}}));
+            }
             // Parameters: {name: {value}}; every declared one without a default must be given.
             let mut values = serde_json::Map::new();
             let given = props["parameters"].as_object().cloned().unwrap_or_default();
             for (pname, decl) in template["parameters"].as_object().cloned().unwrap_or_default() {
                 match given.get(&pname).and_then(|g| g.get("value")) {
                     Some(v) => {
+                        if let Err(message) = check_parameter(&pname, &decl, v) {
+                            return HttpResponse::BadRequest().json(json!({"error": {"code": "InvalidTemplate", "message": format!("Deployment template validation failed: '{message}'.")}}));
+                        }
                         values.insert(pname, v.clone());
                     }
                     None => match decl.get("defaultValue") {

@@ -31,7 +31,7 @@ use super::{
     Engine, EngineError, EngineOutput, EventSender, RunEvent, RunJob, StopReason, StopSignal,
     Stream, mask_secrets,
 };
-use crate::config::Settings;
+use crate::config::{BicepCompilerChoice, Settings};
 use crate::domain::Operation;
 
 /// How often a deployment's state is read while it runs, unless ARM asks for another pace.
@@ -45,8 +45,22 @@ pub struct ArmEngine {
 /// Which Bicep compiler is used, and why not when none.
 #[derive(Debug, Clone, PartialEq)]
 pub enum BicepCompiler {
+    /// The official CLI at this path.
     External(PathBuf),
+    /// The built-in compiler (`crate::bicep`).
+    Native,
     Missing(String),
+}
+
+impl BicepCompiler {
+    /// How `/providers` names it.
+    pub fn describe(&self) -> String {
+        match self {
+            BicepCompiler::External(p) => format!("external ({})", p.display()),
+            BicepCompiler::Native => "native".into(),
+            BicepCompiler::Missing(_) => "none".into(),
+        }
+    }
 }
 
 impl ArmEngine {
@@ -59,21 +73,24 @@ impl ArmEngine {
         &self.client
     }
 
-    /// `azure.bicep_compiler`: "external" and "auto" use the official CLI (`azure.bicep_binary`);
-    /// the native compiler is not part of this version.
+    /// `azure.bicep_compiler`: "auto" uses the official CLI (`azure.bicep_binary`) when it is
+    /// installed and the built-in compiler otherwise; "external" only the CLI; "native" only
+    /// the built-in compiler.
     pub fn bicep_compiler(&self) -> BicepCompiler {
         let az = &self.settings.azure;
-        if az.bicep_compiler == "native" {
-            return BicepCompiler::Missing(
-                "azure.bicep_compiler = \"native\": the built-in Bicep compiler is not part of this version; use \"auto\" or \"external\" with the Bicep CLI".into(),
-            );
-        }
-        match super::terraform::which(&az.bicep_binary) {
-            Some(path) => BicepCompiler::External(path),
-            None => BicepCompiler::Missing(format!(
-                "the Bicep CLI ({:?}) is not installed: install it (https://aka.ms/bicep-install) or set azure.bicep_binary; .json ARM templates deploy without it",
-                az.bicep_binary
-            )),
+        let external = || super::terraform::which(&az.bicep_binary);
+        match az.bicep_compiler {
+            BicepCompilerChoice::Native => BicepCompiler::Native,
+            BicepCompilerChoice::Auto => external()
+                .map(BicepCompiler::External)
+                .unwrap_or(BicepCompiler::Native),
+            BicepCompilerChoice::External => match external() {
+                Some(path) => BicepCompiler::External(path),
+                None => BicepCompiler::Missing(format!(
+                    "azure.bicep_compiler = \"external\" but the Bicep CLI ({:?}) is not installed: install it (https://aka.ms/bicep-install), set azure.bicep_binary, or use \"auto\" or \"native\" for the built-in compiler",
+                    az.bicep_binary
+                )),
+            },
         }
     }
 
@@ -194,6 +211,7 @@ impl ArmRun {
         }
         let binary = match &self.compiler {
             BicepCompiler::External(p) => p.clone(),
+            BicepCompiler::Native => return self.compile_natively(),
             BicepCompiler::Missing(why) => {
                 return Err(EngineError::Unavailable(format!(
                     "cannot compile {}: {why}",
@@ -234,6 +252,23 @@ impl ArmRun {
         }
         serde_json::from_str(&out.stdout)
             .map_err(|e| EngineError::Failed(format!("bicep build gave invalid JSON: {e}")))
+    }
+
+    /// Compiles the template with the built-in compiler (`crate::bicep`).
+    fn compile_natively(&self) -> Result<Value, EngineError> {
+        let t = &self.job.template;
+        let source = t
+            .content()
+            .map_err(|e| EngineError::Failed(format!("cannot read {}: {e}", t.path.display())))?;
+        let started = std::time::Instant::now();
+        let template = crate::bicep::compile(&source)
+            .map_err(|e| EngineError::Failed(format!("{} does not compile: {e}", t.file_name)))?;
+        self.log(format!(
+            "compiled {} with the built-in Bicep compiler in {:.2} ms",
+            t.file_name,
+            started.elapsed().as_secs_f64() * 1000.0
+        ));
+        Ok(template)
     }
 
     /// Creates the resource group when missing (with the request's location).
