@@ -11,6 +11,9 @@ use super::CompileError;
 use super::arm::Ax;
 use super::syntax::{Decorator, Expr, ExprKind, Property, Stmt, StmtKind, unsupported};
 
+/// How deeply variables may refer to each other.
+const MAX_DEPTH: usize = 256;
+
 const SCHEMA: &str =
     "https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#";
 
@@ -197,9 +200,11 @@ impl<'a> Emitter<'a> {
                 _ => None,
             })
             .collect();
+        let mut done = HashSet::new();
         for (name, value) in &vars {
             let mut stack = vec![*name];
-            self.check_var_cycle(value, &mut stack)?;
+            self.check_var_cycle(value, &mut stack, &mut done)?;
+            done.insert(name);
         }
         loop {
             let mut changed = false;
@@ -215,16 +220,23 @@ impl<'a> Emitter<'a> {
         }
     }
 
-    fn check_var_cycle(&self, e: &'a Expr, stack: &mut Vec<&'a str>) -> Result<(), CompileError> {
+    /// Depth-first over the variables `e` uses; `done` holds variables already checked, so
+    /// shared sub-graphs are visited once.
+    fn check_var_cycle(
+        &self,
+        e: &'a Expr,
+        stack: &mut Vec<&'a str>,
+        done: &mut HashSet<&'a str>,
+    ) -> Result<(), CompileError> {
         let mut result = Ok(());
         walk(e, &mut |x| {
             if result.is_err() {
                 return;
             }
             if let ExprKind::Ident(n) = &x.kind
-                && let Some(Symbol::Var(v)) = self.symbols.get(n.as_str())
+                && let Some((name, Symbol::Var(v))) = self.symbols.get_key_value(n.as_str())
             {
-                if stack.contains(&n.as_str()) {
+                if stack.contains(name) {
                     result = Err(self.err(
                         x.at,
                         format!(
@@ -234,14 +246,17 @@ impl<'a> Emitter<'a> {
                     ));
                     return;
                 }
-                stack.push(
-                    self.symbols
-                        .get_key_value(n.as_str())
-                        .map(|(k, _)| *k)
-                        .unwrap_or(""),
-                );
-                result = self.check_var_cycle(v, stack);
+                if done.contains(name) {
+                    return;
+                }
+                if stack.len() >= MAX_DEPTH {
+                    result = Err(self.err(x.at, "variables refer to each other too deeply"));
+                    return;
+                }
+                stack.push(name);
+                result = self.check_var_cycle(v, stack, done);
                 stack.pop();
+                done.insert(name);
             }
         });
         result
@@ -556,13 +571,19 @@ impl<'a> Emitter<'a> {
 
     /// Resources `e` refers to, directly or through variables.
     fn references(&self, e: &Expr, out: &mut BTreeSet<&'a str>) {
+        self.references_via(e, out, &mut HashSet::new());
+    }
+
+    fn references_via(&self, e: &Expr, out: &mut BTreeSet<&'a str>, seen: &mut HashSet<&'a str>) {
         walk(e, &mut |x| {
             if let ExprKind::Ident(n) = &x.kind {
                 match self.symbols.get_key_value(n.as_str()) {
                     Some((k, Symbol::Resource(_))) => {
                         out.insert(*k);
                     }
-                    Some((_, Symbol::Var(v))) => self.references(v, out),
+                    Some((k, Symbol::Var(v))) if seen.insert(*k) => {
+                        self.references_via(v, out, seen)
+                    }
                     _ => {}
                 }
             }

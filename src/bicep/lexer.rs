@@ -32,7 +32,11 @@ const PUNCTS: &[&str] = &[
 ];
 
 pub fn tokenize(src: &str) -> Result<Vec<Token>, CompileError> {
-    let mut lx = Lexer { src, i: 0 };
+    let mut lx = Lexer {
+        src,
+        i: 0,
+        holes: 0,
+    };
     if src.starts_with('\u{feff}') {
         lx.i = '\u{feff}'.len_utf8();
     }
@@ -47,6 +51,8 @@ pub fn tokenize(src: &str) -> Result<Vec<Token>, CompileError> {
 struct Lexer<'a> {
     src: &'a str,
     i: usize,
+    /// Interpolations open around the current position (they are lexed recursively).
+    holes: usize,
 }
 
 impl<'a> Lexer<'a> {
@@ -249,8 +255,13 @@ impl<'a> Lexer<'a> {
                     self.i += len;
                 }
                 '$' if rest.starts_with("${") => {
+                    if self.holes >= 32 {
+                        return Err(self.err(self.i, "interpolations nested too deeply"));
+                    }
                     self.i += 2;
+                    self.holes += 1;
                     let hole = self.tokens(true)?;
+                    self.holes -= 1;
                     let mut hole = hole;
                     hole.push(Token {
                         tok: Tok::Eof,

@@ -119,6 +119,7 @@ pub fn parse(src: &str, tokens: Vec<Token>) -> Result<Vec<Stmt>, CompileError> {
         src,
         tokens,
         pos: 0,
+        depth: 0,
     };
     p.program()
 }
@@ -127,7 +128,12 @@ struct Parser<'a> {
     src: &'a str,
     tokens: Vec<Token>,
     pos: usize,
+    /// How deeply the expression being parsed nests (bounded: the tree is walked recursively).
+    depth: usize,
 }
+
+/// The deepest expression accepted; real templates stay far below it.
+const MAX_NESTING: usize = 64;
 
 /// Binary operators by precedence, loosest first (Bicep's own table).
 const LEVELS: &[&[&str]] = &[
@@ -399,7 +405,26 @@ impl<'a> Parser<'a> {
             .is_some_and(|t| t.tok == Tok::Punct(p))
     }
 
+    /// One level deeper into the expression; an error past `MAX_NESTING`.
+    fn nest(&mut self, levels: usize) -> Result<(), CompileError> {
+        self.depth += levels;
+        if self.depth > MAX_NESTING {
+            return Err(self.err(
+                self.at(),
+                format!("expression nested more than {MAX_NESTING} levels deep"),
+            ));
+        }
+        Ok(())
+    }
+
     pub fn expr(&mut self) -> Result<Expr, CompileError> {
+        self.nest(1)?;
+        let e = self.ternary();
+        self.depth -= 1;
+        e
+    }
+
+    fn ternary(&mut self) -> Result<Expr, CompileError> {
         let cond = self.binary(0)?;
         if self.continues_with("?") {
             self.skip_newlines();
@@ -422,17 +447,24 @@ impl<'a> Parser<'a> {
         Ok(cond)
     }
 
-    fn binary(&mut self, level: usize) -> Result<Expr, CompileError> {
-        if level == LEVELS.len() {
-            return self.unary();
-        }
-        let mut left = self.binary(level + 1)?;
+    /// Operators binding at least as tightly as `LEVELS[min_level]`, by precedence climbing
+    /// (left-associative).
+    fn binary(&mut self, min_level: usize) -> Result<Expr, CompileError> {
+        let mut left = self.unary()?;
+        let mut chain = 0;
         loop {
-            let op = match self.peek() {
-                Tok::Punct(p) => LEVELS[level].iter().find(|o| **o == *p).copied(),
+            let found = match self.peek() {
+                Tok::Punct(p) => LEVELS
+                    .iter()
+                    .enumerate()
+                    .skip(min_level)
+                    .find_map(|(level, ops)| ops.iter().find(|o| **o == *p).map(|o| (level, *o))),
                 _ => None,
             };
-            let Some(op) = op else { break };
+            let Some((level, op)) = found else { break };
+            // Each operator of a chain nests the tree one level deeper.
+            self.nest(1)?;
+            chain += 1;
             let at = self.bump().at;
             self.skip_newlines();
             let right = self.binary(level + 1)?;
@@ -445,6 +477,7 @@ impl<'a> Parser<'a> {
                 at,
             };
         }
+        self.depth -= chain;
         Ok(left)
     }
 
@@ -452,7 +485,9 @@ impl<'a> Parser<'a> {
         for op in ["!", "-"] {
             if self.is_punct(op) {
                 let at = self.bump().at;
+                self.nest(1)?;
                 let operand = self.unary()?;
+                self.depth -= 1;
                 return Ok(Expr {
                     kind: ExprKind::Unary {
                         op,
@@ -466,8 +501,11 @@ impl<'a> Parser<'a> {
     }
 
     fn postfix(&mut self) -> Result<Expr, CompileError> {
+        let depth = self.depth;
         let mut e = self.primary()?;
         loop {
+            // Each access of a chain nests the tree one level deeper.
+            self.nest(1)?;
             if self.is_punct(".") {
                 self.bump();
                 let (name, at) = self.ident("a property name")?;
@@ -532,6 +570,7 @@ impl<'a> Parser<'a> {
                 break;
             }
         }
+        self.depth = depth;
         Ok(e)
     }
 
@@ -569,6 +608,7 @@ impl<'a> Parser<'a> {
                         src: self.src,
                         tokens: hole,
                         pos: 0,
+                        depth: self.depth,
                     };
                     sub.skip_newlines();
                     let e = sub.expr()?;

@@ -1,0 +1,159 @@
+//! Malformed input never makes the Bicep compiler panic or overflow its stack: random text
+//! from Bicep's alphabet, random edits of real templates, and pathological nesting all end in
+//! either a template or a positioned error.
+
+use multicloud::bicep;
+use proptest::prelude::*;
+use serde_json::Value;
+
+const TEMPLATES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/templates");
+
+fn sources() -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(TEMPLATES)
+        .expect("templates")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "bicep"))
+        .map(|p| std::fs::read_to_string(p).expect("read"))
+        .collect();
+    out.sort();
+    out
+}
+
+/// Compiles `src`; a template must be well formed, an error must carry a real position.
+fn check(src: &str) {
+    match bicep::compile(src) {
+        Ok(t) => {
+            assert!(t["resources"].is_array(), "{t}");
+            assert_balanced(&t);
+        }
+        Err(e) => {
+            let lines = src.split('\n').count();
+            assert!(e.line >= 1 && e.line <= lines.max(1), "{e} ({lines} lines)");
+            assert!(e.column >= 1, "{e}");
+            assert!(!e.message.is_empty());
+        }
+    }
+}
+
+/// Every expression string the compiler wrote has balanced quotes and parentheses.
+fn assert_balanced(v: &Value) {
+    match v {
+        Value::String(s) if s.starts_with('[') && !s.starts_with("[[") => {
+            let (mut depth, mut quoted) = (0i32, false);
+            for c in s.chars() {
+                match c {
+                    '\'' => quoted = !quoted,
+                    '(' if !quoted => depth += 1,
+                    ')' if !quoted => depth -= 1,
+                    _ => {}
+                }
+                assert!(depth >= 0, "{s}");
+            }
+            assert!(depth == 0 && !quoted && s.ends_with(']'), "{s}");
+        }
+        Value::Array(a) => a.iter().for_each(assert_balanced),
+        Value::Object(m) => m.values().for_each(assert_balanced),
+        _ => {}
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_text_never_panics(src in "[a-z0-9 '{}\\[\\]()@=:.,?!$|&<>+*/%#\\\\\n-]{0,300}") {
+        check(&src);
+    }
+
+    #[test]
+    fn random_statements_never_panic(
+        lines in proptest::collection::vec(
+            prop_oneof![
+                Just("param p string = 'x'".to_string()),
+                Just("@description('d')".to_string()),
+                Just("var v = '${p}-${v2}'".to_string()),
+                Just("var v2 = r.properties.x".to_string()),
+                Just("resource r 'A.B/c@2020-01-01' = {".to_string()),
+                Just("resource c 'A.B/c/d@2020-01-01' = if (p == 'x') {".to_string()),
+                Just("  parent: r".to_string()),
+                Just("  scope: c".to_string()),
+                Just("  name: v".to_string()),
+                Just("  dependsOn: [r, c]".to_string()),
+                Just("  properties: { a: [1, 2], 'b-c': r.id }".to_string()),
+                Just("}".to_string()),
+                Just("output o string = c.name".to_string()),
+                "[a-z(){}'$\\[\\]:=., ]{0,30}",
+            ],
+            0..30,
+        )
+    ) {
+        check(&lines.join("\n"));
+    }
+
+    #[test]
+    fn edited_templates_never_panic(
+        which in 0usize..15,
+        edits in proptest::collection::vec((0.0f64..1.0, 0usize..40, 0u8..4, "[a-z'{}()\\[\\]$.:= \n]{0,6}"), 1..6),
+    ) {
+        let all = sources();
+        let mut chars: Vec<char> = all[which % all.len()].chars().collect();
+        for (pos, len, kind, text) in edits {
+            let at = ((chars.len() as f64) * pos) as usize;
+            let end = (at + len).min(chars.len());
+            match kind {
+                0 => { chars.drain(at..end); }
+                1 => { chars.splice(at..at, text.chars()); }
+                2 => { chars.splice(at..end, text.chars()); }
+                _ => {
+                    let copy: Vec<char> = chars[at..end].to_vec();
+                    chars.splice(at..at, copy);
+                }
+            }
+        }
+        check(&chars.into_iter().collect::<String>());
+    }
+}
+
+#[test]
+fn every_prefix_of_every_template_compiles_or_is_rejected() {
+    for src in sources() {
+        for (i, _) in src.char_indices().step_by(7) {
+            check(&src[..i]);
+        }
+    }
+}
+
+#[test]
+fn pathological_nesting_is_an_error_not_a_stack_overflow() {
+    let n = 100_000;
+    let cases = [
+        format!("var x = {}1{}", "(".repeat(n), ")".repeat(n)),
+        format!("var x = {}1", "!".repeat(n)),
+        format!("var x = 1{}", " + 1".repeat(n)),
+        format!("var x = {{}}{}", ".a".repeat(n)),
+        format!("var x = {}", "[".repeat(n)),
+        format!("var x = {}", "{a: ".repeat(n)),
+        format!("var x = {}", "'${".repeat(n)),
+        format!("var x = {}", "1 ? 2 : ".repeat(n)),
+    ];
+    for src in &cases {
+        let err = bicep::compile(src).expect_err("too deep");
+        assert!(
+            err.message.contains("deep") || err.message.contains("unterminated"),
+            "{err}"
+        );
+    }
+    // A long chain of variables is fine up to a bound, then an error.
+    let chain: String = (0..100)
+        .map(|i| format!("var v{i} = v{}\n", i + 1))
+        .chain(["var v100 = 'end'\noutput o string = v0\n".to_string()])
+        .collect();
+    assert!(bicep::compile(&chain).is_ok());
+    let chain: String = (0..5000)
+        .map(|i| format!("var v{i} = v{}\n", i + 1))
+        .chain(["var v5000 = 'end'\n".to_string()])
+        .collect();
+    let err = bicep::compile(&chain).expect_err("too deep");
+    assert!(err.message.contains("too deeply"), "{err}");
+}
