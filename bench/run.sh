@@ -195,6 +195,12 @@ row "RSS idle" "$((idle / 1024)) MB (after the API benchmark: $((IDLE_RSS / 1024
 row "RSS with $running runs" "$((busy / 1024)) MB" "(no target)" "grep VmRSS /proc/PID/status"
 kill "$DPID"
 
+echo "== 7. Bicep: built-in compiler, compile time per template"
+cargo bench --quiet --bench bicep_compile 2>/dev/null | tee "$WORK/bicep.txt"
+summary=$(grep '^catalog:' "$WORK/bicep.txt" | sed 's/^catalog: //')
+stress=$(grep '^| main.bicep' "$WORK/bicep.txt" | awk -F'|' '{print $4}' | xargs)
+row "Bicep compile (built in)" "$summary; 17,030-line stress file ${stress}" "far below the official CLI's process start" "cargo bench --bench bicep_compile"
+
 echo
 echo "## multicloud benchmarks ($(nproc) cores, $(date -u +%Y-%m-%d))"
 echo
