@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 
 use super::CompileError;
 use super::arm::Ax;
-use super::syntax::{Decorator, Expr, ExprKind, Property, Stmt, StmtKind, unsupported};
+use super::syntax::{Decorator, Expr, ExprKind, Property, Stmt, StmtKind, TypeExpr, unsupported};
 
 /// How deeply variables may refer to each other.
 const MAX_DEPTH: usize = 256;
@@ -656,7 +656,10 @@ impl<'a> Emitter<'a> {
                     self.no_decorators(s)?;
                     metadata.insert(name.clone(), self.constant(value)?);
                 }
-                StmtKind::Param { name, ty, default } => {
+                StmtKind::Param {
+                    name, ty, default, ..
+                } => {
+                    let ty = self.plain_type(ty)?;
                     parameters.insert(name.clone(), self.parameter(s, ty, default.as_ref())?);
                 }
                 StmtKind::Var { name, value } => {
@@ -673,7 +676,7 @@ impl<'a> Emitter<'a> {
                 }
                 StmtKind::Output { name, ty, value } => {
                     let mut o = Map::new();
-                    o.insert("type".into(), Value::from(ty.as_str()));
+                    o.insert("type".into(), Value::from(self.plain_type(ty)?));
                     o.insert("value".into(), self.lower(value)?.to_json());
                     let meta = self.description_metadata(s, &["description"])?;
                     if !meta.is_empty() {
@@ -702,6 +705,26 @@ impl<'a> Emitter<'a> {
             t.insert("outputs".into(), Value::Object(outputs));
         }
         Ok(Value::Object(t))
+    }
+
+    /// The ARM type of a declaration; only the plain types compile to classic templates.
+    fn plain_type<'t>(&self, ty: &'t TypeExpr) -> Result<&'t str, CompileError> {
+        if ty.plain {
+            return Ok(&ty.text);
+        }
+        let construct = if ty.base == "resource" {
+            "resource-typed declarations".to_string()
+        } else if ty.nullable || ty.array || ty.text.contains('|') {
+            "nullable, union and typed-array types".to_string()
+        } else if ["string", "int", "bool", "object", "array"].contains(&ty.base.as_str()) {
+            format!("literal and object types ('{}')", ty.text)
+        } else {
+            format!(
+                "the type '{}' (user-defined or typed declarations)",
+                ty.text
+            )
+        };
+        Err(unsupported(self.src, ty.at, &construct))
     }
 
     /// A decorator argument or metadata value: a literal, evaluated at compile time.

@@ -16,14 +16,17 @@ pub enum Tok {
     },
     Newline,
     Punct(&'static str),
+    /// Valid Bicep the compiler does not take (named), lexed whole so the rest can be read.
+    Unsupported(&'static str),
     Eof,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Token {
     pub tok: Tok,
-    /// Byte offset in the source.
+    /// Byte offsets in the source: where the token starts, and just after it.
     pub at: usize,
+    pub end: usize,
 }
 
 const PUNCTS: &[&str] = &[
@@ -44,6 +47,7 @@ pub fn tokenize(src: &str) -> Result<Vec<Token>, CompileError> {
     out.push(Token {
         tok: Tok::Eof,
         at: src.len(),
+        end: src.len(),
     });
     Ok(out)
 }
@@ -85,6 +89,7 @@ impl<'a> Lexer<'a> {
                     out.push(Token {
                         tok: Tok::Newline,
                         at,
+                        end: self.i,
                     });
                 }
                 '/' if rest.starts_with("//") => {
@@ -107,11 +112,17 @@ impl<'a> Lexer<'a> {
                     }
                     self.i += rest.find('\n').unwrap_or(rest.len());
                 }
-                '$' if rest.starts_with("$'''") || rest.starts_with("$$") => {
-                    return Err(self.err(
+                '$' if rest.trim_start_matches('$').starts_with("'''") => {
+                    let open = rest.find("'''").unwrap_or(0) + 3;
+                    let end = rest[open..]
+                        .find("'''")
+                        .ok_or_else(|| self.err(at, "unterminated multi-line string"))?;
+                    self.i += open + end + 3;
+                    out.push(Token {
+                        tok: Tok::Unsupported("interpolated multi-line strings ($'''...''')"),
                         at,
-                        "interpolated multi-line strings ($'''...''') are not supported by the built-in Bicep compiler",
-                    ));
+                        end: self.i,
+                    });
                 }
                 '\'' if rest.starts_with("'''") => {
                     let body = &rest[3..];
@@ -134,11 +145,16 @@ impl<'a> Lexer<'a> {
                             holes: Vec::new(),
                         },
                         at,
+                        end: self.i,
                     });
                 }
                 '\'' => {
                     let tok = self.string()?;
-                    out.push(Token { tok, at });
+                    out.push(Token {
+                        tok,
+                        at,
+                        end: self.i,
+                    });
                 }
                 '0'..='9' => {
                     let len = rest
@@ -159,6 +175,7 @@ impl<'a> Lexer<'a> {
                     out.push(Token {
                         tok: Tok::Int(n),
                         at,
+                        end: self.i,
                     });
                 }
                 c if c.is_ascii_alphabetic() || c == '_' => {
@@ -169,6 +186,7 @@ impl<'a> Lexer<'a> {
                     out.push(Token {
                         tok: Tok::Ident(rest[..len].to_string()),
                         at,
+                        end: self.i,
                     });
                 }
                 _ => {
@@ -190,6 +208,7 @@ impl<'a> Lexer<'a> {
                     out.push(Token {
                         tok: Tok::Punct(p),
                         at,
+                        end: self.i,
                     });
                 }
             }
@@ -266,6 +285,7 @@ impl<'a> Lexer<'a> {
                     hole.push(Token {
                         tok: Tok::Eof,
                         at: self.i - 1,
+                        end: self.i - 1,
                     });
                     holes.push(hole);
                     parts.push(String::new());

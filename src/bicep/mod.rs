@@ -42,6 +42,86 @@ impl CompileError {
     }
 }
 
+/// A `param` declaration as the template catalog describes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Parameter {
+    pub name: String,
+    /// The type as written (`string`, `string[]`, `'a' | 'b'`, `int?`).
+    pub type_text: String,
+    /// The underlying type: `string`, `int`, `bool`, `object`, `array`, or a type name.
+    pub base_type: String,
+    pub nullable: bool,
+    /// A literal default.
+    pub default: Option<Value>,
+    /// A default computed at deployment (`resourceGroup().location`), as written.
+    pub default_expression: Option<String>,
+    pub description: Option<String>,
+    pub allowed: Option<Vec<Value>>,
+    pub min_length: Option<u64>,
+    pub max_length: Option<u64>,
+    pub min_value: Option<i64>,
+    pub max_value: Option<i64>,
+    pub secure: bool,
+}
+
+/// The parameters of a Bicep source with their decorators, for any template (statements
+/// beyond the compiled subset are skipped, not rejected). Errors are lexical, or a `param`
+/// statement that does not parse.
+pub fn parameters(src: &str) -> Result<Vec<Parameter>, CompileError> {
+    let tokens = lexer::tokenize(src)?;
+    let stmts = syntax::parse_parameters(src, tokens)?;
+    Ok(stmts
+        .into_iter()
+        .filter_map(|s| {
+            let syntax::StmtKind::Param {
+                name,
+                ty,
+                default,
+                default_text,
+            } = s.kind
+            else {
+                return None;
+            };
+            let default_value = default.as_ref().and_then(syntax::literal);
+            let mut p = Parameter {
+                name,
+                base_type: if ty.array {
+                    "array".into()
+                } else {
+                    ty.base.clone()
+                },
+                nullable: ty.nullable,
+                type_text: ty.text,
+                default_expression: default_text.filter(|_| default_value.is_none()),
+                default: default_value,
+                description: None,
+                allowed: None,
+                min_length: None,
+                max_length: None,
+                min_value: None,
+                max_value: None,
+                secure: false,
+            };
+            for d in &s.decorators {
+                let arg = d.args.first().and_then(syntax::literal);
+                match d.name.as_str() {
+                    "description" => {
+                        p.description = arg.and_then(|v| v.as_str().map(str::to_string))
+                    }
+                    "allowed" => p.allowed = arg.and_then(|v| v.as_array().cloned()),
+                    "minLength" => p.min_length = arg.and_then(|v| v.as_u64()),
+                    "maxLength" => p.max_length = arg.and_then(|v| v.as_u64()),
+                    "minValue" => p.min_value = arg.and_then(|v| v.as_i64()),
+                    "maxValue" => p.max_value = arg.and_then(|v| v.as_i64()),
+                    "secure" => p.secure = true,
+                    _ => {}
+                }
+            }
+            Some(p)
+        })
+        .collect())
+}
+
 /// Compiles Bicep source to an ARM template.
 pub fn compile(src: &str) -> Result<Value, CompileError> {
     let tokens = lexer::tokenize(src)?;

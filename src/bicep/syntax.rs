@@ -78,6 +78,23 @@ pub struct Decorator {
     pub at: usize,
 }
 
+/// A declared type as written. Only the plain types (`string`, `int`, `bool`, `object`,
+/// `array`) compile; the others are read so the catalog can describe any template.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TypeExpr {
+    /// The source text (`string[]`, `'a' | 'b'`, `int?`).
+    pub text: String,
+    /// The underlying type: the first name, or `string`/`int`/`bool` for a literal union.
+    pub base: String,
+    /// `T[]`.
+    pub array: bool,
+    /// `T?`.
+    pub nullable: bool,
+    /// Just one of the plain types.
+    pub plain: bool,
+    pub at: usize,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum StmtKind {
     TargetScope(Expr),
@@ -87,8 +104,11 @@ pub enum StmtKind {
     },
     Param {
         name: String,
-        ty: String,
+        ty: TypeExpr,
         default: Option<Expr>,
+        /// The default's source text (also when it lies outside the expression grammar, which
+        /// only the tolerant parameter scan accepts: then `default` is None).
+        default_text: Option<String>,
     },
     Var {
         name: String,
@@ -102,7 +122,7 @@ pub enum StmtKind {
     },
     Output {
         name: String,
-        ty: String,
+        ty: TypeExpr,
         value: Expr,
     },
 }
@@ -122,6 +142,36 @@ pub fn parse(src: &str, tokens: Vec<Token>) -> Result<Vec<Stmt>, CompileError> {
         depth: 0,
     };
     p.program()
+}
+
+/// The `param` statements of a source, tolerating everything else: other statements are
+/// skipped by their brackets, and a default outside the expression grammar keeps only its
+/// text. For describing templates that only the official compiler may compile.
+pub fn parse_parameters(src: &str, tokens: Vec<Token>) -> Result<Vec<Stmt>, CompileError> {
+    let mut p = Parser {
+        src,
+        tokens,
+        pos: 0,
+        depth: 0,
+    };
+    let mut out = Vec::new();
+    loop {
+        p.skip_newlines();
+        if matches!(p.peek(), Tok::Eof) {
+            return Ok(out);
+        }
+        let decorators = p.decorators()?;
+        if matches!(p.peek(), Tok::Ident(k) if k == "param") {
+            let at = p.bump().at;
+            let kind = p.param(true)?;
+            out.push(Stmt {
+                decorators,
+                kind,
+                at,
+            });
+        }
+        p.skip_statement();
+    }
 }
 
 struct Parser<'a> {
@@ -174,6 +224,7 @@ impl<'a> Parser<'a> {
             Tok::Str { .. } => "a string".into(),
             Tok::Newline => "a new line".into(),
             Tok::Punct(p) => format!("'{p}'"),
+            Tok::Unsupported(what) => what.to_string(),
             Tok::Eof => "the end of the file".into(),
         };
         self.err(self.at(), format!("expected {expected}, found {found}"))
@@ -233,7 +284,51 @@ impl<'a> Parser<'a> {
         Ok(out)
     }
 
-    fn statement(&mut self) -> Result<Stmt, CompileError> {
+    /// To the end of the current statement: the next new line outside brackets.
+    fn skip_statement(&mut self) {
+        let mut depth = 0i32;
+        loop {
+            match self.peek() {
+                Tok::Eof => return,
+                Tok::Newline if depth <= 0 => return,
+                Tok::Punct("(" | "[" | "{") => depth += 1,
+                Tok::Punct(")" | "]" | "}") => depth -= 1,
+                _ => {}
+            }
+            self.bump();
+        }
+    }
+
+    /// After `param`: the name, the type and the default. `tolerant`: a default outside the
+    /// expression grammar is kept as text.
+    fn param(&mut self, tolerant: bool) -> Result<StmtKind, CompileError> {
+        let (name, _) = self.ident("a parameter name")?;
+        let ty = self.type_expr("parameter")?;
+        let (mut default, mut default_text) = (None, None);
+        if self.eat_punct("=") {
+            let start = self.pos;
+            match self.expr() {
+                Ok(e) => default = Some(e),
+                Err(e) if !tolerant => return Err(e),
+                Err(_) => {
+                    self.pos = start;
+                    self.depth = 0;
+                    self.skip_statement();
+                }
+            }
+            let from = self.tokens[start].at;
+            let to = self.tokens[self.pos.saturating_sub(1).max(start)].end;
+            default_text = Some(self.src[from..to.max(from)].trim().to_string());
+        }
+        Ok(StmtKind::Param {
+            name,
+            ty,
+            default,
+            default_text,
+        })
+    }
+
+    fn decorators(&mut self) -> Result<Vec<Decorator>, CompileError> {
         let mut decorators = Vec::new();
         while self.is_punct("@") {
             let at = self.bump().at;
@@ -248,6 +343,11 @@ impl<'a> Parser<'a> {
             decorators.push(Decorator { name, args, at });
             self.skip_newlines();
         }
+        Ok(decorators)
+    }
+
+    fn statement(&mut self) -> Result<Stmt, CompileError> {
+        let decorators = self.decorators()?;
         let (keyword, at) = self.ident("a declaration (param, var, resource, output)")?;
         let kind = match keyword.as_str() {
             "targetScope" => {
@@ -262,16 +362,7 @@ impl<'a> Parser<'a> {
                     value: self.expr()?,
                 }
             }
-            "param" => {
-                let (name, _) = self.ident("a parameter name")?;
-                let ty = self.type_name("parameter")?;
-                let default = if self.eat_punct("=") {
-                    Some(self.expr()?)
-                } else {
-                    None
-                };
-                StmtKind::Param { name, ty, default }
-            }
+            "param" => self.param(false)?,
             "var" => {
                 let (name, _) = self.ident("a variable name")?;
                 if !self.is_punct("=") {
@@ -332,7 +423,7 @@ impl<'a> Parser<'a> {
             }
             "output" => {
                 let (name, _) = self.ident("an output name")?;
-                let ty = self.type_name("output")?;
+                let ty = self.type_expr("output")?;
                 self.expect_punct("=")?;
                 StmtKind::Output {
                     name,
@@ -365,35 +456,118 @@ impl<'a> Parser<'a> {
         })
     }
 
-    /// A parameter or output type: `string`, `int`, `bool`, `object`, `array`.
-    fn type_name(&mut self, what: &str) -> Result<String, CompileError> {
+    /// A parameter or output type as written: a name (`string`), a literal or a union of
+    /// literals (`'a' | 'b'`), an object or tuple type, `resource '<type>'`, with `[]` and `?`.
+    fn type_expr(&mut self, what: &str) -> Result<TypeExpr, CompileError> {
         let at = self.at();
-        if matches!(
-            self.peek(),
-            Tok::Str { .. } | Tok::Int(_) | Tok::Punct("{" | "(" | "[")
-        ) {
-            return Err(unsupported(self.src, at, "literal, union and object types"));
-        }
-        let (ty, _) = self.ident(&format!("the {what} type"))?;
-        match ty.as_str() {
-            "string" | "int" | "bool" | "object" | "array" => {}
-            "resource" => return Err(unsupported(self.src, at, "resource-typed declarations")),
-            other => {
-                return Err(unsupported(
-                    self.src,
-                    at,
-                    &format!("the type '{other}' (user-defined or typed declarations)"),
-                ));
+        let start = self.pos;
+        let mut base = None;
+        let mut members = 0;
+        loop {
+            members += 1;
+            let member_base = match self.peek().clone() {
+                Tok::Ident(t) if t == "true" || t == "false" => {
+                    self.bump();
+                    "bool".to_string()
+                }
+                Tok::Ident(t) => {
+                    self.bump();
+                    if t == "resource" && matches!(self.peek(), Tok::Str { .. }) {
+                        self.bump();
+                    }
+                    t
+                }
+                Tok::Str { .. } => {
+                    self.bump();
+                    "string".into()
+                }
+                Tok::Int(_) => {
+                    self.bump();
+                    "int".into()
+                }
+                Tok::Punct("-")
+                    if matches!(
+                        self.tokens.get(self.pos + 1).map(|t| &t.tok),
+                        Some(Tok::Int(_))
+                    ) =>
+                {
+                    self.bump();
+                    self.bump();
+                    "int".into()
+                }
+                Tok::Punct(open @ ("{" | "[")) => {
+                    self.skip_brackets();
+                    if open == "{" {
+                        "object".into()
+                    } else {
+                        "array".into()
+                    }
+                }
+                _ => return Err(self.unexpected(&format!("the {what} type"))),
+            };
+            base.get_or_insert(member_base);
+            let mut more = false;
+            while let Tok::Punct(p) = self.peek() {
+                match *p {
+                    "[" if self.tokens.get(self.pos + 1).map(|t| &t.tok)
+                        == Some(&Tok::Punct("]")) =>
+                    {
+                        self.bump();
+                        self.bump();
+                        base = Some("array".into());
+                    }
+                    "?" => {
+                        self.bump();
+                    }
+                    "|" => {
+                        self.bump();
+                        self.skip_newlines();
+                        more = true;
+                        break;
+                    }
+                    _ => break,
+                }
+            }
+            if !more {
+                break;
             }
         }
-        if self.is_punct("?") || self.is_punct("[") || self.is_punct("|") {
-            return Err(unsupported(
-                self.src,
-                self.at(),
-                "nullable and typed-array types",
-            ));
+        let text = self.src[at..self.tokens[self.pos - 1].end]
+            .trim()
+            .to_string();
+        let nullable = text.ends_with('?');
+        let array = text.ends_with("[]") || text.ends_with("[]?");
+        let base = base.unwrap_or_default();
+        let plain = members == 1
+            && !nullable
+            && !array
+            && self.pos == start + 1
+            && ["string", "int", "bool", "object", "array"].contains(&text.as_str());
+        Ok(TypeExpr {
+            text,
+            base,
+            array,
+            nullable,
+            plain,
+            at,
+        })
+    }
+
+    /// Past a balanced `{...}` or `[...]` starting at the current token.
+    fn skip_brackets(&mut self) {
+        let mut depth = 0i32;
+        loop {
+            match self.peek() {
+                Tok::Eof => return,
+                Tok::Punct("(" | "[" | "{") => depth += 1,
+                Tok::Punct(")" | "]" | "}") => depth -= 1,
+                _ => {}
+            }
+            self.bump();
+            if depth <= 0 {
+                return;
+            }
         }
-        Ok(ty)
     }
 
     /// Whether the next token after any new lines is the punctuation `p` (an operator that
@@ -676,6 +850,7 @@ impl<'a> Parser<'a> {
                 }
                 ExprKind::Array(items)
             }
+            Tok::Unsupported(what) => return Err(unsupported(self.src, at, what)),
             _ => return Err(self.unexpected("an expression")),
         };
         Ok(Expr { kind, at })
@@ -739,4 +914,32 @@ pub fn unsupported(src: &str, at: usize, construct: &str) -> CompileError {
         at,
         format!("{construct} are not supported by the built-in Bicep compiler"),
     )
+}
+
+/// The JSON value of a literal expression (strings without interpolation, integers, booleans,
+/// null, and objects and arrays of those); None for anything computed.
+pub fn literal(e: &Expr) -> Option<serde_json::Value> {
+    use serde_json::Value;
+    Some(match &e.kind {
+        ExprKind::Str { parts, holes } if holes.is_empty() => Value::String(parts[0].clone()),
+        ExprKind::Int(n) => Value::from(*n),
+        ExprKind::Bool(b) => Value::Bool(*b),
+        ExprKind::Null => Value::Null,
+        ExprKind::Unary { op: "-", operand } => match operand.kind {
+            ExprKind::Int(n) => Value::from(-n),
+            _ => return None,
+        },
+        ExprKind::Array(items) => Value::Array(items.iter().map(literal).collect::<Option<_>>()?),
+        ExprKind::Object(props) => {
+            let mut m = serde_json::Map::new();
+            for p in props {
+                if p.key_expr.is_some() {
+                    return None;
+                }
+                m.insert(p.key.clone(), literal(&p.value)?);
+            }
+            Value::Object(m)
+        }
+        _ => return None,
+    })
 }
