@@ -447,3 +447,47 @@ async fn every_catalog_bicep_template_compiles_natively_and_deploys() {
         }
     }
 }
+
+/// A Bicep template beyond the built-in compiler's subset is still described by the catalog,
+/// and its deployment fails with the construct, its line and its column; nothing reaches ARM.
+#[tokio::test]
+async fn a_bicep_template_beyond_the_subset_fails_with_the_construct_and_its_position() {
+    let server = ArmServer::start();
+    let db = TestDb::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let templates = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        templates.path().join("many-accounts.bicep"),
+        "// Many accounts\n@description('How many')\n@minValue(1)\nparam count int = 2\n\nresource sa 'Microsoft.Storage/storageAccounts@2023-05-01' = [for i in range(0, count): {\n  name: 'acct${i}'\n  location: resourceGroup().location\n}]\n",
+    )
+    .expect("write");
+    let d = Daemon::start(
+        DaemonConfig::new(
+            Some(&db.url),
+            dir.path(),
+            templates.path().to_str().expect("utf-8"),
+        )
+        .with_arm(&server)
+        .set("MULTICLOUD__AZURE__BICEP_COMPILER", "native"),
+    )
+    .await;
+    let (s, spec) = d.get("/templates/azure/many-accounts/parameters").await;
+    assert_eq!(s, 200, "{spec}");
+    assert_eq!(spec["data"]["parameters"][0]["name"], "count", "{spec}");
+    assert_eq!(spec["data"]["parameters"][0]["min_value"], 1.0, "{spec}");
+    let (s, b) = d
+        .post_json("/deploy", &json!({"template_name": "many-accounts", "provider_type": "azure", "subscription_id": SUB,
+            "resource_group": "rg-loop", "location": "westeurope", "parameters": {"count": 3}}))
+        .await;
+    assert_eq!(s, 202, "{b}");
+    let st = d
+        .wait_terminal(b["data"]["deployment_id"].as_str().expect("id"), T)
+        .await;
+    assert_eq!(st["status"], "failed", "{st}");
+    assert_eq!(
+        st["error_message"],
+        "many-accounts.bicep does not compile: line 6, column 62: resource loops ([for ...]) are not supported by the built-in Bicep compiler",
+        "{st}"
+    );
+    server.with(|s| assert_eq!(s.deployment_puts, 0, "nothing reached ARM"));
+}

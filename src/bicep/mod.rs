@@ -128,3 +128,72 @@ pub fn compile(src: &str) -> Result<Value, CompileError> {
     let stmts = syntax::parse(src, tokens)?;
     emit::emit(src, &stmts)
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn the_official_rules_hold_on_a_small_template() {
+        let t = compile(
+            "param p string\nvar key = st.listKeys().keys[0].value\nvar lit = '{x}-${p}'\n\
+             resource st 'Microsoft.Storage/storageAccounts@2023-05-01' = {\n  name: p\n}\n\
+             resource c 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' = if (p != 'x') {\n  parent: st\n  name: 'default'\n  properties: {\n    k: key\n    n: -1\n    '[x]': true\n  }\n}\n\
+             output loc string = st.location\n",
+        )
+        .expect("compiles");
+        // A literal brace is escaped in format(); a variable with runtime values is inlined.
+        assert_eq!(
+            t["variables"],
+            json!({"lit": "[format('{{x}}-{0}', parameters('p'))]"})
+        );
+        let c = &t["resources"][1];
+        assert_eq!(c["condition"], "[not(equals(parameters('p'), 'x'))]");
+        assert_eq!(c["name"], "[format('{0}/{1}', parameters('p'), 'default')]");
+        assert_eq!(
+            c["properties"],
+            json!({
+                "k": "[listKeys(resourceId('Microsoft.Storage/storageAccounts', parameters('p')), '2023-05-01').keys[0].value]",
+                "n": -1,
+                // ARM evaluates a key starting with `[` too: a literal one is escaped.
+                "[[x]": true
+            })
+        );
+        assert_eq!(
+            c["dependsOn"],
+            json!(["[resourceId('Microsoft.Storage/storageAccounts', parameters('p'))]"])
+        );
+        assert_eq!(
+            t["outputs"]["loc"]["value"],
+            "[reference(resourceId('Microsoft.Storage/storageAccounts', parameters('p')), '2023-05-01', 'full').location]"
+        );
+    }
+
+    #[test]
+    fn constructs_beyond_the_subset_are_named_with_their_position() {
+        let cases = [
+            ("module m './m.bicep' = {}\n", 1, 1, "modules"),
+            (
+                "param a string\n\nresource r 'A.B/c@1' existing = {\n}\n",
+                3,
+                22,
+                "existing resources",
+            ),
+            ("var xs = [for x in range(0, 2): x]\n", 1, 11, "loops"),
+            ("targetScope = 'subscription'\n", 1, 15, "target scopes"),
+            ("type t = string\n", 1, 1, "user-defined types"),
+            ("param p string[]\n", 1, 9, "typed-array types"),
+            ("var x = y\n", 1, 9, "'y' is not declared"),
+            ("var x = 1\nvar x = 2\n", 2, 1, "declared more than once"),
+            ("var x = nope()\n", 1, 9, "unknown function 'nope()'"),
+            ("var a = b\nvar b = a\n", 1, 9, "refers to itself"),
+        ];
+        for (src, line, column, what) in cases {
+            let e = compile(src).expect_err(src);
+            assert!(e.message.contains(what), "{src}: {e}");
+            assert_eq!((e.line, e.column), (line, column), "{src}: {e}");
+        }
+    }
+}
