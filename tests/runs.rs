@@ -100,9 +100,13 @@ async fn a_run_completes_with_outputs_logs_and_state_in_postgres() {
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
     let body = resp.text().await.expect("body");
     assert_eq!(body.matches("event: log").count(), lines.len());
-    assert!(
-        body.trim_end()
-            .ends_with(r#"data: {"error_message":null,"status":"completed"}"#),
+    let end = body
+        .trim_end()
+        .rsplit_once("event: end\ndata: ")
+        .map(|(_, data)| serde_json::from_str::<serde_json::Value>(data).expect("json"));
+    assert_eq!(
+        end,
+        Some(json!({"status": "completed", "error_message": null})),
         "{body}"
     );
 
