@@ -54,6 +54,10 @@ start_daemon() {
   echo "daemon $name did not start"; cat "$WORK/$name.log"; exit 1
 }
 
+# BENCH_ONLY="api bicep" runs only those sections (api dispatch overhead queue memory bicep).
+want() { [ -z "${BENCH_ONLY:-}" ] || [[ " $BENCH_ONLY " == *" $1 "* ]]; }
+IDLE_RSS=0
+
 ROWS=()
 row() { ROWS+=("| $1 | $2 | $3 | \`$4\` |"); echo "  $1: $2 (target $3)"; }
 # wrk_stats FILE → "rps p50 p99"
@@ -64,30 +68,33 @@ wrk_stats() {
   echo "$rps $p50 $p99"
 }
 
+if want api; then
 echo "== 1-2. POST /deploy and GET /status (API and database only: runner.max_concurrent = 0)"
-URL=$(db api); start_daemon api "$URL" "$ROOT/templates" MULTICLOUD__RUNNER__MAX_CONCURRENT=0
+URL=$(db api); start_daemon api "$URL" "$ROOT/templates" MULTICLOUD__RUNNER__MAX_CONCURRENT=0 ${BENCH_API_ENV:-}
 cat >"$WORK/post.lua" <<'EOF'
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.body = '{"template_name":"storage-bucket","provider_type":"aws","parameters":{"bucket_name":"bench-bucket"}}'
 EOF
 for c in 16 64; do
-  cmd="wrk -t2 -c$c -d20s --latency -s post.lua http://127.0.0.1:PORT/deploy"
-  wrk -t2 -c$c -d20s --latency -s "$WORK/post.lua" "http://127.0.0.1:$PORT/deploy" >"$WORK/post$c.txt"
+  cmd="wrk -t1 -c$c -d20s --latency -s post.lua http://127.0.0.1:PORT/deploy"
+  wrk -t1 -c$c -d20s --latency -s "$WORK/post.lua" "http://127.0.0.1:$PORT/deploy" >"$WORK/post$c.txt"
   read -r rps p50 p99 < <(wrk_stats "$WORK/post$c.txt")
   row "POST /deploy c=$c" "$rps req/s, p50 $p50, p99 $p99" "c=64: ≥3000 req/s, p99 ≤20 ms" "$cmd"
 done
 ID=$(curl -s -XPOST "127.0.0.1:$PORT/deploy" -H 'content-type: application/json' \
   -d '{"template_name":"storage-bucket","provider_type":"aws","parameters":{"bucket_name":"bench-one"}}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["deployment_id"])')
 for c in 16 64; do
-  cmd="wrk -t2 -c$c -d20s --latency http://127.0.0.1:PORT/deployments/ID/status"
-  wrk -t2 -c$c -d20s --latency "http://127.0.0.1:$PORT/deployments/$ID/status" >"$WORK/status$c.txt"
+  cmd="wrk -t1 -c$c -d20s --latency http://127.0.0.1:PORT/deployments/ID/status"
+  wrk -t1 -c$c -d20s --latency "http://127.0.0.1:$PORT/deployments/$ID/status" >"$WORK/status$c.txt"
   read -r rps p50 p99 < <(wrk_stats "$WORK/status$c.txt")
   row "GET /status c=$c" "$rps req/s, p50 $p50, p99 $p99" "≥15000 req/s, p99 ≤5 ms" "$cmd"
 done
 IDLE_RSS=$(awk '/VmRSS/ {print $2}' /proc/$DPID/status)
 kill "$DPID"
 
+fi
+if want dispatch; then
 echo "== 3. Dispatch latency: 202 → terraform started, 50 deployments with free capacity"
 URL=$(db dispatch); start_daemon dispatch "$URL" "$ROOT/tests/fixtures/templates" MULTICLOUD__RUNNER__MAX_CONCURRENT=4 MULTICLOUD__TERRAFORM__STATE_BACKEND=local
 python3 - "$PORT" >"$WORK/dispatch.txt" <<'EOF'
@@ -117,6 +124,8 @@ read -r d50 d99 <"$WORK/dispatch.txt"
 row "dispatch (202 → terraform spawned)" "p50 ${d50} ms, p99 ${d99} ms" "p50 ≤20 ms" "bench/run.sh §3 (50 sequential echo deployments, spawn instant from the run log)"
 kill "$DPID"
 
+fi
+if want overhead; then
 echo "== 4. Orchestration overhead: storage-bucket on moto, daemon vs bare terraform (median of 5)"
 URL=$(db overhead); start_daemon overhead "$URL" "$ROOT/templates" MULTICLOUD__RUNNER__MAX_CONCURRENT=1
 daemon_times=(); bare_times=()
@@ -153,6 +162,8 @@ ratio=$(echo "scale=3; $dm / $bm" | bc)
 row "overhead (daemon / bare terraform)" "daemon ${dm} s, bare ${bm} s, ratio ${ratio}" "≤1.05" "bench/run.sh §4 (POST → completed vs init/workspace/plan/apply/output by hand)"
 kill "$DPID"
 
+fi
+if want queue; then
 echo "== 5. Queue scale: claims over 10,000 pending; list latency over 100,000 rows"
 URL=$(db queue)
 MULTICLOUD__DATABASE__URL="$URL" "$BIN" migrate 2>/dev/null
@@ -175,12 +186,14 @@ start_daemon queue "$URL" "$ROOT/templates" MULTICLOUD__RUNNER__MAX_CONCURRENT=0
 deep=$("${PSQL[@]}" -d queue -c "SELECT (extract(epoch from created_at) * 1000000)::bigint || '.' || deployment_id FROM deployments ORDER BY created_at DESC, deployment_id DESC OFFSET 90000 LIMIT 1")
 for page in first deep; do
   if [ $page = first ]; then path="/deployments?limit=50"; else path="/deployments?limit=50&cursor=$deep"; fi
-  wrk -t2 -c16 -d10s --latency "http://127.0.0.1:$PORT$path" >"$WORK/list-$page.txt"
+  wrk -t1 -c16 -d10s --latency "http://127.0.0.1:$PORT$path" >"$WORK/list-$page.txt"
   read -r rps p50 p99 < <(wrk_stats "$WORK/list-$page.txt")
-  row "GET /deployments, 100k rows, $page page" "$rps req/s, p50 $p50, p99 $p99" "p99 ≤20 ms" "wrk -t2 -c16 -d10s --latency '$path'"
+  row "GET /deployments, 100k rows, $page page" "$rps req/s, p50 $p50, p99 $p99" "p99 ≤20 ms" "wrk -t1 -c16 -d10s --latency '$path'"
 done
 kill "$DPID"
 
+fi
+if want memory; then
 echo "== 6. Memory: daemon RSS idle and with 8 runs (PostgreSQL and terraform excluded)"
 URL=$(db memory); start_daemon memory "$URL" "$ROOT/tests/fixtures/templates" MULTICLOUD__RUNNER__MAX_CONCURRENT=8 MULTICLOUD__TERRAFORM__STATE_BACKEND=local
 sleep 2; idle=$(awk '/VmRSS/ {print $2}' /proc/$DPID/status)
@@ -195,6 +208,8 @@ row "RSS idle" "$((idle / 1024)) MB (after the API benchmark: $((IDLE_RSS / 1024
 row "RSS with $running runs" "$((busy / 1024)) MB" "(no target)" "grep VmRSS /proc/PID/status"
 kill "$DPID"
 
+fi
+if want bicep; then
 echo "== 7. Bicep: built-in compiler, compile time per template"
 cargo bench --quiet --bench bicep_compile 2>/dev/null | tee "$WORK/bicep.txt"
 summary=$(grep '^catalog:' "$WORK/bicep.txt" | sed 's/^catalog: //')
@@ -203,6 +218,7 @@ row "Bicep compile (built in)" "$summary; 17,030-line stress file ${stress}" "fa
 
 echo
 echo "## multicloud benchmarks ($(nproc) cores, $(date -u +%Y-%m-%d))"
+fi
 echo
 echo "| figure | measured | target | command |"
 echo "|---|---|---|---|"
