@@ -23,6 +23,18 @@ async fn daemon(db: &TestDb, dir: &tempfile::TempDir, server: &ArmServer) -> Dae
     .await
 }
 
+/// The `azure` entry of `/providers`.
+async fn azure_provider(d: &Daemon) -> serde_json::Value {
+    let (_, p) = d.get("/providers").await;
+    p["data"]["providers"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|x| x["provider_type"] == "azure")
+        .cloned()
+        .expect("azure")
+}
+
 async fn deploy(d: &Daemon, rg: &str, params: serde_json::Value) -> String {
     let (s, b) = d
         .post_json(
@@ -242,14 +254,7 @@ async fn bicep_without_a_compiler_and_azure_without_credentials_fail_clearly() {
             .set("MULTICLOUD__AZURE__BICEP_BINARY", "/nonexistent/bicep"),
     )
     .await;
-    let (_, p) = d.get("/providers").await;
-    let azure = p["data"]["providers"]
-        .as_array()
-        .expect("list")
-        .iter()
-        .find(|x| x["provider_type"] == "azure")
-        .cloned()
-        .expect("azure");
+    let azure = azure_provider(&d).await;
     assert_eq!(azure["available"], true, "ARM JSON deploys: {azure}");
     assert!(
         azure["reason"]
@@ -289,14 +294,7 @@ async fn bicep_without_a_compiler_and_azure_without_credentials_fail_clearly() {
             .set("MULTICLOUD__AZURE__MANAGEMENT_ENDPOINT", &server.url),
     )
     .await;
-    let (_, p) = d.get("/providers").await;
-    let azure = p["data"]["providers"]
-        .as_array()
-        .expect("list")
-        .iter()
-        .find(|x| x["provider_type"] == "azure")
-        .cloned()
-        .expect("azure");
+    let azure = azure_provider(&d).await;
     assert_eq!(azure["available"], false);
     assert!(
         azure["reason"]
@@ -383,14 +381,7 @@ async fn every_catalog_bicep_template_compiles_natively_and_deploys() {
             .set("MULTICLOUD__RUNNER__MAX_CONCURRENT", 4),
     )
     .await;
-    let (_, p) = d.get("/providers").await;
-    let azure = p["data"]["providers"]
-        .as_array()
-        .expect("list")
-        .iter()
-        .find(|x| x["provider_type"] == "azure")
-        .cloned()
-        .expect("azure");
+    let azure = azure_provider(&d).await;
     assert_eq!(azure["available"], true, "{azure}");
     assert_eq!(azure["bicep_compiler"], "native", "{azure}");
     assert!(azure["reason"].is_null(), "{azure}");
