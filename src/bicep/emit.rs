@@ -18,6 +18,8 @@ const SCHEMA: &str =
     "https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#";
 
 struct Resource<'a> {
+    /// Deployed elsewhere: referenced, never emitted, never a dependency.
+    existing: bool,
     symbol: &'a str,
     ty: String,
     api_version: String,
@@ -72,6 +74,7 @@ impl<'a> Emitter<'a> {
                 StmtKind::Resource {
                     name,
                     type_ref,
+                    existing,
                     condition,
                     body,
                 } => {
@@ -107,8 +110,16 @@ impl<'a> Emitter<'a> {
                             ));
                         }
                     };
+                    if *existing && let Some(d) = prop("dependsOn") {
+                        return Err(unsupported(
+                            self.src,
+                            d.at,
+                            "explicit dependencies of existing resources",
+                        ));
+                    }
                     let index = self.resources.len();
                     self.resources.push(Resource {
+                        existing: *existing,
                         symbol: name,
                         ty: ty.to_string(),
                         api_version: api_version.to_string(),
@@ -192,7 +203,7 @@ impl<'a> Emitter<'a> {
     /// Variables that hold runtime values, to a fixed point (a variable using one is one too);
     /// cycles between variables are errors.
     fn find_runtime_vars(&mut self) -> Result<(), CompileError> {
-        let vars: Vec<(&'a str, &'a Expr)> = self
+        let mut vars: Vec<(&'a str, &'a Expr)> = self
             .symbols
             .iter()
             .filter_map(|(n, s)| match s {
@@ -200,6 +211,8 @@ impl<'a> Emitter<'a> {
                 _ => None,
             })
             .collect();
+        // In declaration order, so an error always names the same place.
+        vars.sort_by_key(|(_, e)| e.at);
         let mut done = HashSet::new();
         for (name, value) in &vars {
             let mut stack = vec![*name];
@@ -542,6 +555,11 @@ impl<'a> Emitter<'a> {
     fn resource_id(&self, r: &Resource<'a>) -> Result<Ax, CompileError> {
         let mut args = vec![Ax::Str(r.ty.clone())];
         args.extend(self.segments(r)?);
+        if let Some((function, scope_args)) = self.existing_scope(r)? {
+            let mut all = scope_args;
+            all.extend(args);
+            return Ok(Ax::call(function, all));
+        }
         match self.scope(r)? {
             Some(scope) => {
                 args.insert(0, scope);
@@ -551,11 +569,57 @@ impl<'a> Emitter<'a> {
         }
     }
 
+    /// An existing resource in another resource group or at the subscription
+    /// (`scope: resourceGroup(sub, rg)`, `scope: subscription()`): the id function and its
+    /// leading arguments.
+    fn existing_scope(
+        &self,
+        r: &Resource<'a>,
+    ) -> Result<Option<(&'static str, Vec<Ax>)>, CompileError> {
+        let (
+            true,
+            Some(Expr {
+                kind: ExprKind::Call { name, args },
+                ..
+            }),
+        ) = (r.existing, r.scope)
+        else {
+            return Ok(None);
+        };
+        let lowered = args
+            .iter()
+            .map(|a| self.lower(a))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(match (name.as_str(), lowered.as_slice()) {
+            ("resourceGroup", []) => None,
+            // The fully qualified id, as the official compiler writes it for another group.
+            ("resourceGroup", [rg]) => Some((
+                "extensionResourceId",
+                vec![group_id(
+                    Ax::Prop(
+                        Box::new(Ax::call("subscription", vec![])),
+                        "subscriptionId".into(),
+                    ),
+                    rg.clone(),
+                )],
+            )),
+            ("resourceGroup", [sub, rg]) => Some((
+                "extensionResourceId",
+                vec![group_id(sub.clone(), rg.clone())],
+            )),
+            ("subscription", [] | [_]) => Some(("subscriptionResourceId", lowered)),
+            _ => None,
+        })
+    }
+
     /// The id of the resource an extension resource applies to (`scope: storage`).
     fn scope(&self, r: &Resource<'a>) -> Result<Option<Ax>, CompileError> {
         let Some(scope) = r.scope else {
             return Ok(None);
         };
+        if self.existing_scope(r)?.is_some() {
+            return Ok(None);
+        }
         match self.resource_symbol(scope) {
             Some(target) => Ok(Some(self.resource_id(target)?)),
             None if matches!(&scope.kind, ExprKind::Call { name, args } if name == "resourceGroup" && args.is_empty()) => {
@@ -622,9 +686,39 @@ impl<'a> Emitter<'a> {
             }
         }
         deps.remove(r.symbol);
-        deps.iter()
+        let mut deployed = BTreeSet::new();
+        for s in deps {
+            self.deployed_dependencies(self.resource(s), &mut deployed, 0);
+        }
+        deployed.remove(r.symbol);
+        deployed
+            .iter()
             .map(|s| Ok(self.resource_id(self.resource(s))?.to_json()))
             .collect()
+    }
+
+    /// `r` itself when it is deployed here; for an existing resource, what its declaration
+    /// refers to (its parent, its name, its scope), as it is not deployed.
+    fn deployed_dependencies(&self, r: &Resource<'a>, out: &mut BTreeSet<&'a str>, depth: usize) {
+        if !r.existing {
+            out.insert(r.symbol);
+            return;
+        }
+        if depth > MAX_DEPTH {
+            return;
+        }
+        let mut refs = BTreeSet::new();
+        self.references(r.name, &mut refs);
+        if let Some(s) = r.scope {
+            self.references(s, &mut refs);
+        }
+        if let Some(p) = r.parent {
+            refs.insert(self.resource(p).symbol);
+        }
+        refs.remove(r.symbol);
+        for s in refs {
+            self.deployed_dependencies(self.resource(s), out, depth + 1);
+        }
     }
 
     // ---- the template -----------------------------------------------------------------------
@@ -672,7 +766,13 @@ impl<'a> Emitter<'a> {
                     let Some(Symbol::Resource(i)) = self.symbols.get(name.as_str()) else {
                         unreachable!("declared")
                     };
-                    resources.push(self.resource_json(&self.resources[*i])?);
+                    let r = &self.resources[*i];
+                    if r.existing {
+                        // Still checked: its id must be expressible.
+                        self.resource_id(r)?;
+                    } else {
+                        resources.push(self.resource_json(r)?);
+                    }
                 }
                 StmtKind::Output { name, ty, value } => {
                     let mut o = Map::new();
@@ -924,6 +1024,14 @@ impl<'a> Emitter<'a> {
         }
         Ok(Value::Object(o))
     }
+}
+
+/// `/subscriptions/<sub>/resourceGroups/<rg>`.
+fn group_id(sub: Ax, rg: Ax) -> Ax {
+    Ax::call(
+        "format",
+        vec![Ax::str("/subscriptions/{0}/resourceGroups/{1}"), sub, rg],
+    )
 }
 
 /// Calls `f` on `e` and every expression inside it.

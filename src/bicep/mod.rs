@@ -1,11 +1,11 @@
 //! A native Bicep → ARM JSON compiler for the language of resource templates (params with
-//! decorators, vars, resources with `parent`/`scope`/`dependsOn`/conditions, outputs, the
-//! built-in functions), with the official compiler's output: a classic template (no
-//! `languageVersion`) equal to its `main.json` apart from `metadata._generator`.
+//! decorators, vars, resources with `parent`/`scope`/`dependsOn`/conditions, `existing`
+//! resources, outputs, the built-in functions), with the official compiler's output: a classic
+//! template (no `languageVersion`) equal to its `main.json` apart from `metadata._generator`.
 //!
-//! Anything outside that subset (loops, modules, `existing`, user-defined types, lambdas,
-//! imports, other target scopes...) is rejected with an error naming the construct and its line
-//! and column; the compiler never guesses.
+//! Anything outside that subset (loops, modules, nested child resources, user-defined types,
+//! lambdas, imports, other target scopes...) is rejected with an error naming the construct and
+//! its line and column; the compiler never guesses.
 
 mod arm;
 mod emit;
@@ -172,14 +172,42 @@ mod tests {
     }
 
     #[test]
+    fn existing_resources_are_referenced_never_deployed() {
+        let t = compile(
+            "param rg string\n\
+             resource vnet 'Microsoft.Network/virtualNetworks@2023-05-01' = {\n  name: 'v'\n}\n\
+             resource subnet 'Microsoft.Network/virtualNetworks/subnets@2023-05-01' existing = {\n  parent: vnet\n  name: 's'\n}\n\
+             resource kv 'Microsoft.KeyVault/vaults@2023-07-01' existing = {\n  name: 'kv'\n  scope: resourceGroup(rg)\n}\n\
+             resource nic 'Microsoft.Network/networkInterfaces@2023-05-01' = {\n  name: 'n'\n  properties: {\n    subnet: subnet.id\n    uri: kv.properties.vaultUri\n  }\n}\n",
+        )
+        .expect("compiles");
+        let resources = t["resources"].as_array().expect("resources");
+        assert_eq!(resources.len(), 2, "existing ones are not deployed: {t}");
+        let nic = &resources[1];
+        assert_eq!(
+            nic["properties"]["subnet"],
+            "[resourceId('Microsoft.Network/virtualNetworks/subnets', 'v', 's')]"
+        );
+        assert_eq!(
+            nic["properties"]["uri"],
+            "[reference(extensionResourceId(format('/subscriptions/{0}/resourceGroups/{1}', subscription().subscriptionId, parameters('rg')), 'Microsoft.KeyVault/vaults', 'kv'), '2023-07-01').vaultUri]"
+        );
+        // The existing subnet is no dependency; the vnet it lives in, deployed here, is.
+        assert_eq!(
+            nic["dependsOn"],
+            json!(["[resourceId('Microsoft.Network/virtualNetworks', 'v')]"])
+        );
+    }
+
+    #[test]
     fn constructs_beyond_the_subset_are_named_with_their_position() {
         let cases = [
             ("module m './m.bicep' = {}\n", 1, 1, "modules"),
             (
-                "param a string\n\nresource r 'A.B/c@1' existing = {\n}\n",
+                "resource r 'A.B/c@1' existing = {\n  name: 'x'\n  dependsOn: []\n}\n",
                 3,
-                22,
-                "existing resources",
+                14,
+                "explicit dependencies of existing resources",
             ),
             ("var xs = [for x in range(0, 2): x]\n", 1, 11, "loops"),
             ("targetScope = 'subscription'\n", 1, 15, "target scopes"),
@@ -188,7 +216,7 @@ mod tests {
             ("var x = y\n", 1, 9, "'y' is not declared"),
             ("var x = 1\nvar x = 2\n", 2, 1, "declared more than once"),
             ("var x = nope()\n", 1, 9, "unknown function 'nope()'"),
-            ("var a = b\nvar b = a\n", 1, 9, "refers to itself"),
+            ("var a = b\nvar b = a\n", 2, 9, "refers to itself"),
         ];
         for (src, line, column, what) in cases {
             let e = compile(src).expect_err(src);

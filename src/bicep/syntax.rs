@@ -117,6 +117,8 @@ pub enum StmtKind {
     Resource {
         name: String,
         type_ref: String,
+        /// `existing`: a reference to a resource deployed elsewhere, not deployed here.
+        existing: bool,
         condition: Option<Expr>,
         body: Vec<Property>,
     },
@@ -386,8 +388,9 @@ impl<'a> Parser<'a> {
                         ));
                     }
                 };
-                if matches!(self.peek(), Tok::Ident(s) if s == "existing") {
-                    return Err(unsupported(self.src, self.at(), "existing resources"));
+                let existing = matches!(self.peek(), Tok::Ident(s) if s == "existing");
+                if existing {
+                    self.bump();
                 }
                 self.expect_punct("=")?;
                 self.skip_newlines();
@@ -417,6 +420,7 @@ impl<'a> Parser<'a> {
                 StmtKind::Resource {
                     name,
                     type_ref,
+                    existing,
                     condition,
                     body,
                 }
