@@ -30,7 +30,8 @@ impl Ax {
     /// an expression string `[...]`. A literal string starting with `[` is escaped as `[[`.
     pub fn to_json(&self) -> Value {
         match self {
-            Ax::Str(s) if s.starts_with('[') => Value::String(format!("[{s}")),
+            // ARM reads a string in brackets as an expression: a literal one is escaped.
+            Ax::Str(s) if s.starts_with('[') && s.ends_with(']') => Value::String(format!("[{s}")),
             Ax::Str(s) => Value::String(s.clone()),
             Ax::Int(n) => Value::from(*n),
             Ax::Bool(b) => Value::Bool(*b),

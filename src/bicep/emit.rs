@@ -9,7 +9,10 @@ use serde_json::{Map, Value, json};
 
 use super::CompileError;
 use super::arm::Ax;
-use super::syntax::{Decorator, Expr, ExprKind, Property, Stmt, StmtKind, TypeExpr, unsupported};
+use super::syntax::{
+    Decorator, Expr, ExprKind, ForLoop, Property, ResourceLoop, Stmt, StmtKind, TypeExpr,
+    unsupported,
+};
 
 /// How deeply variables may refer to each other.
 const MAX_DEPTH: usize = 256;
@@ -20,6 +23,8 @@ const SCHEMA: &str =
 struct Resource<'a> {
     /// Deployed elsewhere: referenced, never emitted, never a dependency.
     existing: bool,
+    /// One resource per item of a collection (`copy`).
+    looped: Option<&'a ResourceLoop>,
     symbol: &'a str,
     ty: String,
     api_version: String,
@@ -40,8 +45,18 @@ enum Symbol<'a> {
     Output,
 }
 
+/// A loop around the expression being lowered: its item and index names, and what they become.
+struct LoopScope {
+    item: Option<String>,
+    index: Option<String>,
+    source: Ax,
+    /// The current position: `copyIndex()`, `copyIndex('name')`, or a given index.
+    position: Ax,
+}
+
 struct Emitter<'a> {
     src: &'a str,
+    loops: std::cell::RefCell<Vec<LoopScope>>,
     symbols: HashMap<&'a str, Symbol<'a>>,
     resources: Vec<Resource<'a>>,
     /// Variables whose value needs the deployment to run (`reference`, `list*`): inlined.
@@ -51,6 +66,7 @@ struct Emitter<'a> {
 pub fn emit(src: &str, stmts: &[Stmt]) -> Result<Value, CompileError> {
     let mut e = Emitter {
         src,
+        loops: std::cell::RefCell::new(Vec::new()),
         symbols: HashMap::new(),
         resources: Vec::new(),
         runtime_vars: HashSet::new(),
@@ -75,6 +91,7 @@ impl<'a> Emitter<'a> {
                     name,
                     type_ref,
                     existing,
+                    looped,
                     condition,
                     body,
                 } => {
@@ -118,8 +135,12 @@ impl<'a> Emitter<'a> {
                         ));
                     }
                     let index = self.resources.len();
+                    if *existing && let Some(l) = looped {
+                        return Err(unsupported(self.src, l.at, "loops over existing resources"));
+                    }
                     self.resources.push(Resource {
                         existing: *existing,
+                        looped: looped.as_ref(),
                         symbol: name,
                         ty: ty.to_string(),
                         api_version: api_version.to_string(),
@@ -190,8 +211,10 @@ impl<'a> Emitter<'a> {
         }
     }
 
+    /// The resource a name refers to (unless a loop variable of that name hides it).
     fn resource_symbol(&self, e: &Expr) -> Option<&Resource<'a>> {
         match &e.kind {
+            ExprKind::Ident(n) if self.loop_variable(n).is_some() => None,
             ExprKind::Ident(n) => match self.symbols.get(n.as_str()) {
                 Some(Symbol::Resource(i)) => Some(&self.resources[*i]),
                 _ => None,
@@ -322,22 +345,20 @@ impl<'a> Emitter<'a> {
             ExprKind::Int(n) => Ax::Int(*n),
             ExprKind::Bool(b) => Ax::Bool(*b),
             ExprKind::Null => Ax::Null,
+            ExprKind::Ident(n) if self.loop_variable(n).is_some() => {
+                self.loop_variable(n).unwrap_or(Ax::Null)
+            }
+            ExprKind::For(_) => {
+                return Err(self.err(
+                    e.at,
+                    "a loop ([for ...]) must be the whole value of a resource, a variable, an output or a property",
+                ));
+            }
             ExprKind::Ident(n) => match self.symbols.get(n.as_str()) {
                 Some(Symbol::Param) => Ax::call("parameters", vec![Ax::str(n)]),
                 Some(Symbol::Var(v)) if self.runtime_vars.contains(n.as_str()) => self.lower(v)?,
                 Some(Symbol::Var(_)) => Ax::call("variables", vec![Ax::str(n)]),
-                // The whole resource: its full runtime state.
-                Some(Symbol::Resource(i)) => {
-                    let r = &self.resources[*i];
-                    Ax::call(
-                        "reference",
-                        vec![
-                            self.resource_id(r)?,
-                            Ax::Str(r.api_version.clone()),
-                            Ax::str("full"),
-                        ],
-                    )
-                }
+                Some(Symbol::Resource(i)) => self.whole_resource(&self.resources[*i])?,
                 Some(Symbol::Output) | None => {
                     return Err(self.err(e.at, format!("'{n}' is not declared")));
                 }
@@ -376,9 +397,23 @@ impl<'a> Emitter<'a> {
                 if let Some(r) = self.resource_symbol(base) {
                     return self.resource_property(r, name);
                 }
+                // One resource of a loop: `storage[i].id`.
+                if let ExprKind::Index { base: inner, index } = &base.kind
+                    && let Some(r) = self.resource_symbol(inner)
+                    && let Some(l) = r.looped
+                {
+                    let position = self.lower(index)?;
+                    return self.in_loop(l, position, || self.resource_property(r, name));
+                }
                 Ax::Prop(Box::new(self.lower(base)?), name.clone())
             }
             ExprKind::Index { base, index } => {
+                if let Some(r) = self.resource_symbol(base)
+                    && let Some(l) = r.looped
+                {
+                    let position = self.lower(index)?;
+                    return self.in_loop(l, position, || self.whole_resource(r));
+                }
                 if let Some(r) = self.resource_symbol(base)
                     && let ExprKind::Str { parts, holes } = &index.kind
                     && holes.is_empty()
@@ -491,7 +526,150 @@ impl<'a> Emitter<'a> {
 
     // ---- resources --------------------------------------------------------------------------
 
+    /// The whole resource as a value: its full runtime state.
+    fn whole_resource(&self, r: &Resource<'a>) -> Result<Ax, CompileError> {
+        self.not_a_collection(r)?;
+        Ok(Ax::call(
+            "reference",
+            vec![
+                self.resource_id(r)?,
+                Ax::Str(r.api_version.clone()),
+                Ax::str("full"),
+            ],
+        ))
+    }
+
+    /// A looped resource is read one item at a time (`storage[i].id`), or from inside its
+    /// own loop.
+    fn not_a_collection(&self, r: &Resource<'a>) -> Result<(), CompileError> {
+        match r.looped {
+            Some(l) if !self.inside(l) => Err(unsupported(
+                self.src,
+                r.at,
+                &format!(
+                    "reads of a whole resource collection ('{}' without an index)",
+                    r.symbol
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    fn inside(&self, l: &ResourceLoop) -> bool {
+        self.loops.borrow().iter().any(|s| {
+            s.item == l.item
+                && s.index == l.index
+                && s.source == self.lower(&l.source).unwrap_or(Ax::Null)
+        })
+    }
+
+    /// What a loop variable stands for, if `name` is one.
+    fn loop_variable(&self, name: &str) -> Option<Ax> {
+        self.loops.borrow().iter().rev().find_map(|s| {
+            if s.item.as_deref() == Some(name) {
+                Some(Ax::Index(
+                    Box::new(s.source.clone()),
+                    Box::new(s.position.clone()),
+                ))
+            } else if s.index.as_deref() == Some(name) {
+                Some(s.position.clone())
+            } else {
+                None
+            }
+        })
+    }
+
+    /// Runs `f` with the variables of loop `l` standing for the item at `position`.
+    fn in_loop<T>(
+        &self,
+        l: &ResourceLoop,
+        position: Ax,
+        f: impl FnOnce() -> Result<T, CompileError>,
+    ) -> Result<T, CompileError> {
+        let source = self.lower(&l.source)?;
+        self.with_scope(l.item.clone(), l.index.clone(), source, position, f)
+    }
+
+    fn with_scope<T>(
+        &self,
+        item: Option<String>,
+        index: Option<String>,
+        source: Ax,
+        position: Ax,
+        f: impl FnOnce() -> Result<T, CompileError>,
+    ) -> Result<T, CompileError> {
+        self.loops.borrow_mut().push(LoopScope {
+            item,
+            index,
+            source,
+            position,
+        });
+        let result = f();
+        self.loops.borrow_mut().pop();
+        result
+    }
+
+    /// A value at a JSON position (a variable, an output, a resource property): like `lower`,
+    /// and a property whose value is a loop becomes a `copy` entry of its object.
+    fn lower_json(&self, e: &Expr) -> Result<Ax, CompileError> {
+        match &e.kind {
+            ExprKind::Object(props) => {
+                let mut copies = Vec::new();
+                let mut out = Vec::new();
+                for p in props {
+                    let key = match &p.key_expr {
+                        Some(k) => self.lower(k)?,
+                        None => Ax::Str(p.key.clone()),
+                    };
+                    if let ExprKind::For(l) = &p.value.kind {
+                        if p.key_expr.is_some() {
+                            return Err(self.err(p.at, "a property loop needs a literal name"));
+                        }
+                        let (count, input) =
+                            self.loop_body(l, Ax::call("copyIndex", vec![Ax::Str(p.key.clone())]))?;
+                        copies.push(Ax::Obj(vec![
+                            (Ax::str("name"), Ax::Str(p.key.clone())),
+                            (Ax::str("count"), count),
+                            (Ax::str("input"), input),
+                        ]));
+                    } else {
+                        out.push((key, self.lower_json(&p.value)?));
+                    }
+                }
+                if !copies.is_empty() {
+                    out.insert(0, (Ax::str("copy"), Ax::Arr(copies)));
+                }
+                Ok(Ax::Obj(out))
+            }
+            ExprKind::Array(items) => Ok(Ax::Arr(
+                items
+                    .iter()
+                    .map(|i| self.lower_json(i))
+                    .collect::<Result<_, _>>()?,
+            )),
+            _ => self.lower(e),
+        }
+    }
+
+    /// A loop's `count` and its body at `position`.
+    fn loop_body(&self, l: &ForLoop, position: Ax) -> Result<(Ax, Ax), CompileError> {
+        if let Some(c) = &l.condition {
+            return Err(unsupported(
+                self.src,
+                c.at,
+                "conditions in loops other than resource loops",
+            ));
+        }
+        let source = self.lower(&l.source)?;
+        let count = Ax::call("length", vec![source.clone()]);
+        let input = self.with_scope(l.item.clone(), l.index.clone(), source, position, || {
+            self.lower_json(&l.body)
+        })?;
+        Ok((count, input))
+    }
+
     fn resource_property(&self, r: &Resource<'a>, name: &str) -> Result<Ax, CompileError> {
+        self.not_a_collection(r)?;
         Ok(match name {
             "id" => self.resource_id(r)?,
             "name" => self.lower(r.name)?,
@@ -635,18 +813,25 @@ impl<'a> Emitter<'a> {
 
     /// Resources `e` refers to, directly or through variables.
     fn references(&self, e: &Expr, out: &mut BTreeSet<&'a str>) {
-        self.references_via(e, out, &mut HashSet::new());
+        self.references_in(e, &mut Vec::new(), out, &mut HashSet::new());
     }
 
-    fn references_via(&self, e: &Expr, out: &mut BTreeSet<&'a str>, seen: &mut HashSet<&'a str>) {
-        walk(e, &mut |x| {
+    /// Resources `e` refers to; names in `bound` are loop variables, not symbols.
+    fn references_in(
+        &self,
+        e: &Expr,
+        bound: &mut Vec<String>,
+        out: &mut BTreeSet<&'a str>,
+        seen: &mut HashSet<&'a str>,
+    ) {
+        walk_free(e, bound, &mut |x| {
             if let ExprKind::Ident(n) = &x.kind {
                 match self.symbols.get_key_value(n.as_str()) {
                     Some((k, Symbol::Resource(_))) => {
                         out.insert(*k);
                     }
                     Some((k, Symbol::Var(v))) if seen.insert(*k) => {
-                        self.references_via(v, out, seen)
+                        self.references_in(v, &mut Vec::new(), out, seen)
                     }
                     _ => {}
                 }
@@ -656,9 +841,18 @@ impl<'a> Emitter<'a> {
 
     fn depends_on(&self, r: &Resource<'a>) -> Result<Vec<Value>, CompileError> {
         let mut deps = BTreeSet::new();
+        // Inside a resource loop, its item and index are not symbols.
+        let mut bound: Vec<String> = Vec::new();
+        if let Some(l) = r.looped {
+            self.references(&l.source, &mut deps);
+            bound.extend(l.item.iter().chain(&l.index).cloned());
+            if let Some(c) = &l.condition {
+                self.references_in(c, &mut bound.clone(), &mut deps, &mut HashSet::new());
+            }
+        }
         for p in r.body {
             if !matches!(p.key.as_str(), "parent" | "dependsOn") {
-                self.references(&p.value, &mut deps);
+                self.references_in(&p.value, &mut bound.clone(), &mut deps, &mut HashSet::new());
             }
         }
         if let Some(c) = r.condition {
@@ -693,7 +887,14 @@ impl<'a> Emitter<'a> {
         deployed.remove(r.symbol);
         deployed
             .iter()
-            .map(|s| Ok(self.resource_id(self.resource(s))?.to_json()))
+            .map(|s| {
+                let target = self.resource(s);
+                // A dependency on a loop is on the whole collection, by its copy name.
+                if target.looped.is_some() {
+                    return Ok(Value::from(target.symbol));
+                }
+                Ok(self.resource_id(target)?.to_json())
+            })
             .collect()
     }
 
@@ -758,8 +959,19 @@ impl<'a> Emitter<'a> {
                 }
                 StmtKind::Var { name, value } => {
                     self.only_description(s)?;
-                    if !self.runtime_vars.contains(name.as_str()) {
-                        variables.insert(name.clone(), self.lower(value)?.to_json());
+                    if let ExprKind::For(l) = &value.kind {
+                        // A variable loop: an entry of `variables.copy`.
+                        let (count, input) =
+                            self.loop_body(l, Ax::call("copyIndex", vec![Ax::Str(name.clone())]))?;
+                        let entry = json!({"name": name, "count": count.to_json(), "input": input.to_json()});
+                        if let Value::Array(copies) = variables
+                            .entry("copy")
+                            .or_insert_with(|| Value::Array(Vec::new()))
+                        {
+                            copies.push(entry);
+                        }
+                    } else if !self.runtime_vars.contains(name.as_str()) {
+                        variables.insert(name.clone(), self.lower_json(value)?.to_json());
                     }
                 }
                 StmtKind::Resource { name, .. } => {
@@ -777,7 +989,16 @@ impl<'a> Emitter<'a> {
                 StmtKind::Output { name, ty, value } => {
                     let mut o = Map::new();
                     o.insert("type".into(), Value::from(self.plain_type(ty)?));
-                    o.insert("value".into(), self.lower(value)?.to_json());
+                    if let ExprKind::For(l) = &value.kind {
+                        // An output loop: `copy` with copyIndex().
+                        let (count, input) = self.loop_body(l, Ax::call("copyIndex", vec![]))?;
+                        o.insert(
+                            "copy".into(),
+                            json!({"count": count.to_json(), "input": input.to_json()}),
+                        );
+                    } else {
+                        o.insert("value".into(), self.lower_json(value)?.to_json());
+                    }
                     let meta = self.description_metadata(s, &["description"])?;
                     if !meta.is_empty() {
                         o.insert("metadata".into(), Value::Object(meta));
@@ -985,7 +1206,35 @@ impl<'a> Emitter<'a> {
     }
 
     fn resource_json(&self, r: &Resource<'a>) -> Result<Value, CompileError> {
+        let Some(l) = r.looped else {
+            return self.resource_body_json(r, Map::new());
+        };
+        // One resource per item: `copy`, and the body with the loop's variables at copyIndex().
         let mut o = Map::new();
+        let mut copy = Map::new();
+        copy.insert("name".into(), Value::from(r.symbol));
+        copy.insert(
+            "count".into(),
+            Ax::call("length", vec![self.lower(&l.source)?]).to_json(),
+        );
+        if let Some(d) = r.decorators.iter().find(|d| d.name == "batchSize") {
+            copy.insert("mode".into(), Value::from("serial"));
+            copy.insert("batchSize".into(), self.int_arg(d)?);
+        }
+        o.insert("copy".into(), Value::Object(copy));
+        self.in_loop(l, Ax::call("copyIndex", vec![]), || {
+            if let Some(c) = &l.condition {
+                o.insert("condition".into(), self.lower(c)?.to_json());
+            }
+            self.resource_body_json(r, o)
+        })
+    }
+
+    fn resource_body_json(
+        &self,
+        r: &Resource<'a>,
+        mut o: Map<String, Value>,
+    ) -> Result<Value, CompileError> {
         if let Some(c) = r.condition {
             o.insert("condition".into(), self.lower(c)?.to_json());
         }
@@ -1002,7 +1251,7 @@ impl<'a> Emitter<'a> {
             if matches!(p.key.as_str(), "name" | "parent" | "scope" | "dependsOn") {
                 continue;
             }
-            o.insert(p.key.clone(), self.lower(&p.value)?.to_json());
+            o.insert(p.key.clone(), self.lower_json(&p.value)?.to_json());
         }
         let deps = self.depends_on(r)?;
         if !deps.is_empty() {
@@ -1016,8 +1265,8 @@ impl<'a> Emitter<'a> {
             },
             &["description", "batchSize"],
         )?;
-        if r.decorators.iter().any(|d| d.name == "batchSize") {
-            return Err(unsupported(self.src, r.at, "@batchSize outside loops"));
+        if r.looped.is_none() && r.decorators.iter().any(|d| d.name == "batchSize") {
+            return Err(self.err(r.at, "@batchSize applies to resource loops only"));
         }
         if !meta.is_empty() {
             o.insert("metadata".into(), Value::Object(meta));
@@ -1034,42 +1283,77 @@ fn group_id(sub: Ax, rg: Ax) -> Ax {
     )
 }
 
+/// Like `walk`, but a loop's item and index are bound in its body: identifiers naming a bound
+/// variable are not passed to `f`.
+fn walk_free<'e>(e: &'e Expr, bound: &mut Vec<String>, f: &mut impl FnMut(&'e Expr)) {
+    match &e.kind {
+        ExprKind::Ident(n) if bound.contains(n) => {}
+        ExprKind::For(l) => {
+            f(e);
+            walk_free(&l.source, bound, f);
+            let before = bound.len();
+            bound.extend(l.item.iter().chain(&l.index).cloned());
+            if let Some(c) = &l.condition {
+                walk_free(c, bound, f);
+            }
+            walk_free(&l.body, bound, f);
+            bound.truncate(before);
+        }
+        _ => {
+            f(e);
+            each_child(e, &mut |c| walk_free(c, bound, f));
+        }
+    }
+}
+
 /// Calls `f` on `e` and every expression inside it.
 fn walk<'e>(e: &'e Expr, f: &mut impl FnMut(&'e Expr)) {
     f(e);
+    each_child(e, &mut |c| walk(c, f));
+}
+
+/// Calls `f` on each expression directly inside `e`.
+fn each_child<'e>(e: &'e Expr, f: &mut impl FnMut(&'e Expr)) {
     match &e.kind {
-        ExprKind::Str { holes, .. } => holes.iter().for_each(|h| walk(h, f)),
-        ExprKind::Call { args, .. } => args.iter().for_each(|a| walk(a, f)),
+        ExprKind::Str { holes, .. } => holes.iter().for_each(f),
+        ExprKind::Call { args, .. } => args.iter().for_each(f),
         ExprKind::MethodCall { base, args, .. } => {
-            walk(base, f);
-            args.iter().for_each(|a| walk(a, f));
+            f(base);
+            args.iter().for_each(f);
         }
-        ExprKind::Member { base, .. } => walk(base, f),
+        ExprKind::Member { base, .. } => f(base),
         ExprKind::Index { base, index } => {
-            walk(base, f);
-            walk(index, f);
+            f(base);
+            f(index);
         }
-        ExprKind::Unary { operand, .. } => walk(operand, f),
+        ExprKind::Unary { operand, .. } => f(operand),
         ExprKind::Binary { left, right, .. } => {
-            walk(left, f);
-            walk(right, f);
+            f(left);
+            f(right);
         }
         ExprKind::Ternary {
             cond,
             then,
             otherwise,
         } => {
-            walk(cond, f);
-            walk(then, f);
-            walk(otherwise, f);
+            f(cond);
+            f(then);
+            f(otherwise);
         }
         ExprKind::Object(props) => props.iter().for_each(|p| {
             if let Some(k) = &p.key_expr {
-                walk(k, f);
+                f(k);
             }
-            walk(&p.value, f)
+            f(&p.value)
         }),
-        ExprKind::Array(items) => items.iter().for_each(|i| walk(i, f)),
+        ExprKind::Array(items) => items.iter().for_each(f),
+        ExprKind::For(l) => {
+            f(&l.source);
+            if let Some(c) = &l.condition {
+                f(c);
+            }
+            f(&l.body);
+        }
         ExprKind::Int(_) | ExprKind::Bool(_) | ExprKind::Null | ExprKind::Ident(_) => {}
     }
 }

@@ -1,11 +1,12 @@
 //! A native Bicep → ARM JSON compiler for the language of resource templates (params with
 //! decorators, vars, resources with `parent`/`scope`/`dependsOn`/conditions, `existing`
-//! resources, outputs, the built-in functions), with the official compiler's output: a classic
-//! template (no `languageVersion`) equal to its `main.json` apart from `metadata._generator`.
+//! resources, loops over resources, properties, variables and outputs, outputs, the built-in
+//! functions), with the official compiler's output: a classic template (no `languageVersion`)
+//! equal to its `main.json` apart from `metadata._generator`.
 //!
-//! Anything outside that subset (loops, modules, nested child resources, user-defined types,
-//! lambdas, imports, other target scopes...) is rejected with an error naming the construct and
-//! its line and column; the compiler never guesses.
+//! Anything outside that subset (modules, nested child resources, user-defined types, lambdas,
+//! imports, other target scopes, reads of a whole resource collection...) is rejected with an
+//! error naming the construct and its line and column; the compiler never guesses.
 
 mod arm;
 mod emit;
@@ -200,6 +201,53 @@ mod tests {
     }
 
     #[test]
+    fn loops_become_copy_loops() {
+        let t = compile(
+            "param names array\n\
+             var sizes = [for (n, i) in names: {\n  name: n\n  size: i\n}]\n\
+             @batchSize(2)\n\
+             resource sa 'Microsoft.Storage/storageAccounts@2023-05-01' = [for n in names: if (n != 'x') {\n  name: n\n  properties: {\n    rules: [for r in range(0, 2): {\n      value: '${n}-${r}'\n    }]\n  }\n}]\n\
+             resource lock 'Microsoft.Authorization/locks@2020-05-01' = {\n  name: 'l'\n  properties: {\n    id: sa[0].id\n  }\n}\n\
+             output ids array = [for (n, i) in names: sa[i].id]\n",
+        )
+        .expect("compiles");
+        assert_eq!(
+            t["variables"]["copy"],
+            json!([{"name": "sizes", "count": "[length(parameters('names'))]", "input": {
+                "name": "[parameters('names')[copyIndex('sizes')]]", "size": "[copyIndex('sizes')]"}}])
+        );
+        let sa = &t["resources"][0];
+        assert_eq!(
+            sa["copy"],
+            json!({"name": "sa", "count": "[length(parameters('names'))]", "mode": "serial", "batchSize": 2})
+        );
+        assert_eq!(
+            sa["condition"],
+            "[not(equals(parameters('names')[copyIndex()], 'x'))]"
+        );
+        assert_eq!(
+            sa["properties"]["copy"],
+            json!([{"name": "rules", "count": "[length(range(0, 2))]", "input": {
+                "value": "[format('{0}-{1}', parameters('names')[copyIndex()], range(0, 2)[copyIndex('rules')])]"}}])
+        );
+        // A dependency on a loop is on the whole collection.
+        assert_eq!(t["resources"][1]["dependsOn"], json!(["sa"]));
+        assert_eq!(
+            t["resources"][1]["properties"]["id"],
+            "[resourceId('Microsoft.Storage/storageAccounts', parameters('names')[0])]"
+        );
+        assert_eq!(
+            t["outputs"]["ids"]["copy"]["input"],
+            "[resourceId('Microsoft.Storage/storageAccounts', parameters('names')[copyIndex()])]"
+        );
+        let e = compile(
+            "resource sa 'Microsoft.Storage/storageAccounts@2023-05-01' = [for n in ['a']: {\n  name: n\n}]\noutput all array = sa\n",
+        )
+        .expect_err("a whole collection");
+        assert!(e.message.contains("whole resource collection"), "{e}");
+    }
+
+    #[test]
     fn constructs_beyond_the_subset_are_named_with_their_position() {
         let cases = [
             ("module m './m.bicep' = {}\n", 1, 1, "modules"),
@@ -209,7 +257,12 @@ mod tests {
                 14,
                 "explicit dependencies of existing resources",
             ),
-            ("var xs = [for x in range(0, 2): x]\n", 1, 11, "loops"),
+            (
+                "var xs = [1, [for x in range(0, 2): x]]\n",
+                1,
+                14,
+                "must be the whole value",
+            ),
             ("targetScope = 'subscription'\n", 1, 15, "target scopes"),
             ("type t = string\n", 1, 1, "user-defined types"),
             ("param p string[]\n", 1, 9, "typed-array types"),

@@ -59,6 +59,18 @@ pub enum ExprKind {
     },
     Object(Vec<Property>),
     Array(Vec<Expr>),
+    /// `[for item in source: body]`, `[for (item, index) in source: body]`; for resources
+    /// also `[for ...: if (condition) {...}]`.
+    For(Box<ForLoop>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForLoop {
+    pub item: Option<String>,
+    pub index: Option<String>,
+    pub source: Expr,
+    pub condition: Option<Expr>,
+    pub body: Expr,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -119,6 +131,8 @@ pub enum StmtKind {
         type_ref: String,
         /// `existing`: a reference to a resource deployed elsewhere, not deployed here.
         existing: bool,
+        /// `= [for ...: {...}]`: one resource per item.
+        looped: Option<ResourceLoop>,
         condition: Option<Expr>,
         body: Vec<Property>,
     },
@@ -127,6 +141,15 @@ pub enum StmtKind {
         ty: TypeExpr,
         value: Expr,
     },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResourceLoop {
+    pub item: Option<String>,
+    pub index: Option<String>,
+    pub source: Expr,
+    pub condition: Option<Expr>,
+    pub at: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -405,16 +428,33 @@ impl<'a> Parser<'a> {
                 } else {
                     None
                 };
-                if self.is_punct("[") {
-                    return Err(unsupported(
-                        self.src,
-                        self.at(),
-                        "resource loops ([for ...])",
-                    ));
-                }
                 let body_at = self.at();
-                let body = match self.primary()?.kind {
-                    ExprKind::Object(props) => props,
+                let (body, looped) = match self.primary()?.kind {
+                    ExprKind::Object(props) => (props, None),
+                    ExprKind::For(l) if condition.is_none() => {
+                        let ForLoop {
+                            item,
+                            index,
+                            source,
+                            condition: loop_condition,
+                            body,
+                        } = *l;
+                        match body.kind {
+                            ExprKind::Object(props) => (
+                                props,
+                                Some(ResourceLoop {
+                                    item,
+                                    index,
+                                    source,
+                                    condition: loop_condition,
+                                    at: body_at,
+                                }),
+                            ),
+                            _ => {
+                                return Err(self.err(body.at, "expected the resource body { ... }"));
+                            }
+                        }
+                    }
                     _ => return Err(self.err(body_at, "expected the resource body { ... }")),
                 };
                 StmtKind::Resource {
@@ -422,6 +462,7 @@ impl<'a> Parser<'a> {
                     type_ref,
                     existing,
                     condition,
+                    looped,
                     body,
                 }
             }
@@ -833,7 +874,10 @@ impl<'a> Parser<'a> {
                 self.bump();
                 self.skip_newlines();
                 if matches!(self.peek(), Tok::Ident(s) if s == "for") {
-                    return Err(unsupported(self.src, self.at(), "loops ([for ...])"));
+                    return Ok(Expr {
+                        kind: ExprKind::For(Box::new(self.for_loop()?)),
+                        at,
+                    });
                 }
                 let mut items = Vec::new();
                 loop {
@@ -858,6 +902,50 @@ impl<'a> Parser<'a> {
             _ => return Err(self.unexpected("an expression")),
         };
         Ok(Expr { kind, at })
+    }
+
+    /// After `[`, at `for`: the loop, up to and including `]`.
+    fn for_loop(&mut self) -> Result<ForLoop, CompileError> {
+        self.bump();
+        let (item, index) = if self.eat_punct("(") {
+            let (item, _) = self.ident("the loop's item name")?;
+            self.expect_punct(",")?;
+            let (index, _) = self.ident("the loop's index name")?;
+            self.expect_punct(")")?;
+            (Some(item), Some(index))
+        } else {
+            (Some(self.ident("the loop's item name")?.0), None)
+        };
+        match self.peek() {
+            Tok::Ident(s) if s == "in" => {
+                self.bump();
+            }
+            _ => return Err(self.unexpected("'in'")),
+        }
+        let source = self.expr()?;
+        self.expect_punct(":")?;
+        self.skip_newlines();
+        let condition = if matches!(self.peek(), Tok::Ident(s) if s == "if") {
+            self.bump();
+            self.expect_punct("(")?;
+            self.skip_newlines();
+            let c = self.expr()?;
+            self.skip_newlines();
+            self.expect_punct(")")?;
+            Some(c)
+        } else {
+            None
+        };
+        let body = self.expr()?;
+        self.skip_newlines();
+        self.expect_punct("]")?;
+        Ok(ForLoop {
+            item,
+            index,
+            source,
+            condition,
+            body,
+        })
     }
 
     /// Properties after `{`, up to and including `}`.
