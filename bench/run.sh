@@ -92,6 +92,8 @@ for c in 16 64; do
 done
 IDLE_RSS=$(awk '/VmRSS/ {print $2}' /proc/$DPID/status)
 kill "$DPID"
+# The next sections time terraform: leave no autovacuum work behind.
+sleep 1; "${PSQL[@]}" -c "DROP DATABASE api" postgres
 
 fi
 if want dispatch; then
@@ -157,6 +159,7 @@ for i in 1 2 3 4 5; do
   bare_times+=("$(echo "$(date +%s.%N) - $t0" | bc)")
 done
 median() { printf '%s\n' "$@" | sort -n | sed -n 3p; }
+echo "  daemon runs: ${daemon_times[*]}"; echo "  bare runs: ${bare_times[*]}"
 dm=$(median "${daemon_times[@]}"); bm=$(median "${bare_times[@]}")
 ratio=$(echo "scale=3; $dm / $bm" | bc)
 row "overhead (daemon / bare terraform)" "daemon ${dm} s, bare ${bm} s, ratio ${ratio}" "≤1.05" "bench/run.sh §4 (POST → completed vs init/workspace/plan/apply/output by hand)"

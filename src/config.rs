@@ -58,6 +58,18 @@ pub struct ServerSettings {
     pub deploy_rate_per_minute: u32,
     /// Origins allowed to call the API from a browser; none by default.
     pub cors_allowed_origins: Vec<String>,
+    /// HTTP worker threads; 0: one per CPU.
+    pub workers: usize,
+}
+
+impl ServerSettings {
+    /// The HTTP worker threads to start.
+    pub fn worker_threads(&self) -> usize {
+        if self.workers > 0 {
+            return self.workers;
+        }
+        std::thread::available_parallelism().map_or(2, |n| n.get())
+    }
 }
 
 impl Default for ServerSettings {
@@ -67,6 +79,7 @@ impl Default for ServerSettings {
             max_body_bytes: 1024 * 1024,
             deploy_rate_per_minute: 600,
             cors_allowed_origins: Vec::new(),
+            workers: 0,
         }
     }
 }
@@ -419,6 +432,9 @@ mod tests {
         assert_eq!(s.runner.max_concurrent, 2);
         assert_eq!(s.terraform.state_backend, StateBackend::Pg);
         assert_eq!(s.azure.bicep_compiler, BicepCompilerChoice::Auto);
+        assert!(s.server.worker_threads() >= 1);
+        let s = load(&[("MULTICLOUD__SERVER__WORKERS", "3")]).expect("workers");
+        assert_eq!(s.server.worker_threads(), 3);
     }
 
     #[test]

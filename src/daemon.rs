@@ -136,7 +136,7 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
                 .configure(|cfg| http::configure(cfg, max_body))
         })
         .disable_signals()
-        .workers(2)
+        .workers(settings.server.worker_threads())
         .bind(settings.bind_addr())
         .with_context(|| format!("binding {}", settings.server.bind))?
         .run();
