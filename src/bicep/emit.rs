@@ -73,6 +73,7 @@ pub fn emit(src: &str, stmts: &[Stmt]) -> Result<Value, CompileError> {
     };
     e.declare(stmts)?;
     e.find_runtime_vars()?;
+    e.check_resource_cycles()?;
     e.write(stmts)
 }
 
@@ -198,6 +199,84 @@ impl<'a> Emitter<'a> {
                             r.ty, parent.ty
                         ),
                     ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A resource's identity (name, parent, scope, loop source) must not depend on itself:
+    /// its id could never be written (the official compiler reports such a cycle too).
+    fn check_resource_cycles(&self) -> Result<(), CompileError> {
+        let edges: Vec<Vec<usize>> = self
+            .resources
+            .iter()
+            .map(|r| {
+                let mut out = BTreeSet::new();
+                let mut bound: Vec<String> = r
+                    .looped
+                    .iter()
+                    .flat_map(|l| l.item.iter().chain(&l.index).cloned())
+                    .collect();
+                self.references_in(r.name, &mut bound, &mut out, &mut HashSet::new());
+                if let Some(s) = r.scope {
+                    self.references(s, &mut out);
+                }
+                if let Some(l) = r.looped {
+                    self.references(&l.source, &mut out);
+                }
+                if let Some(p) = r.parent {
+                    out.insert(p);
+                }
+                out.iter()
+                    .filter_map(|s| match self.symbols.get(s) {
+                        Some(Symbol::Resource(i)) => Some(*i),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .collect();
+        // Depth-first, iteratively: 0 unvisited, 1 on the path, 2 done.
+        let mut state = vec![0u8; self.resources.len()];
+        for start in 0..self.resources.len() {
+            if state[start] != 0 {
+                continue;
+            }
+            let mut path = vec![(start, 0usize)];
+            state[start] = 1;
+            while let Some((node, next)) = path.last_mut() {
+                let node = *node;
+                match edges[node].get(*next) {
+                    Some(&to) => {
+                        *next += 1;
+                        match state[to] {
+                            0 => {
+                                state[to] = 1;
+                                path.push((to, 0));
+                            }
+                            1 => {
+                                let cycle: Vec<&str> = path
+                                    .iter()
+                                    .skip_while(|(n, _)| *n != to)
+                                    .map(|(n, _)| self.resources[*n].symbol)
+                                    .chain([self.resources[to].symbol])
+                                    .collect();
+                                return Err(self.err(
+                                    self.resources[to].at,
+                                    format!(
+                                        "resource '{}' refers to itself through its name, parent, scope or loop: {}",
+                                        self.resources[to].symbol,
+                                        cycle.join(" -> ")
+                                    ),
+                                ));
+                            }
+                            _ => {}
+                        }
+                    }
+                    None => {
+                        state[node] = 2;
+                        path.pop();
+                    }
                 }
             }
         }

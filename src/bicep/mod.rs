@@ -270,6 +270,18 @@ mod tests {
             ("var x = 1\nvar x = 2\n", 2, 1, "declared more than once"),
             ("var x = nope()\n", 1, 9, "unknown function 'nope()'"),
             ("var a = b\nvar b = a\n", 2, 9, "refers to itself"),
+            (
+                "resource r 'A.B/c@1' = {\n  name: r.properties.x\n}\n",
+                1,
+                1,
+                "'r' refers to itself through its name",
+            ),
+            (
+                "resource a 'A.B/c@1' = {\n  name: 'a'\n  scope: b\n}\nresource b 'A.B/c@1' = {\n  name: 'b'\n  scope: a\n}\n",
+                1,
+                1,
+                "a -> b -> a",
+            ),
         ];
         for (src, line, column, what) in cases {
             let e = compile(src).expect_err(src);
