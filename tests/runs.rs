@@ -70,6 +70,19 @@ async fn a_run_completes_with_outputs_logs_and_state_in_postgres() {
         seqs.windows(2).all(|w| w[1] == w[0] + 1) && seqs[0] == 1,
         "{seqs:?}"
     );
+    // Each line carries the time it was read, not the time its batch was written: the steps'
+    // command lines (often written in one batch) have strictly increasing times.
+    let step_times: Vec<chrono::DateTime<chrono::Utc>> = lines
+        .iter()
+        .filter(|l| {
+            l["line"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("$ terraform"))
+        })
+        .map(|l| l["at"].as_str().expect("at").parse().expect("time"))
+        .collect();
+    assert!(step_times.len() >= 4, "{step_times:?}");
+    assert!(step_times.windows(2).all(|w| w[0] < w[1]), "{step_times:?}");
 
     // Paging with ?after.
     let (_, page) = d

@@ -131,6 +131,7 @@ impl From<LogRow> for LogLine {
 pub struct NewLogRow<'a> {
     pub deployment_id: &'a str,
     pub seq: i64,
+    pub at: chrono::DateTime<chrono::Utc>,
     pub stream: &'a str,
     pub line: &'a str,
 }

@@ -208,6 +208,14 @@ pub struct LogLine {
     pub line: String,
 }
 
+/// A line a run produced, not stored yet: `at` is when it was read, not when it was written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewLogLine {
+    pub at: DateTime<Utc>,
+    pub stream: String,
+    pub line: String,
+}
+
 /// How a run ended, as the deployment actor reports it to persistence.
 #[derive(Debug, Clone)]
 pub enum RunOutcome {

@@ -5,7 +5,7 @@ mod deployment;
 mod provider;
 
 pub use deployment::{
-    Deployment, DeploymentId, DeploymentStatus, LogLine, NewDeployment, Operation, RunOutcome,
-    UnknownValue,
+    Deployment, DeploymentId, DeploymentStatus, LogLine, NewDeployment, NewLogLine, Operation,
+    RunOutcome, UnknownValue,
 };
 pub use provider::ProviderType;

@@ -23,7 +23,7 @@ use super::supervisor::{RunFinished, Supervisor};
 use crate::catalog::CatalogHandle;
 use crate::config::Settings;
 use crate::db::queries::states::StateLocation;
-use crate::domain::{Deployment, RunOutcome};
+use crate::domain::{Deployment, NewLogLine, RunOutcome};
 use crate::engines::{EngineError, EngineOutput, Engines, RunEvent, RunJob, StopReason};
 
 /// Log lines are written at least this often while a run goes on.
@@ -49,9 +49,9 @@ pub struct DeploymentActor {
     ctx: Arc<RunContext>,
     supervisor: Addr<Supervisor>,
     stop_tx: watch::Sender<Option<StopReason>>,
-    buffer: Vec<(String, String)>,
+    buffer: Vec<NewLogLine>,
     /// Batches of log lines, written in order by one task.
-    log_tx: Option<mpsc::UnboundedSender<Vec<(String, String)>>>,
+    log_tx: Option<mpsc::UnboundedSender<Vec<NewLogLine>>>,
     log_writer: Option<tokio::task::JoinHandle<()>>,
     progress: u8,
     /// Every log line of this run carries the deployment id.
@@ -91,7 +91,7 @@ impl DeploymentActor {
 
     /// Starts the task that writes log batches in order, retrying while the database is away.
     fn start_log_writer(&mut self) {
-        let (tx, mut rx) = mpsc::unbounded_channel::<Vec<(String, String)>>();
+        let (tx, mut rx) = mpsc::unbounded_channel::<Vec<NewLogLine>>();
         let persistence = self.ctx.persistence.clone();
         let id = self.id();
         self.log_tx = Some(tx);
@@ -135,7 +135,11 @@ impl DeploymentActor {
     }
 
     fn log_system(&mut self, line: impl Into<String>) {
-        self.buffer.push(("system".into(), line.into()));
+        self.buffer.push(NewLogLine {
+            at: chrono::Utc::now(),
+            stream: "system".into(),
+            line: line.into(),
+        });
     }
 
     /// Writes the outcome: the remaining log lines first, then the result (compare-and-set),
@@ -376,7 +380,11 @@ impl StreamHandler<RunEvent> for DeploymentActor {
     fn handle(&mut self, event: RunEvent, _: &mut Context<Self>) {
         match event {
             RunEvent::Log { stream, line } => {
-                self.buffer.push((stream.as_str().into(), line));
+                self.buffer.push(NewLogLine {
+                    at: chrono::Utc::now(),
+                    stream: stream.as_str().into(),
+                    line,
+                });
                 if self.buffer.len() >= FLUSH_LINES {
                     self.flush();
                 }

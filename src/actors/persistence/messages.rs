@@ -7,7 +7,7 @@ use diesel::pg::PgConnection;
 use super::{PersistError, PersistenceActor};
 use crate::db::models::{DeploymentRow, NewDeploymentRow};
 use crate::db::queries::{self, deployments::ListFilter, states::StateLocation};
-use crate::domain::{Deployment, LogLine, NewDeployment, RunOutcome};
+use crate::domain::{Deployment, LogLine, NewDeployment, NewLogLine, RunOutcome};
 
 fn to_domain(rows: Vec<DeploymentRow>) -> Result<Vec<Deployment>, PersistError> {
     rows.into_iter()
@@ -161,12 +161,12 @@ impl Handler<RenewLeases> for PersistenceActor {
     }
 }
 
-/// Appends `(stream, line)` pairs to a deployment's log; answers the last sequence number.
+/// Appends lines to a deployment's log; answers the last sequence number.
 #[derive(Message)]
 #[rtype(result = "Result<i64, PersistError>")]
 pub struct AppendLogs {
     pub deployment_id: String,
-    pub lines: Vec<(String, String)>,
+    pub lines: Vec<NewLogLine>,
 }
 
 impl Handler<AppendLogs> for PersistenceActor {

@@ -5,10 +5,11 @@ use diesel::prelude::*;
 
 use crate::db::models::{LogRow, NewLogRow};
 use crate::db::schema::deployment_logs;
+use crate::domain::NewLogLine;
 
 /// Appends lines after the last stored one. Only the run's owner writes a deployment's logs, so
 /// reading the current maximum inside the caller's transaction is race-free.
-pub fn append(conn: &mut PgConnection, id: &str, lines: &[(String, String)]) -> QueryResult<i64> {
+pub fn append(conn: &mut PgConnection, id: &str, lines: &[NewLogLine]) -> QueryResult<i64> {
     let last: Option<i64> = deployment_logs::table
         .filter(deployment_logs::deployment_id.eq(id))
         .select(diesel::dsl::max(deployment_logs::seq))
@@ -17,14 +18,15 @@ pub fn append(conn: &mut PgConnection, id: &str, lines: &[(String, String)]) -> 
     let rows: Vec<NewLogRow<'_>> = lines
         .iter()
         .enumerate()
-        .map(|(i, (stream, line))| NewLogRow {
+        .map(|(i, l)| NewLogRow {
             deployment_id: id,
             seq: start + 1 + i as i64,
-            stream,
-            line,
+            at: l.at,
+            stream: &l.stream,
+            line: &l.line,
         })
         .collect();
-    // PostgreSQL takes at most 65535 bind parameters per statement: 4 per row.
+    // PostgreSQL takes at most 65535 bind parameters per statement: 5 per row.
     for chunk in rows.chunks(10_000) {
         diesel::insert_into(deployment_logs::table)
             .values(chunk)
