@@ -417,17 +417,7 @@ impl<'a> Parser<'a> {
                 }
                 self.expect_punct("=")?;
                 self.skip_newlines();
-                let condition = if matches!(self.peek(), Tok::Ident(s) if s == "if") {
-                    self.bump();
-                    self.expect_punct("(")?;
-                    self.skip_newlines();
-                    let c = self.expr()?;
-                    self.skip_newlines();
-                    self.expect_punct(")")?;
-                    Some(c)
-                } else {
-                    None
-                };
+                let condition = self.if_condition()?;
                 let body_at = self.at();
                 let (body, looped) = match self.primary()?.kind {
                     ExprKind::Object(props) => (props, None),
@@ -904,6 +894,20 @@ impl<'a> Parser<'a> {
         Ok(Expr { kind, at })
     }
 
+    /// `if (condition)` before a resource body, if there.
+    fn if_condition(&mut self) -> Result<Option<Expr>, CompileError> {
+        if !matches!(self.peek(), Tok::Ident(s) if s == "if") {
+            return Ok(None);
+        }
+        self.bump();
+        self.expect_punct("(")?;
+        self.skip_newlines();
+        let c = self.expr()?;
+        self.skip_newlines();
+        self.expect_punct(")")?;
+        Ok(Some(c))
+    }
+
     /// After `[`, at `for`: the loop, up to and including `]`.
     fn for_loop(&mut self) -> Result<ForLoop, CompileError> {
         self.bump();
@@ -925,17 +929,7 @@ impl<'a> Parser<'a> {
         let source = self.expr()?;
         self.expect_punct(":")?;
         self.skip_newlines();
-        let condition = if matches!(self.peek(), Tok::Ident(s) if s == "if") {
-            self.bump();
-            self.expect_punct("(")?;
-            self.skip_newlines();
-            let c = self.expr()?;
-            self.skip_newlines();
-            self.expect_punct(")")?;
-            Some(c)
-        } else {
-            None
-        };
+        let condition = self.if_condition()?;
         let body = self.expr()?;
         self.skip_newlines();
         self.expect_punct("]")?;
