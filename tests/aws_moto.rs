@@ -71,6 +71,28 @@ async fn storage_bucket_deploys_to_moto_and_is_destroyed() {
         .await
         .expect("HEAD");
     assert_eq!(head.status().as_u16(), 404, "the bucket is gone");
+
+    // The next deployment of the template starts from its lock file: terraform links the cached
+    // provider as it is instead of installing it into the shared cache again (which rewrote
+    // files other runs were loading).
+    let (s, b) = d
+        .post_json(
+            "/deploy",
+            &json!({"template_name": "storage-bucket", "provider_type": "aws", "subscription_id": "123456789012",
+                    "parameters": {"bucket_name": format!("{bucket}-2")}}),
+        )
+        .await;
+    assert_eq!(s, 202, "{b}");
+    let id2 = b["data"]["deployment_id"].as_str().expect("id").to_string();
+    let st = d.wait_terminal(&id2, Duration::from_secs(180)).await;
+    assert_eq!(st["status"], "completed", "{st}");
+    let (_, logs) = d.get(&format!("/deployments/{id2}/logs?limit=5000")).await;
+    let text = logs.to_string();
+    assert!(
+        text.contains("from the shared cache directory")
+            && !text.contains("Installing hashicorp/aws"),
+        "{text}"
+    );
 }
 
 #[tokio::test]

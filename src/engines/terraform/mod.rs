@@ -147,17 +147,7 @@ impl Run {
             "spawning terraform at {}",
             chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
         ));
-        let init = ["init", "-input=false", "-no-color"];
-        // Two daemons initializing the pg backend on a fresh database race on its CREATE ... IF
-        // NOT EXISTS statements (PostgreSQL reports a duplicate key in pg_type); init is
-        // idempotent, so it is simply run again.
-        self.retrying("init", concurrent_ddl, async |run: &mut Run| {
-            let cache_lock = run.lock_plugin_cache().await?;
-            let result = run.step(&binary, &env, "init", &init, false).await;
-            drop(cache_lock);
-            result
-        })
-        .await?;
+        self.init(&binary, &env).await?;
         // One terraform workspace per deployment (pg: a state row of its own; local: its own
         // file). Selected here rather than with TF_WORKSPACE, which only creates a missing
         // workspace while the backend holds none. The pg backend creates a workspace under one
@@ -168,7 +158,10 @@ impl Run {
         self.retrying(
             "workspace",
             workspace_creation_contended,
-            async |run: &mut Run| run.step(&binary, &env, "workspace", &select, false).await,
+            async |run: &mut Run| {
+                run.provider_step(&binary, &env, "workspace", &select, false)
+                    .await
+            },
         )
         .await?;
         self.progress(10);
@@ -176,10 +169,12 @@ impl Run {
         match operation {
             Operation::Deploy => {
                 let plan = ["plan", "-input=false", "-json", LOCK_TIMEOUT, "-out=tfplan"];
-                self.step(&binary, &env, "plan", &plan, true).await?;
+                self.provider_step(&binary, &env, "plan", &plan, true)
+                    .await?;
                 self.progress(30);
                 let apply = ["apply", "-input=false", "-json", LOCK_TIMEOUT, "tfplan"];
-                self.step(&binary, &env, "apply", &apply, true).await?;
+                self.provider_step(&binary, &env, "apply", &apply, true)
+                    .await?;
                 self.progress(95);
                 let outputs = self.outputs(&binary, &env).await?;
                 Ok(EngineOutput::Deployed { outputs })
@@ -193,9 +188,83 @@ impl Run {
                     "-json",
                     LOCK_TIMEOUT,
                 ];
-                self.step(&binary, &env, "destroy", &destroy, true).await?;
+                self.provider_step(&binary, &env, "destroy", &destroy, true)
+                    .await?;
                 Ok(EngineOutput::Destroyed)
             }
+        }
+    }
+
+    /// `terraform init` under the plugin cache lock. Two daemons initializing the pg backend on
+    /// a fresh database race on its CREATE ... IF NOT EXISTS statements (PostgreSQL reports a
+    /// duplicate key in pg_type); init is idempotent, so it is simply run again.
+    ///
+    /// The dependency lock file of the template's last successful init is put in the workspace
+    /// first: with its checksums terraform links the cached provider as it is. Without them it
+    /// installs the provider into the shared cache again, rewriting files other runs' terraform
+    /// are loading at that moment ("Required plugins are not installed").
+    async fn init(&mut self, binary: &Path, env: &[(String, String)]) -> Result<(), EngineError> {
+        let init = ["init", "-input=false", "-no-color"];
+        let shared_lock = self.shared_lock_file();
+        let workspace_lock = self.job.workspace.join(".terraform.lock.hcl");
+        self.retrying("init", concurrent_ddl, async |run: &mut Run| {
+            let cache_lock = run.lock_plugin_cache().await?;
+            let seeded =
+                !workspace_lock.exists() && std::fs::copy(&shared_lock, &workspace_lock).is_ok();
+            let mut result = run.step(binary, env, "init", &init, false).await;
+            if seeded && matches!(result, Err(EngineError::Failed(_))) {
+                // The template's providers changed since that lock file: start from none.
+                run.system(
+                    "init with the template's previous lock file failed; initializing without it"
+                        .into(),
+                );
+                let _ = std::fs::remove_file(&workspace_lock);
+                let _ = std::fs::remove_file(&shared_lock);
+                result = run.step(binary, env, "init", &init, false).await;
+            }
+            if result.is_ok() {
+                let tmp = shared_lock.with_extension("hcl.tmp");
+                let _ = std::fs::create_dir_all(shared_lock.parent().unwrap_or(Path::new(".")))
+                    .and_then(|_| std::fs::copy(&workspace_lock, &tmp))
+                    .and_then(|_| std::fs::rename(&tmp, &shared_lock));
+            }
+            drop(cache_lock);
+            result
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// `<plugin cache>/.multicloud-locks/<provider type>-<template>.hcl`.
+    fn shared_lock_file(&self) -> PathBuf {
+        let t = &self.job.template;
+        self.plugin_cache_dir()
+            .join(".multicloud-locks")
+            .join(format!("{}-{}.hcl", t.provider_type, t.name))
+    }
+
+    /// A step that loads the provider plugins: if another run's `init` was rewriting them in
+    /// the shared cache just then, initialize again and run the step once more (terraform
+    /// stops before doing anything when its plugins are incomplete).
+    async fn provider_step(
+        &mut self,
+        binary: &Path,
+        env: &[(String, String)],
+        name: &str,
+        args: &[&str],
+        json: bool,
+    ) -> Result<StepReport, EngineError> {
+        match self.step(binary, env, name, args, json).await {
+            Err(EngineError::Failed(msg))
+                if plugins_changed(&msg) && self.stop.borrow().is_none() =>
+            {
+                self.system(format!(
+                    "{name}: the provider plugins changed under it (another run's init); initializing again"
+                ));
+                self.init(binary, env).await?;
+                self.step(binary, env, name, args, json).await
+            }
+            other => other,
         }
     }
 
@@ -569,6 +638,13 @@ fn event_message(event: &Value) -> Option<String> {
 
 /// The pg backend's table creation lost a race with another node's: a duplicate key in one of
 /// PostgreSQL's own catalogs (pg_type, pg_class, pg_namespace...), or an object created meanwhile.
+/// terraform found the provider packages in `.terraform/providers` missing or not matching the
+/// lock file.
+fn plugins_changed(detail: &str) -> bool {
+    detail.contains("Required plugins are not installed")
+        || detail.contains("cached in .terraform/providers")
+}
+
 /// The pg backend's workspace creation lock (advisory lock -1) held by another run.
 fn workspace_creation_contended(detail: &str) -> bool {
     detail.contains("locked for workspace creation")
