@@ -47,6 +47,8 @@ enum Symbol<'a> {
 
 /// A loop around the expression being lowered: its item and index names, and what they become.
 struct LoopScope {
+    /// The resource whose loop this is, for resource loops.
+    resource: Option<String>,
     item: Option<String>,
     index: Option<String>,
     source: Ax,
@@ -482,7 +484,7 @@ impl<'a> Emitter<'a> {
                     && let Some(l) = r.looped
                 {
                     let position = self.lower(index)?;
-                    return self.in_loop(l, position, || self.resource_property(r, name));
+                    return self.in_loop(r, l, position, || self.resource_property(r, name));
                 }
                 Ax::Prop(Box::new(self.lower(base)?), name.clone())
             }
@@ -491,7 +493,7 @@ impl<'a> Emitter<'a> {
                     && let Some(l) = r.looped
                 {
                     let position = self.lower(index)?;
-                    return self.in_loop(l, position, || self.whole_resource(r));
+                    return self.in_loop(r, l, position, || self.whole_resource(r));
                 }
                 if let Some(r) = self.resource_symbol(base)
                     && let ExprKind::Str { parts, holes } = &index.kind
@@ -622,7 +624,7 @@ impl<'a> Emitter<'a> {
     /// own loop.
     fn not_a_collection(&self, r: &Resource<'a>) -> Result<(), CompileError> {
         match r.looped {
-            Some(l) if !self.inside(l) => Err(unsupported(
+            Some(_) if !self.in_loop_of(r) => Err(unsupported(
                 self.src,
                 r.at,
                 &format!(
@@ -634,12 +636,11 @@ impl<'a> Emitter<'a> {
         }
     }
 
-    fn inside(&self, l: &ResourceLoop) -> bool {
-        self.loops.borrow().iter().any(|s| {
-            s.item == l.item
-                && s.index == l.index
-                && s.source == self.lower(&l.source).unwrap_or(Ax::Null)
-        })
+    fn in_loop_of(&self, r: &Resource<'a>) -> bool {
+        self.loops
+            .borrow()
+            .iter()
+            .any(|s| s.resource.as_deref() == Some(r.symbol))
     }
 
     /// What a loop variable stands for, if `name` is one.
@@ -658,19 +659,29 @@ impl<'a> Emitter<'a> {
         })
     }
 
-    /// Runs `f` with the variables of loop `l` standing for the item at `position`.
+    /// Runs `f` with the variables of the loop of resource `r` (with loop `l`) standing for
+    /// the item at `position`.
     fn in_loop<T>(
         &self,
+        r: &Resource<'a>,
         l: &ResourceLoop,
         position: Ax,
         f: impl FnOnce() -> Result<T, CompileError>,
     ) -> Result<T, CompileError> {
         let source = self.lower(&l.source)?;
-        self.with_scope(l.item.clone(), l.index.clone(), source, position, f)
+        self.with_scope(
+            Some(r.symbol),
+            l.item.clone(),
+            l.index.clone(),
+            source,
+            position,
+            f,
+        )
     }
 
     fn with_scope<T>(
         &self,
+        resource: Option<&str>,
         item: Option<String>,
         index: Option<String>,
         source: Ax,
@@ -678,6 +689,7 @@ impl<'a> Emitter<'a> {
         f: impl FnOnce() -> Result<T, CompileError>,
     ) -> Result<T, CompileError> {
         self.loops.borrow_mut().push(LoopScope {
+            resource: resource.map(str::to_string),
             item,
             index,
             source,
@@ -741,9 +753,14 @@ impl<'a> Emitter<'a> {
         }
         let source = self.lower(&l.source)?;
         let count = Ax::call("length", vec![source.clone()]);
-        let input = self.with_scope(l.item.clone(), l.index.clone(), source, position, || {
-            self.lower_json(&l.body)
-        })?;
+        let input = self.with_scope(
+            None,
+            l.item.clone(),
+            l.index.clone(),
+            source,
+            position,
+            || self.lower_json(&l.body),
+        )?;
         Ok((count, input))
     }
 
@@ -1078,7 +1095,7 @@ impl<'a> Emitter<'a> {
                     } else {
                         o.insert("value".into(), self.lower_json(value)?.to_json());
                     }
-                    let meta = self.description_metadata(s, &["description"])?;
+                    let meta = self.description_metadata(&s.decorators, &["description"])?;
                     if !meta.is_empty() {
                         o.insert("metadata".into(), Value::Object(meta));
                     }
@@ -1155,19 +1172,20 @@ impl<'a> Emitter<'a> {
     }
 
     fn only_description(&self, s: &Stmt) -> Result<(), CompileError> {
-        self.description_metadata(s, &["description"]).map(|_| ())
+        self.description_metadata(&s.decorators, &["description"])
+            .map(|_| ())
     }
 
     /// `@description` (and `@metadata`) as a `metadata` object; any decorator outside
     /// `allowed` is an error.
     fn description_metadata(
         &self,
-        s: &Stmt,
+        decorators: &[Decorator],
         allowed: &[&str],
     ) -> Result<Map<String, Value>, CompileError> {
         let mut meta = Map::new();
         // `@metadata` first: `@description` wins over a `description` inside it.
-        let mut decorators: Vec<&Decorator> = s.decorators.iter().collect();
+        let mut decorators: Vec<&Decorator> = decorators.iter().collect();
         decorators.sort_by_key(|d| d.name != "metadata");
         for d in decorators {
             if !allowed.contains(&d.name.as_str()) {
@@ -1263,7 +1281,7 @@ impl<'a> Emitter<'a> {
             }
         }
         let meta = self.description_metadata(
-            s,
+            &s.decorators,
             &[
                 "description",
                 "metadata",
@@ -1301,7 +1319,7 @@ impl<'a> Emitter<'a> {
             copy.insert("batchSize".into(), self.int_arg(d)?);
         }
         o.insert("copy".into(), Value::Object(copy));
-        self.in_loop(l, Ax::call("copyIndex", vec![]), || {
+        self.in_loop(r, l, Ax::call("copyIndex", vec![]), || {
             if let Some(c) = &l.condition {
                 o.insert("condition".into(), self.lower(c)?.to_json());
             }
@@ -1336,14 +1354,7 @@ impl<'a> Emitter<'a> {
         if !deps.is_empty() {
             o.insert("dependsOn".into(), Value::Array(deps));
         }
-        let meta = self.description_metadata(
-            &Stmt {
-                decorators: r.decorators.to_vec(),
-                kind: StmtKind::TargetScope(r.name.clone()),
-                at: r.at,
-            },
-            &["description", "batchSize"],
-        )?;
+        let meta = self.description_metadata(r.decorators, &["description", "batchSize"])?;
         if r.looped.is_none() && r.decorators.iter().any(|d| d.name == "batchSize") {
             return Err(self.err(r.at, "@batchSize applies to resource loops only"));
         }
