@@ -9,6 +9,8 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src src
 COPY migrations migrations
+# Cargo.toml declares the benches: the manifest does not load without them.
+COPY benches benches
 RUN cargo build --release --locked && strip target/release/multicloud
 
 FROM debian:bookworm-slim AS terraform

@@ -81,8 +81,10 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
     // not count here (terraform opens its own).
     let pool = db::build_pool(&database.url, settings.database.pool_size + 2)?;
     let catalog = CatalogHandle::new(Catalog::scan(&settings.paths.templates_dir));
-    let secret_key =
-        Arc::new(SecretKey::from_settings(&settings).context("loading the secrets key")?);
+    let secret_key = Arc::new(
+        SecretKey::for_daemon(&settings, database.embedded.is_some())
+            .context("loading the secrets key")?,
+    );
     if secret_key.is_none() {
         tracing::warn!(
             "no secrets key (secrets.key_file): deployments with sensitive parameters will be refused"

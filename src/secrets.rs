@@ -90,6 +90,25 @@ impl SecretKey {
         Ok(None)
     }
 
+    /// The daemon's key: the configured one (`secrets.key_file` or `secrets.key`) always wins.
+    /// With none configured and the embedded default database, the key generated on first
+    /// start in `<data_dir>/secrets.key` (0600, owner only), created here if it does not exist
+    /// yet. With an external database and no key, None: several nodes must share one key, so
+    /// none is invented.
+    pub fn for_daemon(
+        settings: &Settings,
+        embedded_database: bool,
+    ) -> Result<Option<SecretKey>, SecretsError> {
+        if let Some(key) = SecretKey::from_settings(settings)? {
+            return Ok(Some(key));
+        }
+        if !embedded_database {
+            return Ok(None);
+        }
+        let path = settings.paths.data_dir.join(GENERATED_KEY_FILE);
+        load_or_generate(&path).map(Some)
+    }
+
     fn encrypt(&self, value: &Value) -> Value {
         let plain = value.to_string();
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.nonce_key)
@@ -118,6 +137,47 @@ impl SecretKey {
             .decrypt(XNonce::from_slice(nonce), ct)
             .map_err(|_| SecretsError::Decrypt)?;
         serde_json::from_slice(&plain).map_err(|_| SecretsError::Decrypt)
+    }
+}
+
+/// The key generated for the embedded database, under the data directory.
+pub const GENERATED_KEY_FILE: &str = "secrets.key";
+
+/// Reads the generated key at `path`, or makes a new random one there (created exclusively, so
+/// two starts racing agree on one key).
+fn load_or_generate(path: &std::path::Path) -> Result<SecretKey, SecretsError> {
+    use rand::RngCore;
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let bad = |e: std::io::Error| SecretsError::BadKey(format!("{}: {e}", path.display()));
+    if path.exists() {
+        let text = std::fs::read_to_string(path).map_err(bad)?;
+        return SecretKey::from_base64(&text);
+    }
+    let mut master = [0u8; 32];
+    rand::rng().fill_bytes(&mut master);
+    let text = B64.encode(master);
+    let created = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path);
+    match created {
+        Ok(mut file) => {
+            file.write_all(format!("{text}\n").as_bytes())
+                .and_then(|_| file.sync_all())
+                .map_err(bad)?;
+            tracing::warn!(
+                path = %path.display(),
+                "generated a secrets key for sensitive parameters: back this file up with the \
+                 database; without it the sensitive values stored there cannot be decrypted"
+            );
+            SecretKey::from_base64(&text)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            SecretKey::from_base64(&std::fs::read_to_string(path).map_err(bad)?)
+        }
+        Err(e) => Err(bad(e)),
     }
 }
 
@@ -223,5 +283,51 @@ mod tests {
         assert_eq!(open(&mut p.clone(), None), Err(SecretsError::Decrypt));
         assert!(SecretKey::from_base64("c2hvcnQ=").is_err(), "too short");
         assert!(SecretKey::from_base64("!!!").is_err());
+    }
+
+    #[test]
+    fn a_generated_key_is_private_and_stable_and_a_configured_one_wins() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut settings = Settings::default();
+        settings.paths.data_dir = dir.path().to_path_buf();
+        assert!(
+            SecretKey::for_daemon(&settings, false)
+                .expect("ok")
+                .is_none(),
+            "an external database gets no invented key"
+        );
+        let first = SecretKey::for_daemon(&settings, true)
+            .expect("generated")
+            .expect("key");
+        let path = dir.path().join(GENERATED_KEY_FILE);
+        let mode = std::fs::metadata(&path)
+            .expect("key file")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let second = SecretKey::for_daemon(&settings, true)
+            .expect("read")
+            .expect("key");
+        let mut a = json!({"p": "same-value"}).as_object().cloned().expect("o");
+        let mut b = a.clone();
+        seal(&mut a, &["p"], Some(&first)).expect("sealed");
+        seal(&mut b, &["p"], Some(&second)).expect("sealed");
+        assert_eq!(a, b, "the second start reads the same key");
+
+        settings.secrets.key = B64.encode([9u8; 32]);
+        let configured = SecretKey::for_daemon(&settings, true)
+            .expect("ok")
+            .expect("key");
+        let mut c = json!({"p": "same-value"}).as_object().cloned().expect("o");
+        seal(&mut c, &["p"], Some(&configured)).expect("sealed");
+        assert_ne!(a, c, "the configured key wins");
+
+        settings.secrets.key.clear();
+        settings.secrets.key_file = dir.path().join("missing.key").display().to_string();
+        assert!(
+            SecretKey::for_daemon(&settings, true).is_err(),
+            "a missing configured key file is an error, not a new key"
+        );
     }
 }

@@ -302,14 +302,64 @@ async fn bicep_without_a_compiler_and_azure_without_credentials_fail_clearly() {
             .is_some_and(|r| r.contains("azure.client_secret")),
         "{azure}"
     );
-    let id = deploy(&d, "rg-x", json!({"storageAccountName": "nocreds"})).await;
-    let st = d.wait_terminal(&id, T).await;
-    assert_eq!(st["status"], "failed");
+    // A provider the operator did not configure is a 4xx naming the settings, not an outage
+    // (5xx) and not a run that fails later.
+    let (s, b) = d
+        .post_json(
+            "/deploy",
+            &json!({"template_name": "storage-demo", "provider_type": "arm", "subscription_id": SUB,
+                    "resource_group": "rg-x", "location": "westeurope", "parameters": {"storageAccountName": "nocreds"}}),
+        )
+        .await;
+    assert_eq!(assert_error(s, &b, 422), "provider_not_configured");
     assert!(
-        st["error_message"]
+        b["message"]
             .as_str()
-            .is_some_and(|m| m.contains("credentials are not configured")),
-        "{st}"
+            .is_some_and(|m| m.contains("azure.client_secret")),
+        "{b}"
+    );
+    for path in [
+        format!("/resource-groups?subscription_id={SUB}"),
+        format!("/resource-groups/rg-x/resources?subscription_id={SUB}"),
+    ] {
+        let (s, b) = d.get(&path).await;
+        assert_eq!(
+            assert_error(s, &b, 422),
+            "provider_not_configured",
+            "{path}"
+        );
+    }
+    let (s, b) = d
+        .post_json(
+            "/resource-groups",
+            &json!({"name": "rg-x", "location": "westeurope", "subscription_id": SUB}),
+        )
+        .await;
+    assert_eq!(assert_error(s, &b, 422), "provider_not_configured");
+    let (_, list) = d.get("/deployments").await;
+    assert_eq!(list["data"]["count"], 0, "nothing was queued: {list}");
+}
+
+/// Azure Resource Manager takes a string parameter only as a JSON string (terraform converts,
+/// ARM does not): a number is refused at the door, not by ARM minutes later.
+#[tokio::test]
+async fn azure_parameters_are_judged_by_arms_types() {
+    let server = ArmServer::start();
+    let db = TestDb::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = daemon(&db, &dir, &server).await;
+    let (s, b) = d
+        .post_json(
+            "/deploy",
+            &json!({"template_name": "storage-demo", "provider_type": "arm", "subscription_id": SUB,
+                    "resource_group": "rg-t", "location": "westeurope", "parameters": {"storageAccountName": 12345}}),
+        )
+        .await;
+    assert_error(s, &b, 422);
+    assert_eq!(
+        problem(&b, "parameters.storageAccountName").as_deref(),
+        Some("must be a string"),
+        "{b}"
     );
 }
 

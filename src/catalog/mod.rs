@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-pub use params::{ParamSpec, ParamType, ValidationErrors};
+pub use params::{ParamSpec, ParamType, TypeRules, ValidationErrors};
 
 use crate::domain::ProviderType;
 
@@ -75,12 +75,22 @@ impl Template {
     }
 
     /// Checks `values` against the declared parameters: unknown names, missing required ones,
-    /// wrong types, allowed values and bounds. Every problem is reported, keyed by field.
+    /// wrong types (by the rules of the engine that runs the template), allowed values and
+    /// bounds. Every problem is reported, keyed by field.
     pub fn validate(
         &self,
         values: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<(), ValidationErrors> {
-        params::validate(&self.parameters, values)
+        params::validate(&self.parameters, values, self.type_rules())
+    }
+
+    /// How the engine that runs this template converts parameter values.
+    pub fn type_rules(&self) -> TypeRules {
+        if self.provider_type == ProviderType::Azure {
+            TypeRules::Arm
+        } else {
+            TypeRules::Terraform
+        }
     }
 }
 

@@ -18,22 +18,37 @@ pub enum ParamType {
     Any,
 }
 
+/// Which conversions the tool that receives the values makes, so a request is judged by the
+/// rules of the engine that will run it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TypeRules {
+    /// terraform converts numbers and bools to strings itself.
+    Terraform,
+    /// Azure Resource Manager converts nothing: a `string` parameter takes a JSON string, an
+    /// `int` a JSON integer.
+    Arm,
+}
+
 impl ParamType {
-    fn accepts(self, v: &Value) -> bool {
-        match self {
-            // terraform converts numbers and bools to strings itself.
-            ParamType::String => v.is_string() || v.is_number() || v.is_boolean(),
-            ParamType::Number => v.is_number(),
-            ParamType::Bool => v.is_boolean(),
-            ParamType::List => v.is_array(),
-            ParamType::Map | ParamType::Object => v.is_object(),
-            ParamType::Any => true,
+    fn accepts(self, v: &Value, rules: TypeRules) -> bool {
+        match (self, rules) {
+            (ParamType::String, TypeRules::Terraform) => {
+                v.is_string() || v.is_number() || v.is_boolean()
+            }
+            (ParamType::String, TypeRules::Arm) => v.is_string(),
+            (ParamType::Number, TypeRules::Terraform) => v.is_number(),
+            (ParamType::Number, TypeRules::Arm) => v.is_i64() || v.is_u64(),
+            (ParamType::Bool, _) => v.is_boolean(),
+            (ParamType::List, _) => v.is_array(),
+            (ParamType::Map | ParamType::Object, _) => v.is_object(),
+            (ParamType::Any, _) => true,
         }
     }
 
-    fn article(self) -> &'static str {
+    fn article(self, rules: TypeRules) -> &'static str {
         match self {
             ParamType::String => "a string",
+            ParamType::Number if rules == TypeRules::Arm => "an integer",
             ParamType::Number => "a number",
             ParamType::Bool => "a boolean",
             ParamType::List => "a list",
@@ -99,9 +114,9 @@ impl ParamSpec {
         }
     }
 
-    fn check(&self, v: &Value) -> Option<String> {
-        if !self.param_type.accepts(v) {
-            return Some(format!("must be {}", self.param_type.article()));
+    fn check(&self, v: &Value, rules: TypeRules) -> Option<String> {
+        if !self.param_type.accepts(v, rules) {
+            return Some(format!("must be {}", self.param_type.article(rules)));
         }
         if let Some(allowed) = &self.allowed_values
             && !allowed.contains(v)
@@ -188,6 +203,7 @@ impl ValidationErrors {
 pub fn validate(
     specs: &[ParamSpec],
     values: &serde_json::Map<String, Value>,
+    rules: TypeRules,
 ) -> Result<(), ValidationErrors> {
     let mut errors = ValidationErrors::default();
     for (name, value) in values {
@@ -214,7 +230,7 @@ pub fn validate(
                 }
             }
             Some(spec) => {
-                if let Some(problem) = spec.check(value) {
+                if let Some(problem) = spec.check(value, rules) {
                     errors.add(format!("parameters.{name}"), problem);
                 }
             }
@@ -242,7 +258,25 @@ mod tests {
     }
 
     fn check(specs: &[ParamSpec], v: Value) -> Result<(), ValidationErrors> {
-        validate(specs, v.as_object().expect("object"))
+        validate(specs, v.as_object().expect("object"), TypeRules::Terraform)
+    }
+
+    #[test]
+    fn arm_converts_nothing_and_terraform_converts_to_strings() {
+        let mut port = spec("port", ParamType::Number);
+        port.required = false;
+        let mut name = spec("name", ParamType::String);
+        name.required = false;
+        let specs = [name, port];
+        let arm = |v: Value| validate(&specs, v.as_object().expect("object"), TypeRules::Arm);
+        let e = arm(json!({"name": 42})).expect_err("a number for an ARM string");
+        assert_eq!(e.0["parameters.name"], "must be a string");
+        assert!(arm(json!({"name": true})).is_err());
+        assert!(arm(json!({"name": "42", "port": 8080})).is_ok());
+        let e = arm(json!({"port": 1.5})).expect_err("ARM int is an integer");
+        assert_eq!(e.0["parameters.port"], "must be an integer");
+        assert!(arm(json!({"port": "80"})).is_err());
+        assert!(check(&specs, json!({"name": 42, "port": 1.5})).is_ok());
     }
 
     #[test]
@@ -302,8 +336,14 @@ mod pattern_tests {
             message: "no double x".into(),
             regex: regex::Regex::new("xx").expect("regex"),
         });
-        assert_eq!(s.check(&json!("abc")), None);
-        assert_eq!(s.check(&json!("Abc")).as_deref(), Some("lowercase only"));
-        assert_eq!(s.check(&json!("axxb")).as_deref(), Some("no double x"));
+        assert_eq!(s.check(&json!("abc"), TypeRules::Arm), None);
+        assert_eq!(
+            s.check(&json!("Abc"), TypeRules::Arm).as_deref(),
+            Some("lowercase only")
+        );
+        assert_eq!(
+            s.check(&json!("axxb"), TypeRules::Terraform).as_deref(),
+            Some("no double x")
+        );
     }
 }

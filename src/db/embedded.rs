@@ -2,7 +2,9 @@
 //!
 //! It lives under `<data_dir>/postgres` (`data/` is the cluster, `run/` the unix socket
 //! directory), listens on no TCP port, is reused by the next start, and is stopped when this
-//! value is dropped. When the daemon runs as root, PostgreSQL (which refuses root) runs as the
+//! value is dropped. The daemon owns its cluster: one left running by a process that died
+//! (kill -9) is adopted and stopped on shutdown like one started here. An exclusive lock on
+//! `<data_dir>/postgres/owner.lock` makes sure only one live process owns it at a time. When the daemon runs as root, PostgreSQL (which refuses root) runs as the
 //! system `postgres` user, or `nobody` when there is none. All of this is blocking and runs before
 //! the actix system starts.
 
@@ -14,6 +16,7 @@ use std::process::{Command, Output};
 
 use diesel::pg::PgConnection;
 use diesel::{Connection, RunQueryDsl};
+use nix::fcntl::{Flock, FlockArg};
 use nix::unistd::{Gid, Uid, User};
 
 /// The database the daemon uses inside its own cluster.
@@ -44,8 +47,10 @@ pub struct EmbeddedPostgres {
     socket_dir: PathBuf,
     log_file: PathBuf,
     run_as: Option<(Uid, Gid)>,
-    /// Whether this process started the server (and therefore stops it).
-    started_here: bool,
+    /// Whether the server still has to be stopped by this value.
+    running: bool,
+    /// Held for as long as this process owns the cluster (released by the kernel on death).
+    _owner: Flock<fs::File>,
 }
 
 impl EmbeddedPostgres {
@@ -67,6 +72,7 @@ impl EmbeddedPostgres {
         if let Some((uid, _)) = run_as {
             check_reachable(&root, uid)?;
         }
+        let owner = lock_owner(&root.join("owner.lock"))?;
 
         let mut pg = EmbeddedPostgres {
             bin,
@@ -74,17 +80,18 @@ impl EmbeddedPostgres {
             socket_dir,
             log_file,
             run_as,
-            started_here: false,
+            running: false,
+            _owner: owner,
         };
         if !pg.data.join("PG_VERSION").is_file() {
             pg.initdb()?;
         }
         if pg.is_running() {
-            tracing::info!(data = %pg.data.display(), "reusing the embedded PostgreSQL that is already running");
+            tracing::info!(data = %pg.data.display(), "adopting the embedded PostgreSQL left running by a previous process; it is stopped with this one");
         } else {
             pg.pg_ctl_start()?;
-            pg.started_here = true;
         }
+        pg.running = true;
         pg.ensure_database()?;
         Ok(pg)
     }
@@ -193,13 +200,13 @@ impl EmbeddedPostgres {
         Ok(())
     }
 
-    /// Stops the server if this process started it (fast shutdown: sessions are ended, data is
-    /// flushed).
+    /// Stops the server (fast shutdown: sessions are ended, data is flushed), whether this
+    /// process started it or adopted it.
     pub fn stop(&mut self) {
-        if !self.started_here {
+        if !self.running {
             return;
         }
-        self.started_here = false;
+        self.running = false;
         match self.run(
             "pg_ctl",
             [
@@ -265,6 +272,40 @@ fn check(step: &'static str, out: &Output) -> Result<(), EmbeddedError> {
         detail = String::from_utf8_lossy(&out.stdout).trim().to_string();
     }
     Err(EmbeddedError::Command { step, detail })
+}
+
+/// Takes the cluster's owner lock, or says which process holds it.
+fn lock_owner(path: &Path) -> Result<Flock<fs::File>, EmbeddedError> {
+    use std::io::{Read, Seek, Write};
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| io_err(path, e))?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(mut locked) => {
+            let pid = std::process::id().to_string();
+            let written = locked
+                .set_len(0)
+                .and_then(|_| locked.rewind())
+                .and_then(|_| locked.write_all(pid.as_bytes()));
+            written.map_err(|e| io_err(path, e))?;
+            Ok(locked)
+        }
+        Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            Err(EmbeddedError::Io(format!(
+                "another multicloud process (pid {}) runs the embedded PostgreSQL of {}; stop it \
+                 first, or give this one another paths.data_dir",
+                holder.trim(),
+                path.parent().unwrap_or(path).display()
+            )))
+        }
+        Err((_, e)) => Err(EmbeddedError::Io(format!("lock {}: {e}", path.display()))),
+    }
 }
 
 /// `pg_ctl` on PATH, else the newest `/usr/lib/postgresql/<version>/bin`.

@@ -171,8 +171,8 @@ pub async fn deploy(
             format!("template {} cannot be used: {err}", template.name),
         ));
     }
-    if let Err(e) = state.engines.for_provider(request.provider_type) {
-        return Err(AppError::NotImplemented(e.to_string()));
+    if let Some(reason) = super::meta::not_configured(&state, request.provider_type) {
+        return Err(AppError::ProviderNotConfigured(reason));
     }
     template
         .validate(&request.parameters)

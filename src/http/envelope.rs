@@ -57,8 +57,10 @@ pub enum AppError {
     UnsupportedMediaType,
     #[error("invalid request: {}", .0.summary())]
     Validation(ValidationErrors),
+    /// The provider a request needs is not configured on this daemon (a 4xx: the operator's
+    /// choice, not an outage). The text names the missing settings.
     #[error("{0}")]
-    NotImplemented(String),
+    ProviderNotConfigured(String),
     #[error("service unavailable: {0}")]
     Unavailable(String),
     /// An upstream cloud API failed.
@@ -94,7 +96,7 @@ impl AppError {
             AppError::PayloadTooLarge(_) => "payload_too_large",
             AppError::UnsupportedMediaType => "unsupported_media_type",
             AppError::Validation(_) => "validation_error",
-            AppError::NotImplemented(_) => "not_implemented",
+            AppError::ProviderNotConfigured(_) => "provider_not_configured",
             AppError::Unavailable(_) => "service_unavailable",
             AppError::BadGateway(_) => "bad_gateway",
             AppError::Internal(_) => "internal_error",
@@ -121,7 +123,7 @@ impl ResponseError for AppError {
             AppError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            AppError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            AppError::ProviderNotConfigured(_) => StatusCode::UNPROCESSABLE_ENTITY,
             AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -85,13 +85,23 @@ pub async fn providers(state: web::Data<AppState>) -> HttpResponse {
     )
 }
 
+/// Why requests for `p` can't be served by this daemon's configuration (Azure without
+/// credentials), if they can't: a 4xx, not an outage. A missing terraform binary is not
+/// refused here: another node sharing the database may run the deployment.
+pub fn not_configured(state: &AppState, p: ProviderType) -> Option<String> {
+    match p {
+        ProviderType::Azure => state.engines.arm.unavailable_reason(),
+        _ => None,
+    }
+}
+
 /// Whether this node can run deployments of `p`, and why not.
 pub fn availability(state: &AppState, p: ProviderType) -> (bool, Option<String>) {
+    if let Some(reason) = not_configured(state, p) {
+        return (false, Some(reason));
+    }
     if p == ProviderType::Azure {
         let arm = &state.engines.arm;
-        if let Some(reason) = arm.unavailable_reason() {
-            return (false, Some(reason));
-        }
         // ARM JSON deploys; say when Bicep files can't be compiled.
         return match arm.bicep_compiler() {
             crate::engines::arm::BicepCompiler::External(_)

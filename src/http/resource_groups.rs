@@ -29,7 +29,7 @@ pub fn valid_subscription(id: &str) -> bool {
 
 fn arm_error(e: ArmError, what: &str) -> AppError {
     match e {
-        ArmError::NoCredentials => AppError::Unavailable(e.to_string()),
+        ArmError::NoCredentials => AppError::ProviderNotConfigured(e.to_string()),
         ArmError::Api {
             status: 404,
             message,

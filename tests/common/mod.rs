@@ -271,7 +271,8 @@ impl Daemon {
         cmd.arg("serve")
             .current_dir(&self.data_dir)
             .env("RUST_LOG", "info,multicloud=debug")
-            .env("NO_COLOR", "1")
+            // No NO_COLOR: a daemon writing to a file must not colour its logs by itself.
+            .env_remove("NO_COLOR")
             .stdout(log.try_clone().expect("log"))
             .stderr(log);
         for (k, v) in &self.env {
