@@ -30,6 +30,8 @@ use crate::engines::{EngineError, EngineOutput, Engines, RunEvent, RunJob, StopR
 const FLUSH_INTERVAL: Duration = Duration::from_millis(250);
 /// ... or as soon as this many are waiting.
 const FLUSH_LINES: usize = 500;
+/// How long a finished engine's remaining events are waited for before the run ends anyway.
+const EVENTS_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a finished run keeps trying to write its result while the database is away.
 const FINISH_RETRIES: u32 = 120;
 
@@ -59,6 +61,10 @@ pub struct DeploymentActor {
     started: Option<std::time::Instant>,
     lease_lost: bool,
     finishing: bool,
+    /// The engine's result, kept until its events (the last log lines) have all been taken in.
+    awaiting_events: Option<Option<RunOutcome>>,
+    /// The engine's event stream ended (every sender dropped, every event handled).
+    events_done: bool,
 }
 
 impl DeploymentActor {
@@ -82,6 +88,8 @@ impl DeploymentActor {
             started: None,
             lease_lost: false,
             finishing: false,
+            awaiting_events: None,
+            events_done: false,
         }
     }
 
@@ -235,7 +243,20 @@ impl DeploymentActor {
                 })
             }
         };
-        self.finish(outcome, ctx);
+        // The engine's last events may still be in the channel (its result and its events
+        // travel separately): the run ends once they are in, so no log line is lost.
+        if self.events_done {
+            self.finish(outcome, ctx);
+        } else {
+            self.awaiting_events = Some(outcome);
+            // A sender that outlived the engine must not keep the run open.
+            ctx.run_later(EVENTS_DRAIN_TIMEOUT, |act, ctx| {
+                if let Some(outcome) = act.awaiting_events.take() {
+                    tracing::warn!(deployment.id = %act.deployment.id, "the engine's events did not end; finishing without waiting");
+                    act.finish(outcome, ctx);
+                }
+            });
+        }
     }
 }
 
@@ -405,6 +426,12 @@ impl StreamHandler<RunEvent> for DeploymentActor {
         }
     }
 
-    /// The engine dropped its sender: nothing to do, the engine's result ends the run.
-    fn finished(&mut self, _: &mut Context<Self>) {}
+    /// The engine dropped its sender and every event was handled: if its result is in, the
+    /// run ends now.
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        self.events_done = true;
+        if let Some(outcome) = self.awaiting_events.take() {
+            self.finish(outcome, ctx);
+        }
+    }
 }

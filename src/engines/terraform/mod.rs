@@ -4,9 +4,11 @@
 //! in `terraform.tfvars.json` (JSON: no injection), the generated provider/backend file, and
 //! `.multicloud/` with each step's raw output. State lives in PostgreSQL (terraform's `pg`
 //! backend, one terraform workspace per deployment) unless `terraform.state_backend = "local"`.
-//! Steps: `init`, `plan -out=tfplan`, `apply tfplan`, `output -json`; destroy runs
-//! `apply -destroy -auto-approve`. Plan and apply use `-json`, which gives progress and clean
-//! error text; the log keeps each event's human-readable message.
+//! Steps: `init`, `workspace select`, then a deploy is one `apply -auto-approve` (it needs no
+//! decision between plan and apply: one process, one provider start, one configuration load)
+//! whose `-json` stream also carries the outputs; destroy runs `apply -destroy -auto-approve`.
+//! `-json` gives progress and clean error text; the log keeps each event's human-readable
+//! message.
 
 pub mod provider;
 
@@ -120,6 +122,29 @@ struct StepReport {
     stderr_tail: Vec<String>,
     planned: u32,
     applied: u32,
+    /// A resource change started (`apply_start`): a failure from here on is the apply's.
+    /// (terraform prints the plan's summary even when the plan then fails, so that summary
+    /// does not tell.)
+    applying: bool,
+    /// The apply phase ended (its `change_summary`).
+    apply_done: bool,
+    /// The `outputs` message that follows the apply's summary, with the values
+    /// (`{name: {sensitive, type, value}}`, no value for sensitive ones). Once the apply
+    /// finished without outputs message: `{}` (the template declares none).
+    outputs: Option<Value>,
+}
+
+impl StepReport {
+    /// The phase a failed step was in: `apply -auto-approve` plans first, so a failure before
+    /// its first change is a plan failure.
+    fn failed_phase<'a>(&self, name: &'a str, args: &[&str]) -> &'a str {
+        if name == "apply" && args.contains(&"-auto-approve") && !self.applying && !self.apply_done
+        {
+            "plan"
+        } else {
+            name
+        }
+    }
 }
 
 impl Run {
@@ -168,15 +193,22 @@ impl Run {
 
         match operation {
             Operation::Deploy => {
-                let plan = ["plan", "-input=false", "-json", LOCK_TIMEOUT, "-out=tfplan"];
-                self.provider_step(&binary, &env, "plan", &plan, true)
-                    .await?;
-                self.progress(30);
-                let apply = ["apply", "-input=false", "-json", LOCK_TIMEOUT, "tfplan"];
-                self.provider_step(&binary, &env, "apply", &apply, true)
+                let apply = [
+                    "apply",
+                    "-auto-approve",
+                    "-input=false",
+                    "-json",
+                    LOCK_TIMEOUT,
+                ];
+                let report = self
+                    .provider_step(&binary, &env, "apply", &apply, true)
                     .await?;
                 self.progress(95);
-                let outputs = self.outputs(&binary, &env).await?;
+                let outputs = match report.outputs {
+                    Some(raw) => flatten_outputs(&raw),
+                    // A stream without its apply summary (another terraform version): ask.
+                    None => self.outputs(&binary, &env).await?,
+                };
                 Ok(EngineOutput::Deployed { outputs })
             }
             Operation::Destroy => {
@@ -510,7 +542,12 @@ impl Run {
         .await;
         crate::metrics::global().observe_step(name, step_started.elapsed());
         match result {
-            Ok(status) if status.success() => Ok(report),
+            Ok(status) if status.success() => {
+                if report.apply_done && report.outputs.is_none() {
+                    report.outputs = Some(Value::Object(Default::default()));
+                }
+                Ok(report)
+            }
             Ok(status) => {
                 let detail = if report.errors.is_empty() {
                     report.stderr_tail.join("\n")
@@ -521,8 +558,9 @@ impl Run {
                     .code()
                     .map(|c| format!("exit code {c}"))
                     .unwrap_or_else(|| "killed by a signal".into());
+                let phase = report.failed_phase(name, args);
                 let message = mask_secrets(
-                    &format!("terraform {name} failed ({code}): {}", detail.trim()),
+                    &format!("terraform {phase} failed ({code}): {}", detail.trim()),
                     &self.secrets,
                 );
                 if self.settings.terraform.state_backend == StateBackend::Pg
@@ -593,9 +631,27 @@ fn handle_event(event: &Value, report: &mut StepReport) -> Option<u32> {
         "change_summary" => {
             let c = event.get("changes")?;
             let n = |k: &str| c.get(k).and_then(Value::as_u64).unwrap_or(0) as u32;
-            if c.get("operation").and_then(Value::as_str) == Some("plan") {
-                report.planned = n("add") + n("change") + n("remove");
+            match c.get("operation").and_then(Value::as_str) {
+                Some("plan") => {
+                    report.planned = n("add") + n("change") + n("remove");
+                    // The plan is the first part of the step's progress.
+                    Some(0)
+                }
+                Some("apply" | "destroy") => {
+                    report.apply_done = true;
+                    None
+                }
+                _ => None,
             }
+        }
+        // The plan phase announces the outputs with their planned action and no values; the
+        // one after the apply's summary has the values.
+        "outputs" if report.apply_done => {
+            report.outputs = event.get("outputs").cloned();
+            None
+        }
+        "apply_start" => {
+            report.applying = true;
             None
         }
         "apply_complete" => {
@@ -768,6 +824,48 @@ mod tests {
             &mut r,
         );
         assert_eq!(r.errors, vec!["Bad: very"]);
+    }
+
+    /// What `terraform apply -auto-approve -json` printed for the echo fixture (1.11): the
+    /// outputs twice, planned (no values) and applied (values, none for sensitive ones).
+    #[test]
+    fn outputs_come_from_the_apply_summary_and_failures_name_their_phase() {
+        let stream = [
+            json!({"type": "planned_change", "change": {"action": "create"}}),
+            json!({"type": "change_summary", "changes": {"add": 1, "change": 0, "import": 0, "remove": 0, "operation": "plan"}}),
+            json!({"type": "outputs", "outputs": {"message": {"sensitive": false, "action": "create"}, "secret": {"sensitive": true, "action": "create"}}}),
+            json!({"type": "apply_start"}),
+            json!({"type": "apply_complete"}),
+            json!({"type": "change_summary", "changes": {"add": 1, "change": 0, "import": 0, "remove": 0, "operation": "apply"}}),
+            json!({"type": "outputs", "outputs": {"message": {"sensitive": false, "type": "string", "value": "hi"}, "secret": {"sensitive": true, "type": "string"}, "n": {"sensitive": false, "type": "number", "value": 6}}}),
+        ];
+        let mut r = StepReport::default();
+        let args = ["apply", "-auto-approve", "-json"];
+        assert_eq!(r.failed_phase("apply", &args), "plan");
+        for (i, event) in stream.iter().enumerate() {
+            let pct = handle_event(event, &mut r);
+            if i == 1 {
+                assert_eq!(pct, Some(0), "the plan summary starts the apply's progress");
+                assert_eq!(
+                    r.failed_phase("apply", &args),
+                    "plan",
+                    "terraform prints the plan summary before a precondition fails the plan"
+                );
+            }
+            if i == 3 {
+                assert_eq!(r.failed_phase("apply", &args), "apply");
+            }
+            if i == 2 {
+                assert_eq!(r.outputs, None, "the planned outputs carry no values");
+            }
+        }
+        assert!(r.apply_done);
+        assert_eq!(
+            flatten_outputs(r.outputs.as_ref().expect("outputs")),
+            json!({"message": "hi", "secret": "(sensitive)", "n": 6}),
+            "the same as `terraform output -json` flattened"
+        );
+        assert_eq!(r.failed_phase("destroy", &["apply", "-destroy"]), "destroy");
     }
 
     #[test]
