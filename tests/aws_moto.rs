@@ -72,9 +72,9 @@ async fn storage_bucket_deploys_to_moto_and_is_destroyed() {
         .expect("HEAD");
     assert_eq!(head.status().as_u16(), 404, "the bucket is gone");
 
-    // The next deployment of the template starts from its lock file: terraform links the cached
-    // provider as it is instead of installing it into the shared cache again (which rewrote
-    // files other runs were loading).
+    // The next deployment of the template runs no init at all: the template's initialised
+    // directory is linked into its workspace, so nothing is installed into the shared cache
+    // again (which rewrote files other runs were loading).
     let (s, b) = d
         .post_json(
             "/deploy",
@@ -89,7 +89,8 @@ async fn storage_bucket_deploys_to_moto_and_is_destroyed() {
     let (_, logs) = d.get(&format!("/deployments/{id2}/logs?limit=5000")).await;
     let text = logs.to_string();
     assert!(
-        text.contains("from the shared cache directory")
+        text.contains("using the initialised template terraform-aws-storage-bucket-")
+            && !text.contains("$ terraform init")
             && !text.contains("Installing hashicorp/aws"),
         "{text}"
     );
@@ -280,4 +281,78 @@ async fn four_at_once_share_the_plugin_cache_and_destroy_after_a_restart() {
             .expect("HEAD");
         assert_eq!(head.status().as_u16(), 404, "{bucket} is gone");
     }
+}
+
+/// A new version of a template is initialised again (its own prepared directory), starting
+/// from the previous version's lock file: terraform links the cached provider as it is instead
+/// of installing it into the shared cache again.
+#[tokio::test]
+async fn a_changed_template_is_initialised_again_from_its_previous_lock_file() {
+    let db = TestDb::new();
+    let moto = Moto::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let templates = tempfile::tempdir().expect("templates");
+    let tf = templates.path().join("terraform/aws");
+    std::fs::create_dir_all(&tf).expect("mkdir");
+    let source = std::fs::read_to_string(format!("{TEMPLATES}/terraform/aws/storage-bucket.tf"))
+        .expect("template");
+    std::fs::write(tf.join("storage-bucket.tf"), &source).expect("write");
+    let d = Daemon::start(
+        DaemonConfig::new(
+            Some(&db.url),
+            dir.path(),
+            &templates.path().display().to_string(),
+        )
+        .with_moto(&moto),
+    )
+    .await;
+    let tag = &uuidish()[..10];
+    let logs_of = async |id: &str| {
+        let st = d.wait_terminal(id, Duration::from_secs(180)).await;
+        assert_eq!(st["status"], "completed", "{st}");
+        let (_, logs) = d.get(&format!("/deployments/{id}/logs?limit=5000")).await;
+        logs.to_string()
+    };
+    let first = d
+        .deploy(
+            "storage-bucket",
+            "aws",
+            json!({"bucket_name": format!("mc-v1-{tag}")}),
+        )
+        .await;
+    let text = logs_of(&first).await;
+    assert!(text.contains("$ terraform init"), "{text}");
+
+    // Version 2 of the file (a comment is enough to make it another version).
+    std::fs::write(
+        tf.join("storage-bucket.tf"),
+        format!("{source}\n# version 2\n"),
+    )
+    .expect("write");
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let second = d
+        .deploy(
+            "storage-bucket",
+            "aws",
+            json!({"bucket_name": format!("mc-v2-{tag}")}),
+        )
+        .await;
+    let text = logs_of(&second).await;
+    assert!(
+        text.contains("$ terraform init")
+            && text.contains("from the shared cache directory")
+            && !text.contains("Installing hashicorp/aws"),
+        "{text}"
+    );
+    let prepared = std::fs::read_dir(dir.path().join("plugin-cache/.multicloud-init"))
+        .expect("prepared dirs")
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("terraform-aws-storage-bucket-")
+        })
+        .count();
+    assert_eq!(prepared, 2, "one initialised directory per version");
 }

@@ -44,7 +44,9 @@ async fn kill9_right_after_accepting_and_during_init() {
     assert_eq!(st["status"], "completed", "{st}");
     assert!(st["outputs"]["bucket_arn"].as_str().is_some());
 
-    // During init.
+    // During init: the template was initialised by the first run; drop that so the second
+    // initialises it again.
+    std::fs::remove_dir_all(dir.path().join("plugin-cache/.multicloud-init")).expect("prepared");
     let second = d
         .deploy(
             "storage-bucket",

@@ -81,8 +81,9 @@ async fn a_run_completes_with_outputs_logs_and_state_in_postgres() {
         })
         .map(|l| l["at"].as_str().expect("at").parse().expect("time"))
         .collect();
-    // init, workspace, apply (plan and apply in one process, outputs from its stream).
-    assert!(step_times.len() >= 3, "{step_times:?}");
+    // init (the template's first run), apply (plan and apply in one process, the workspace
+    // selected without one, outputs from its stream).
+    assert!(step_times.len() >= 2, "{step_times:?}");
     assert!(step_times.windows(2).all(|w| w[0] < w[1]), "{step_times:?}");
 
     // Paging with ?after.

@@ -4,9 +4,11 @@
 //! in `terraform.tfvars.json` (JSON: no injection), the generated provider/backend file, and
 //! `.multicloud/` with each step's raw output. State lives in PostgreSQL (terraform's `pg`
 //! backend, one terraform workspace per deployment) unless `terraform.state_backend = "local"`.
-//! Steps: `init`, `workspace select`, then a deploy is one `apply -auto-approve` (it needs no
-//! decision between plan and apply: one process, one provider start, one configuration load)
-//! whose `-json` stream also carries the outputs; destroy runs `apply -destroy -auto-approve`.
+//! Steps: `init` once per template version (its result linked into every run's workspace,
+//! the deployment's terraform workspace selected by file), then a deploy is one
+//! `apply -auto-approve` (it needs no decision between plan and apply: one process, one
+//! provider start, one configuration load) whose `-json` stream also carries the outputs;
+//! destroy runs `apply -destroy -auto-approve`.
 //! `-json` gives progress and clean error text; the log keeps each event's human-readable
 //! message.
 
@@ -34,6 +36,10 @@ const LOCK_TIMEOUT: &str = "-lock-timeout=300s";
 /// Tries of a step that failed on contention with another run (see `Run::retrying`).
 const STEP_RETRIES: u32 = 40;
 const STDERR_TAIL_LINES: usize = 20;
+/// In a prepared directory: its init finished (holds the key).
+const INIT_READY: &str = ".multicloud-ready";
+/// In a workspace's `.terraform`: the key whose initialisation is linked there.
+const INIT_LINKED: &str = "multicloud-init";
 
 pub struct TerraformEngine {
     settings: Arc<Settings>,
@@ -98,6 +104,7 @@ impl Engine for TerraformEngine {
             stop,
             secrets: Vec::new(),
             deadline: Instant::now(),
+            init_key: String::new(),
         };
         run.execute().boxed_local()
     }
@@ -113,6 +120,9 @@ struct Run {
     stop: StopSignal,
     secrets: Vec<String>,
     deadline: Instant,
+    /// What `init` depends on (the template, the backend and provider requirements, the CLI
+    /// configuration): runs with the same key share one initialised directory.
+    init_key: String,
 }
 
 /// What one `-json` step reported.
@@ -173,22 +183,6 @@ impl Run {
             chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
         ));
         self.init(&binary, &env).await?;
-        // One terraform workspace per deployment (pg: a state row of its own; local: its own
-        // file). Selected here rather than with TF_WORKSPACE, which only creates a missing
-        // workspace while the backend holds none. The pg backend creates a workspace under one
-        // advisory lock shared by the whole database and tries it only once (`-lock-timeout`
-        // does not apply to it), so a creation that meets another run's is tried again.
-        let id = self.job.deployment.id.to_string();
-        let select = ["workspace", "select", "-or-create=true", id.as_str()];
-        self.retrying(
-            "workspace",
-            workspace_creation_contended,
-            async |run: &mut Run| {
-                run.provider_step(&binary, &env, "workspace", &select, false)
-                    .await
-            },
-        )
-        .await?;
         self.progress(10);
 
         match operation {
@@ -200,9 +194,7 @@ impl Run {
                     "-json",
                     LOCK_TIMEOUT,
                 ];
-                let report = self
-                    .provider_step(&binary, &env, "apply", &apply, true)
-                    .await?;
+                let report = self.changing_step(&binary, &env, "apply", &apply).await?;
                 self.progress(95);
                 let outputs = match report.outputs {
                     Some(raw) => flatten_outputs(&raw),
@@ -220,51 +212,181 @@ impl Run {
                     "-json",
                     LOCK_TIMEOUT,
                 ];
-                self.provider_step(&binary, &env, "destroy", &destroy, true)
+                self.changing_step(&binary, &env, "destroy", &destroy)
                     .await?;
                 Ok(EngineOutput::Destroyed)
             }
         }
     }
 
-    /// `terraform init` under the plugin cache lock. Two daemons initializing the pg backend on
-    /// a fresh database race on its CREATE ... IF NOT EXISTS statements (PostgreSQL reports a
-    /// duplicate key in pg_type); init is idempotent, so it is simply run again.
+    /// Makes the workspace an initialised terraform directory with this deployment's
+    /// terraform workspace selected, without running terraform in it.
     ///
-    /// The dependency lock file of the template's last successful init is put in the workspace
-    /// first: with its checksums terraform links the cached provider as it is. Without them it
-    /// installs the provider into the shared cache again, rewriting files other runs' terraform
-    /// are loading at that moment ("Required plugins are not installed").
+    /// `terraform init` runs once per template version, backend and provider requirements
+    /// (the run's `init_key`), in `<plugin cache>/.multicloud-init/<key>/`; every run of that
+    /// version links the result into its workspace (`.terraform/providers` and `modules` as
+    /// symlinks, the backend settings and the dependency lock file as copies) in a few
+    /// milliseconds. A changed template, backend or provider requirement is another key, so
+    /// another init. The deployment's terraform workspace is selected by writing
+    /// `.terraform/environment`; the backend creates it on first use (no `workspace` process).
     async fn init(&mut self, binary: &Path, env: &[(String, String)]) -> Result<(), EngineError> {
+        let prepared = self.prepared_dir();
+        if !prepared.join(INIT_READY).exists() {
+            self.init_prepared(binary, env, false).await?;
+        }
+        self.link_initialised(&prepared)
+    }
+
+    /// Runs `terraform init` in the prepared directory of this run's key, under the plugin
+    /// cache lock (terraform's cache is not safe for parallel inits; runs of every daemon
+    /// sharing the cache take turns). `again`: initialise even if it is ready (the provider
+    /// plugins changed under it). Two daemons initializing the pg backend on a fresh database
+    /// race on its CREATE ... IF NOT EXISTS statements (PostgreSQL reports a duplicate key in
+    /// pg_type); init is idempotent, so it is simply run again.
+    ///
+    /// The dependency lock file of the template's last successful init is put there first:
+    /// with its checksums terraform links the cached provider as it is. Without them it
+    /// installs the provider into the shared cache again, rewriting files other runs'
+    /// terraform are loading at that moment ("Required plugins are not installed").
+    async fn init_prepared(
+        &mut self,
+        binary: &Path,
+        env: &[(String, String)],
+        again: bool,
+    ) -> Result<(), EngineError> {
+        let prepared = self.prepared_dir();
+        let cache_lock = self.lock_plugin_cache().await?;
+        if prepared.join(INIT_READY).exists() && !again {
+            // Another run initialised it while this one waited.
+            drop(cache_lock);
+            return Ok(());
+        }
+        let ws = self.job.workspace.clone();
+        std::fs::create_dir_all(&prepared).map_err(|e| io_failed(&prepared, e))?;
+        for file in ["main.tf", provider::FILE_NAME] {
+            let to = prepared.join(file);
+            std::fs::copy(ws.join(file), &to).map_err(|e| io_failed(&to, e))?;
+        }
         let init = ["init", "-input=false", "-no-color"];
         let shared_lock = self.shared_lock_file();
-        let workspace_lock = self.job.workspace.join(".terraform.lock.hcl");
-        self.retrying("init", concurrent_ddl, async |run: &mut Run| {
-            let cache_lock = run.lock_plugin_cache().await?;
-            let seeded =
-                !workspace_lock.exists() && std::fs::copy(&shared_lock, &workspace_lock).is_ok();
-            let mut result = run.step(binary, env, "init", &init, false).await;
-            if seeded && matches!(result, Err(EngineError::Failed(_))) {
-                // The template's providers changed since that lock file: start from none.
-                run.system(
-                    "init with the template's previous lock file failed; initializing without it"
-                        .into(),
-                );
-                let _ = std::fs::remove_file(&workspace_lock);
-                let _ = std::fs::remove_file(&shared_lock);
-                result = run.step(binary, env, "init", &init, false).await;
+        let lock_file = prepared.join(".terraform.lock.hcl");
+        let result = self
+            .retrying("init", concurrent_ddl, async |run: &mut Run| {
+                let seeded =
+                    !lock_file.exists() && std::fs::copy(&shared_lock, &lock_file).is_ok();
+                let mut result = run
+                    .step_in(&prepared, binary, env, "init", &init, false)
+                    .await;
+                if seeded && matches!(result, Err(EngineError::Failed(_))) {
+                    // The template's providers changed since that lock file: start from none.
+                    run.system(
+                        "init with the template's previous lock file failed; initializing without it"
+                            .into(),
+                    );
+                    let _ = std::fs::remove_file(&lock_file);
+                    let _ = std::fs::remove_file(&shared_lock);
+                    result = run
+                        .step_in(&prepared, binary, env, "init", &init, false)
+                        .await;
+                }
+                result
+            })
+            .await;
+        if result.is_ok() {
+            let tmp = shared_lock.with_extension("hcl.tmp");
+            let _ = std::fs::create_dir_all(shared_lock.parent().unwrap_or(Path::new(".")))
+                .and_then(|_| std::fs::copy(&lock_file, &tmp))
+                .and_then(|_| std::fs::rename(&tmp, &shared_lock));
+            write(&prepared.join(INIT_READY), self.init_key.as_bytes())?;
+        }
+        drop(cache_lock);
+        result.map(|_| ())
+    }
+
+    /// Links the prepared directory's initialisation into the workspace (once per key: a
+    /// re-run or a destroy of the same version finds it there) and selects the deployment's
+    /// terraform workspace.
+    fn link_initialised(&self, prepared: &Path) -> Result<(), EngineError> {
+        let ws = &self.job.workspace;
+        let dot = ws.join(".terraform");
+        let marker = dot.join(INIT_LINKED);
+        let linked = std::fs::read_to_string(&marker).is_ok_and(|k| k == self.init_key);
+        if !linked {
+            match std::fs::remove_dir_all(&dot) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_failed(&dot, e)),
             }
-            if result.is_ok() {
-                let tmp = shared_lock.with_extension("hcl.tmp");
-                let _ = std::fs::create_dir_all(shared_lock.parent().unwrap_or(Path::new(".")))
-                    .and_then(|_| std::fs::copy(&workspace_lock, &tmp))
-                    .and_then(|_| std::fs::rename(&tmp, &shared_lock));
+            std::fs::create_dir_all(&dot).map_err(|e| io_failed(&dot, e))?;
+            let from = prepared.join(".terraform");
+            for dir in ["providers", "modules"] {
+                if from.join(dir).exists() {
+                    std::os::unix::fs::symlink(from.join(dir), dot.join(dir))
+                        .map_err(|e| io_failed(&dot.join(dir), e))?;
+                }
             }
-            drop(cache_lock);
-            result
+            // The backend's settings (pg: schema; the connection comes from PG_CONN_STR).
+            if from.join("terraform.tfstate").exists() {
+                std::fs::copy(
+                    from.join("terraform.tfstate"),
+                    dot.join("terraform.tfstate"),
+                )
+                .map_err(|e| io_failed(&dot.join("terraform.tfstate"), e))?;
+            }
+            let lock_file = ws.join(".terraform.lock.hcl");
+            if prepared.join(".terraform.lock.hcl").exists() {
+                std::fs::copy(prepared.join(".terraform.lock.hcl"), &lock_file)
+                    .map_err(|e| io_failed(&lock_file, e))?;
+            } else {
+                let _ = std::fs::remove_file(&lock_file);
+            }
+            write(&marker, self.init_key.as_bytes())?;
+        }
+        // One terraform workspace per deployment (pg: a state row of its own; local: its own
+        // directory under terraform.tfstate.d).
+        write(
+            &dot.join("environment"),
+            self.job.deployment.id.as_str().as_bytes(),
+        )?;
+        self.system(format!(
+            "using the initialised template {} (workspace {})",
+            prepared
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            self.job.deployment.id
+        ));
+        Ok(())
+    }
+
+    /// `<plugin cache>/.multicloud-init/<provider type>-<template>-<key>`.
+    fn prepared_dir(&self) -> PathBuf {
+        let t = &self.job.template;
+        self.plugin_cache_dir()
+            .join(".multicloud-init")
+            .join(format!(
+                "{}-{}-{}",
+                t.provider_type,
+                t.name,
+                &self.init_key[..16.min(self.init_key.len())]
+            ))
+    }
+
+    /// A step that changes the cloud (apply, destroy). The pg backend creates the deployment's
+    /// terraform workspace on its first use under one advisory lock shared by the whole
+    /// database, tried once (`-lock-timeout` does not apply to it): a step that meets another
+    /// run's creation fails before it changes anything and is tried again.
+    async fn changing_step(
+        &mut self,
+        binary: &Path,
+        env: &[(String, String)],
+        name: &str,
+        args: &[&str],
+    ) -> Result<StepReport, EngineError> {
+        self.retrying(name, workspace_creation_contended, async |run: &mut Run| {
+            run.provider_step(binary, env, name, args, true).await
         })
         .await
-        .map(|_| ())
     }
 
     /// `<plugin cache>/.multicloud-locks/<provider type>-<template>.hcl`.
@@ -293,7 +415,7 @@ impl Run {
                 self.system(format!(
                     "{name}: the provider plugins changed under it (another run's init); initializing again"
                 ));
-                self.init(binary, env).await?;
+                self.init_prepared(binary, env, true).await?;
                 self.step(binary, env, name, args, json).await
             }
             other => other,
@@ -431,6 +553,12 @@ impl Run {
                 .unwrap_or_default()
                 .as_bytes(),
         )?;
+        self.init_key = init_key(
+            &source,
+            &providers,
+            &self.settings.terraform.cli_config_file,
+            self.binary.as_deref(),
+        );
 
         let tf = &self.settings.terraform;
         let mut env: Vec<(String, String)> = vec![
@@ -490,12 +618,27 @@ impl Run {
         args: &[&str],
         json: bool,
     ) -> Result<StepReport, EngineError> {
+        let workspace = self.job.workspace.clone();
+        self.step_in(&workspace, binary, env, name, args, json)
+            .await
+    }
+
+    /// A terraform step run in `cwd` (the workspace, or a template's prepared directory).
+    async fn step_in(
+        &mut self,
+        cwd: &Path,
+        binary: &Path,
+        env: &[(String, String)],
+        name: &str,
+        args: &[&str],
+        json: bool,
+    ) -> Result<StepReport, EngineError> {
         let step = Step {
             name: name.to_string(),
             program: binary.to_path_buf(),
             args: args.iter().map(|a| a.to_string()).collect(),
             env: env.to_vec(),
-            cwd: self.job.workspace.clone(),
+            cwd: cwd.to_path_buf(),
             output_dir: self.output_dir(),
         };
         self.system(format!("$ terraform {}", args.join(" ")));
@@ -723,6 +866,32 @@ fn state_backend_unreachable(detail: &str) -> bool {
     ]
     .iter()
     .any(|needle| detail.contains(needle))
+}
+
+/// What `terraform init` depends on: the template's source (providers, modules, its own
+/// `terraform` block), the backend and provider requirements the daemon adds (the `terraform`
+/// part of the generated file, not the provider settings of one deployment), the CLI
+/// configuration (provider installation) and the terraform binary. SHA-256, hex.
+fn init_key(source: &str, generated: &Value, cli_config: &str, binary: Option<&Path>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for part in [
+        source.as_bytes(),
+        generated
+            .get("terraform")
+            .map(Value::to_string)
+            .unwrap_or_default()
+            .as_bytes(),
+        cli_config.as_bytes(),
+        binary
+            .map(|b| b.display().to_string())
+            .unwrap_or_default()
+            .as_bytes(),
+    ] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part);
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// `{name: {sensitive, type, value}}` → `{name: value}`, `"(sensitive)"` for sensitive ones.
