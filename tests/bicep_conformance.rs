@@ -120,6 +120,7 @@ const BASELINES_PASSING: &[&str] = &[
     "IntermediaryVariables_LF",
     "LargeTemplate_Stress_LF",
     "Metadata_CRLF",
+    "NestedResources_LF",
     "NewlineSensitivity_LF",
     "Outputs_CRLF",
     "Parameters_LF",
@@ -226,6 +227,7 @@ fn run(dir: &Path) -> Outcome {
     match bicep::compile(&src) {
         Err(e) => Outcome::Rejected(e),
         Ok(mut got) => {
+            dump(dir, &got);
             strip_generator(&mut want);
             strip_generator(&mut got);
             if diff("$", &want, &got).is_none() {
@@ -238,6 +240,17 @@ fn run(dir: &Path) -> Outcome {
                 Some(d) => Outcome::Mismatch(d),
             }
         }
+    }
+}
+
+/// BICEP_CONFORMANCE_DUMP=<dir>: writes each compiled template there (as <sample>.json), for
+/// diffing by hand.
+fn dump(dir: &Path, got: &Value) {
+    if let Some(out) = std::env::var_os("BICEP_CONFORMANCE_DUMP") {
+        let name = dir.file_name().unwrap_or_default().to_string_lossy();
+        let path = Path::new(&out).join(format!("{name}.json"));
+        let text = serde_json::to_string_pretty(got).expect("json");
+        std::fs::write(path, text).expect("dump");
     }
 }
 
@@ -373,5 +386,463 @@ fn baselines_compile_or_are_rejected_and_invalid_ones_never_panic() {
         }
     }
     println!("\nbaselines: {pass} of {eligible} eligible pass");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Real-world templates: Azure quickstarts (tests/fixtures/bicep-quickstarts, see its README).
+
+const QUICKSTARTS: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/bicep-quickstarts"
+);
+
+/// Samples whose `azuredeploy.json` was not regenerated after `main.bicep` was edited (checked by
+/// hand: the difference is in the oracle, not in the compiler). Each must still compile.
+const QUICKSTARTS_STALE: &[&str] = &[
+    // The oracle deploys apiVersion 2020-05-01; main.bicep now says 2022-01-01.
+    "quickstarts__microsoft.network__azure-bastion",
+    // The oracle has a `secureBoot` parameter that main.bicep no longer declares.
+    "quickstarts__microsoft.compute__vm-windows-ssh",
+    "quickstarts__microsoft.sqlvirtualmachine__sql-vm-new-storage",
+    // The oracle has a parameter `virtualNetworkNameResource`; main.bicep declares a variable.
+    "quickstarts__microsoft.web__webapp-windows-with-privateendpoint-applicationgateway",
+    // The oracle (Bicep 0.6.18) is of an older template: other api versions, parameters
+    // (`autoscaleMaxThroughput`), indexes; main.bicep was rewritten since.
+    "quickstarts__microsoft.documentdb__cosmosdb-mongodb-autoscale",
+];
+
+/// Samples whose oracle comes from an older compiler that wrote them differently in more than
+/// the documented style (checked against today's compiler sources); today's output is kept.
+const QUICKSTARTS_OLDER_COMPILER: &[&str] = &[
+    // Bicep 0.5.6 wrote no dependency through an existing parent
+    // (`parent: frontDoor::frontendEndpoint`, an existing child of a deployed front door);
+    // today's compiler depends on the deployed ancestor.
+    "quickstarts__microsoft.network__front-door-custom-domain",
+    "quickstarts__microsoft.network__front-door-custom-domain-customer-certificate",
+    // Bicep 0.22.6 named the copy loop of a nested resource by its own name; today's compiler
+    // names it `parent::child` (see baselines/NestedResources_LF).
+    "quickstarts__microsoft.mobilenetwork__mobilenetwork-provision-proxy-sims",
+];
+
+/// The samples that are not equal to their oracle today, with what happens: `rejected` (an
+/// error naming an unsupported construct), `stale`, `older` (listed above) or `failed` (a wrong template,
+/// or an error on valid input). Every other sample must be equal; a listed one that changes
+/// outcome fails too, so that the list (and the table in README.md) is updated with it.
+const QUICKSTARTS_NOT_EQUAL: &[(&str, &str)] = &[
+    (
+        "application-workloads__active-directory__active-directory-new-domain",
+        "rejected",
+    ),
+    (
+        "application-workloads__azure-gamedev__gamedev-vm",
+        "rejected",
+    ),
+    (
+        "application-workloads__azure-gamedev__gamedev-vmss",
+        "rejected",
+    ),
+    (
+        "application-workloads__jboss__jboss-eap-clustered-multivm-rhel",
+        "rejected",
+    ),
+    (
+        "application-workloads__sql__sql-server-2014-alwayson-existing-vnet-and-ad",
+        "rejected",
+    ),
+    ("demos__nested-vms-in-virtual-network", "rejected"),
+    (
+        "managementgroup-deployments__create-subscription-resourcegroup",
+        "rejected",
+    ),
+    (
+        "quickstarts__microsoft.apimanagement__api-management-logs-to-moesif-using-eventhub-webapp",
+        "rejected",
+    ),
+    ("quickstarts__microsoft.app__container-app-acr", "rejected"),
+    (
+        "quickstarts__microsoft.app__container-app-dapr-blob",
+        "rejected",
+    ),
+    (
+        "quickstarts__microsoft.app__container-app-dapr-pubsub-servicebus",
+        "rejected",
+    ),
+    (
+        "quickstarts__microsoft.cdn__front-door-premium-app-service-private-link",
+        "rejected",
+    ),
+    (
+        "quickstarts__microsoft.cdn__front-door-premium-storage-blobs-private-link",
+        "rejected",
+    ),
+    (
+        "quickstarts__microsoft.cdn__front-door-standard-premium-container-instances-application-gateway-public",
+        "rejected",
+    ),
+    ("quickstarts__microsoft.compute__vm-msi", "rejected"),
+    ("quickstarts__microsoft.compute__vm-windows-ssh", "stale"),
+    (
+        "quickstarts__microsoft.compute__vms-with-selfhost-integration-runtime",
+        "rejected",
+    ),
+    (
+        "quickstarts__microsoft.compute__vmss-flexible-orchestration-quickstart",
+        "rejected",
+    ),
+    (
+        "quickstarts__microsoft.consumption__create-budget",
+        "rejected",
+    ),
+    (
+        "quickstarts__microsoft.databricks__databricks-workspace-with-customer-managed-keys-all-forms",
+        "rejected",
+    ),
+    (
+        "quickstarts__microsoft.databricks__databricks-workspace-with-dbfs-root-customer-managed-keys",
+        "rejected",
+    ),
+    (
+        "quickstarts__microsoft.devcenter__devbox-with-builtin-image",
+        "rejected",
+    ),
+    (
+        "quickstarts__microsoft.devcenter__devbox-with-customized-image",
+        "rejected",
+    ),
+    (
+        "quickstarts__microsoft.digitaltwins__digitaltwins-with-function-private-link",
+        "rejected",
+    ),
+    (
+        "quickstarts__microsoft.digitaltwins__digitaltwins-with-function-time-series-database-connection",
+        "rejected",
+    ),
+    (
+        "quickstarts__microsoft.documentdb__cosmosdb-mongodb-autoscale",
+        "stale",
+    ),
+    (
+        "quickstarts__microsoft.healthcareapis__fhir-import",
+        "rejected",
+    ),
+    (
+        "quickstarts__microsoft.keyvault__key-vault-managed-identity-role-assignment",
+        "rejected",
+    ),
+    ("quickstarts__microsoft.kubernetes__aks-helm", "rejected"),
+    (
+        "quickstarts__microsoft.machinelearningservices__aistudio-basics",
+        "rejected",
+    ),
+    (
+        "quickstarts__microsoft.machinelearningservices__machine-learning-end-to-end-secure",
+        "rejected",
+    ),
+    (
+        "quickstarts__microsoft.machinelearningservices__machine-learning-end-to-end-secure-v1-legacy-mode",
+        "rejected",
+    ),
+    (
+        "quickstarts__microsoft.machinelearningservices__machine-learning-workspace-vnet-v1-legacy-mode",
+        "rejected",
+    ),
+    (
+        "quickstarts__microsoft.mobilenetwork__mobilenetwork-provision-proxy-sims",
+        "older",
+    ),
+    ("quickstarts__microsoft.network__azure-bastion", "stale"),
+    (
+        "quickstarts__microsoft.network__front-door-custom-domain",
+        "older",
+    ),
+    (
+        "quickstarts__microsoft.network__front-door-custom-domain-customer-certificate",
+        "older",
+    ),
+    (
+        "quickstarts__microsoft.network__virtual-wan-routing-intent",
+        "rejected",
+    ),
+    (
+        "quickstarts__microsoft.resources__deployment-script-azcli-acr-import",
+        "rejected",
+    ),
+    (
+        "quickstarts__microsoft.resources__deployment-script-azcli-agw-certificates",
+        "rejected",
+    ),
+    (
+        "quickstarts__microsoft.sqlvirtualmachine__sql-vm-new-storage",
+        "stale",
+    ),
+    (
+        "quickstarts__microsoft.web__webapp-windows-with-privateendpoint-applicationgateway",
+        "stale",
+    ),
+    ("quickstarts__newrelic.observability__newrelic", "rejected"),
+    ("subscription-deployments__create-rg", "rejected"),
+    ("subscription-deployments__create-role-def", "rejected"),
+    (
+        "subscription-deployments__microsoft.network__virtual-network-manager-connectivity",
+        "rejected",
+    ),
+    (
+        "subscription-deployments__subscription-role-assignment",
+        "rejected",
+    ),
+    ("tenant-deployments__tenant-role-assignment", "rejected"),
+];
+
+/// The oracle's compiler version, `(major, minor)`.
+fn generator_version(v: &Value) -> (u64, u64) {
+    let s = v["metadata"]["_generator"]["version"]
+        .as_str()
+        .unwrap_or("");
+    let mut parts = s.split('.').map(|p| p.parse::<u64>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+}
+
+/// The top-level arguments of the call whose `(` is at `open`, and the index after its `)`.
+fn call_args(s: &str, open: usize) -> Option<(Vec<(usize, usize)>, usize)> {
+    let b = s.as_bytes();
+    let (mut depth, mut quoted, mut start) = (0usize, false, open + 1);
+    let mut args = Vec::new();
+    let mut i = open;
+    while i < b.len() {
+        let c = b[i];
+        if quoted {
+            if c == b'\'' {
+                if b.get(i + 1) == Some(&b'\'') {
+                    i += 1;
+                } else {
+                    quoted = false;
+                }
+            }
+        } else {
+            match c {
+                b'\'' => quoted = true,
+                b'(' | b'[' => depth += 1,
+                b')' | b']' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        args.push((start, i));
+                        return Some((args, i + 1));
+                    }
+                }
+                b',' if depth == 1 => {
+                    args.push((start, i));
+                    start = i + 1;
+                }
+                _ => {}
+            }
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Rewrites every `name(args)` call in an ARM expression string with `f` (innermost last).
+fn rewrite_calls(s: &str, name: &str, f: &dyn Fn(&[&str]) -> Option<String>) -> String {
+    let needle = format!("{name}(");
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(at) = rest.find(&needle) {
+        let boundary = rest[..at]
+            .chars()
+            .next_back()
+            .is_none_or(|c| !c.is_ascii_alphanumeric() && c != '.');
+        let open = at + name.len();
+        match call_args(rest, open).filter(|_| boundary) {
+            Some((spans, end)) => {
+                let args: Vec<&str> = spans.iter().map(|&(a, b)| rest[a..b].trim()).collect();
+                out.push_str(&rest[..at]);
+                match f(&args) {
+                    Some(r) => out.push_str(&r),
+                    None => out.push_str(&rest[at..end]),
+                }
+                rest = &rest[end..];
+            }
+            None => {
+                out.push_str(&rest[..open + 1]);
+                rest = &rest[open + 1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The style differences of older compilers that the fixtures' README documents (ARM reads
+/// both forms the same), folded to one form on both sides:
+/// - `secureString`/`secureObject` vs `securestring`/`secureobject` (parameter and output types);
+/// - an extension resource's `scope` as `format('NS/type/{0}', x)` vs `resourceId('NS/type', x)`;
+/// - `reference(resourceId(...))` without the api version (compilers up to 0.11);
+/// - the order of `dependsOn` entries.
+///
+/// Resource type casing is folded first, as for the other sets.
+fn fold_quickstart_style(v: &mut Value, old_reference: bool) {
+    fn fold(v: &mut Value, old_reference: bool, key: Option<&str>) {
+        match v {
+            Value::String(s) => {
+                if old_reference && s.starts_with('[') {
+                    *s = rewrite_calls(s, "reference", &|args| {
+                        (args.len() == 2
+                            && args[0].starts_with("resourceId(")
+                            && args[1].starts_with('\''))
+                        .then(|| format!("reference({})", args[0]))
+                    });
+                }
+                if key == Some("scope") && s.starts_with("[format('") {
+                    *s = rewrite_calls(s, "format", &|args| {
+                        let pattern = args.first()?.strip_prefix('\'')?.strip_suffix('\'')?;
+                        let segments: Vec<&str> = pattern.split('/').collect();
+                        // 'NS/type/{0}/child/{1}': types at even positions from 1, names after.
+                        if segments.len() < 3 || segments.len() % 2 == 0 {
+                            return None;
+                        }
+                        let mut ty = vec![segments[0]];
+                        for (i, pair) in segments[1..].chunks(2).enumerate() {
+                            if pair[1] != format!("{{{i}}}") {
+                                return None;
+                            }
+                            ty.push(pair[0]);
+                        }
+                        (args.len() == segments.len() / 2 + 1).then(|| {
+                            format!("resourceId('{}', {})", ty.join("/"), args[1..].join(", "))
+                        })
+                    });
+                }
+            }
+            Value::Object(m) => {
+                for (k, x) in m.iter_mut() {
+                    if k == "type" {
+                        if let Value::String(t) = x {
+                            if t.eq_ignore_ascii_case("securestring")
+                                || t.eq_ignore_ascii_case("secureobject")
+                            {
+                                *t = t.to_lowercase();
+                            }
+                        }
+                    }
+                    fold(x, old_reference, Some(k));
+                }
+                if let Some(Value::Array(deps)) = m.get_mut("dependsOn") {
+                    deps.sort_by_key(|d| d.to_string());
+                }
+            }
+            Value::Array(a) => a.iter_mut().for_each(|x| fold(x, old_reference, None)),
+            _ => {}
+        }
+    }
+    fold(v, old_reference, None)
+}
+
+enum Quickstart {
+    Equal,
+    Different(String),
+    Rejected(bicep::CompileError),
+    /// An error that names no unsupported construct: valid input the compiler cannot read.
+    Error(bicep::CompileError),
+}
+
+fn run_quickstart(dir: &Path) -> Quickstart {
+    let src = std::fs::read_to_string(dir.join("main.bicep")).expect("main.bicep");
+    let expected = std::fs::read_to_string(dir.join("azuredeploy.json")).expect("oracle");
+    let mut want: Value =
+        serde_json::from_str(expected.trim_start_matches('\u{feff}')).expect("oracle parses");
+    let old_reference = generator_version(&want) <= (0, 11);
+    match bicep::compile(&src) {
+        Err(e) if e.message.contains("are not supported") => Quickstart::Rejected(e),
+        Err(e) => Quickstart::Error(e),
+        Ok(mut got) => {
+            dump(dir, &got);
+            for v in [&mut want, &mut got] {
+                strip_generator(v);
+                fold_type_casing(v);
+                fold_quickstart_style(v, old_reference);
+            }
+            match diff("$", &want, &got) {
+                None => Quickstart::Equal,
+                Some(d) => Quickstart::Different(d),
+            }
+        }
+    }
+}
+
+#[test]
+fn quickstarts_compile_to_the_official_output_or_are_rejected() {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(QUICKSTARTS)
+        .expect("quickstarts")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|d| d.join("main.bicep").is_file())
+        .collect();
+    dirs.sort();
+    let mut failures = Vec::new();
+    let (mut equal, mut stale, mut older, mut different, mut rejected, mut failed) =
+        (0, 0, 0, 0, 0, 0);
+    let mut constructs: std::collections::BTreeMap<String, usize> = Default::default();
+    for dir in &dirs {
+        let name = dir
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string();
+        let is_stale = QUICKSTARTS_STALE.contains(&name.as_str());
+        let (kind, line) = match std::panic::catch_unwind(|| run_quickstart(dir)) {
+            Err(_) => {
+                failed += 1;
+                ("failed", "PANIC".to_string())
+            }
+            Ok(Quickstart::Equal) => {
+                equal += 1;
+                ("equal", String::new())
+            }
+            Ok(Quickstart::Different(d)) if QUICKSTARTS_OLDER_COMPILER.contains(&name.as_str()) => {
+                older += 1;
+                ("older", format!("differs (older compiler): {d}"))
+            }
+            Ok(Quickstart::Different(d)) if is_stale => {
+                stale += 1;
+                ("stale", format!("differs (stale oracle): {d}"))
+            }
+            Ok(Quickstart::Different(d)) => {
+                different += 1;
+                ("failed", format!("DIFFERS: {d}"))
+            }
+            Ok(Quickstart::Rejected(e)) => {
+                rejected += 1;
+                let construct = e.message.split(" are not supported").next().unwrap_or("");
+                *constructs.entry(construct.to_string()).or_default() += 1;
+                ("rejected", format!("rejected: {e}"))
+            }
+            Ok(Quickstart::Error(e)) => {
+                failed += 1;
+                ("failed", format!("ERROR on valid input: {e}"))
+            }
+        };
+        println!("{kind:<9} {name} {line}");
+        let listed = QUICKSTARTS_NOT_EQUAL
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, k)| *k)
+            .unwrap_or("equal");
+        if listed != kind {
+            failures.push(format!("{name}: listed as {listed}, now {kind} {line}"));
+        }
+    }
+    println!(
+        "\nquickstarts: {} samples: {equal} equal, {stale} stale oracles, {older} older-compiler oracles, {different} different, {rejected} rejected, {failed} failed on valid input",
+        dirs.len()
+    );
+    for (construct, n) in &constructs {
+        println!("  rejected: {n:>3}  {construct}");
+    }
+    for n in QUICKSTARTS_STALE.iter().chain(QUICKSTARTS_OLDER_COMPILER) {
+        if !dirs.iter().any(|d| d.ends_with(n)) {
+            failures.push(format!("{n}: listed as stale, not a sample"));
+        }
+    }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -92,6 +92,16 @@ proptest! {
                 Just("  tags: { copy: [for t in range(0, 2): t] }".to_string()),
                 Just("output os array = [for (x, i) in l: m[i].id]".to_string()),
                 Just("resource e 'A.B/c@2020-01-01' existing = {".to_string()),
+                Just("  parent: m[0]".to_string()),
+                Just("  dependsOn: [m[0], m, c]".to_string()),
+                Just("  scope: resourceGroup('g')".to_string()),
+                Just("  tags: { a: m[length(l) - 1].properties.x }".to_string()),
+                Just("var f = filter(l, x => x.a == p)".to_string()),
+                Just("  resource n 'd@2020-01-01' = {".to_string()),
+                Just("  resource n2 'A.B/c/d@2020-01-01' existing = if (p == 'y') {".to_string()),
+                Just("output on string = r::n.id".to_string()),
+                Just("  properties: { x: n.id, y: r::n::n2.name }".to_string()),
+                Just("var g = reduce(l, 0, (a, b) => a)".to_string()),
                 "[a-z(){}'$\\[\\]:=., ]{0,30}",
             ],
             0..30,
@@ -165,4 +175,28 @@ fn pathological_nesting_is_an_error_not_a_stack_overflow() {
         .collect();
     let err = bicep::compile(&chain).expect_err("too deep");
     assert!(err.message.contains("too deeply"), "{err}");
+    // Nested resources nest a body in a body: bounded like any nesting.
+    let nested = format!(
+        "resource r 'A.B/c@1' = {{\n{}",
+        "resource r 'd' = {\n".repeat(n)
+    );
+    let err = bicep::compile(&nested).expect_err("too deep");
+    assert!(err.message.contains("deep"), "{err}");
+    // A long chain of parents (each an existing resource of the next level) ends in a template
+    // or an error, not in a stack overflow.
+    let mut ty = "A.B/c".to_string();
+    let mut src = format!(
+        "resource r0 '{ty}@1' existing = {{\n  name: 'x'\n  scope: resourceGroup('g')\n}}\n"
+    );
+    for i in 1..3000 {
+        ty.push_str("/c");
+        src.push_str(&format!(
+            "resource r{i} '{ty}@1' existing = {{\n  parent: r{}\n  name: 'x'\n}}\n",
+            i - 1
+        ));
+    }
+    src.push_str(
+        "resource d 'A.B/d@1' = {\n  name: r2999.name\n  properties: {\n    id: r2999.id\n  }\n}\n",
+    );
+    check(&src);
 }

@@ -30,12 +30,36 @@ struct Resource<'a> {
     api_version: String,
     name: &'a Expr,
     parent: Option<&'a str>,
+    /// `parent: vm[i]`: the element of a parent loop.
+    parent_index: Option<&'a Expr>,
     scope: Option<&'a Expr>,
     condition: Option<&'a Expr>,
     depends_on: Option<&'a Expr>,
     body: &'a [Property],
     decorators: &'a [Decorator],
     at: usize,
+}
+
+/// A dependency of a declaration on a resource, or on one element of a resource loop.
+#[derive(Clone, Copy)]
+struct Dep<'a> {
+    symbol: &'a str,
+    /// `ip[i]`: the index as written; two indexes written apart are two dependencies, even
+    /// when equal, as the official compiler lists them.
+    index: Option<&'a Expr>,
+    /// Found through a variable or an existing resource: the index is read outside any loop.
+    indirect: bool,
+}
+
+impl Dep<'_> {
+    fn same(&self, other: &Dep<'_>) -> bool {
+        self.symbol == other.symbol
+            && match (self.index, other.index) {
+                (None, None) => true,
+                (Some(a), Some(b)) => std::ptr::eq(a, b),
+                _ => false,
+            }
+    }
 }
 
 enum Symbol<'a> {
@@ -97,6 +121,7 @@ impl<'a> Emitter<'a> {
                     looped,
                     condition,
                     body,
+                    ..
                 } => {
                     let (ty, api_version) = type_ref.split_once('@').ok_or_else(|| {
                         self.err(
@@ -117,13 +142,20 @@ impl<'a> Emitter<'a> {
                     let name_expr = prop("name").ok_or_else(|| {
                         self.err(s.at, format!("resource '{name}' has no 'name' property"))
                     })?;
-                    let parent = match prop("parent") {
-                        None => None,
-                        Some(Expr {
-                            kind: ExprKind::Ident(p),
-                            ..
-                        }) => Some(p.as_str()),
-                        Some(other) => {
+                    let (parent, parent_index) = match prop("parent").map(|e| &e.kind) {
+                        None => (None, None),
+                        Some(ExprKind::Ident(p)) => (Some(p.as_str()), None),
+                        // One resource of a loop: `parent: vm[i]`.
+                        Some(ExprKind::Index { base, index })
+                            if matches!(&base.kind, ExprKind::Ident(_)) =>
+                        {
+                            let ExprKind::Ident(p) = &base.kind else {
+                                unreachable!("matched")
+                            };
+                            (Some(p.as_str()), Some(&**index))
+                        }
+                        Some(_) => {
+                            let other = prop("parent").expect("matched");
                             return Err(self.err(
                                 other.at,
                                 "'parent' must be the symbolic name of a resource",
@@ -149,6 +181,7 @@ impl<'a> Emitter<'a> {
                         api_version: api_version.to_string(),
                         name: name_expr,
                         parent,
+                        parent_index,
                         scope: prop("scope"),
                         condition: condition.as_ref(),
                         depends_on: prop("dependsOn"),
@@ -175,6 +208,12 @@ impl<'a> Emitter<'a> {
             let mut seen = HashSet::new();
             let mut cur = r;
             while let Some(p) = cur.parent {
+                if seen.len() > MAX_DEPTH {
+                    return Err(self.err(
+                        r.at,
+                        format!("the parents of '{}' are nested too deeply", r.symbol),
+                    ));
+                }
                 if !seen.insert(cur.symbol) {
                     return Err(
                         self.err(r.at, format!("resource '{}' is its own ancestor", r.symbol))
@@ -192,8 +231,45 @@ impl<'a> Emitter<'a> {
             }
             if let Some(p) = r.parent {
                 let parent = self.resource(p);
+                // Type names are compared without case, as ARM does (`ruleSets`, `rulesets`).
                 let expected = format!("{}/", parent.ty);
-                if !r.ty.starts_with(&expected) || r.ty[expected.len()..].contains('/') {
+                let child_of = r.ty.len() > expected.len()
+                    && r.ty.is_char_boundary(expected.len())
+                    && r.ty[..expected.len()].eq_ignore_ascii_case(&expected)
+                    && !r.ty[expected.len()..].contains('/');
+                // A deployed child of an existing parent in another scope would be deployed
+                // here under the wrong id.
+                let mut ancestor = Some(parent);
+                while let Some(a) = ancestor {
+                    if let Some(scope) = a.scope {
+                        let here = matches!(&scope.kind, ExprKind::Call { name, args } if name == "resourceGroup" && args.is_empty());
+                        if a.existing && !r.existing && !here {
+                            return Err(unsupported(
+                                self.src,
+                                r.at,
+                                "resources deployed under a parent in another scope",
+                            ));
+                        }
+                        break;
+                    }
+                    ancestor = a.parent.map(|p| self.resource(p));
+                }
+                match (parent.looped.is_some(), r.parent_index) {
+                    (true, None) => {
+                        return Err(self.err(
+                            r.at,
+                            format!(
+                                "the parent of '{}' is the loop '{p}': name one of its resources ({p}[i])",
+                                r.symbol
+                            ),
+                        ));
+                    }
+                    (false, Some(i)) => {
+                        return Err(self.err(i.at, format!("'{p}' is not a resource loop")));
+                    }
+                    _ => {}
+                }
+                if !child_of {
                     return Err(self.err(
                         r.at,
                         format!(
@@ -229,6 +305,9 @@ impl<'a> Emitter<'a> {
                 }
                 if let Some(p) = r.parent {
                     out.insert(p);
+                }
+                if let Some(i) = r.parent_index {
+                    self.references_in(i, &mut bound, &mut out, &mut HashSet::new());
                 }
                 out.iter()
                     .filter_map(|s| match self.symbols.get(s) {
@@ -381,10 +460,20 @@ impl<'a> Emitter<'a> {
 
     fn is_runtime(&self, e: &Expr) -> bool {
         let mut runtime = false;
+        // A resource, or one element of a resource loop.
+        let resource = |b: &Expr| match &b.kind {
+            ExprKind::Index { base, .. } => self.looped_resource(base).is_some(),
+            _ => self.resource_symbol(b).is_some_and(|r| r.looped.is_none()),
+        };
+        let id_property = |n: &str| matches!(n, "id" | "name" | "type" | "apiVersion");
         walk(e, &mut |x| match &x.kind {
-            ExprKind::Member { base, name }
-                if self.resource_symbol(base).is_some()
-                    && !matches!(name.as_str(), "id" | "name" | "type" | "apiVersion") =>
+            ExprKind::Member { base, name } if resource(base) && !id_property(name) => {
+                runtime = true
+            }
+            // `foo[key]`: a property by a computed or non-identifier key.
+            ExprKind::Index { base, index }
+                if resource(base)
+                    && !matches!(&index.kind, ExprKind::Str { parts, holes } if holes.is_empty() && id_property(&parts[0])) =>
             {
                 runtime = true
             }
@@ -792,7 +881,15 @@ impl<'a> Emitter<'a> {
     /// The name segments of a resource, one per level of its type.
     fn segments(&self, r: &Resource<'a>) -> Result<Vec<Ax>, CompileError> {
         if let Some(p) = r.parent {
-            let mut segs = self.segments(self.resource(p))?;
+            let parent = self.resource(p);
+            let mut segs = match (r.parent_index, parent.looped) {
+                // The parent's name segments at the element `index` of its loop.
+                (Some(index), Some(l)) => {
+                    let position = self.lower(index)?;
+                    self.in_loop(parent, l, position, || self.segments(parent))?
+                }
+                _ => self.segments(parent)?,
+            };
             segs.push(self.lower(r.name)?);
             return Ok(segs);
         }
@@ -850,14 +947,17 @@ impl<'a> Emitter<'a> {
         &self,
         r: &Resource<'a>,
     ) -> Result<Option<(&'static str, Vec<Ax>)>, CompileError> {
-        let (
-            true,
-            Some(Expr {
-                kind: ExprKind::Call { name, args },
-                ..
-            }),
-        ) = (r.existing, r.scope)
-        else {
+        if !r.existing {
+            return Ok(None);
+        }
+        let Some(scope) = r.scope else {
+            // A child lives where its parent lives.
+            return match r.parent {
+                Some(p) => self.existing_scope(self.resource(p)),
+                None => Ok(None),
+            };
+        };
+        let ExprKind::Call { name, args } = &scope.kind else {
             return Ok(None);
         };
         let lowered = args
@@ -935,86 +1035,206 @@ impl<'a> Emitter<'a> {
         });
     }
 
-    fn depends_on(&self, r: &Resource<'a>) -> Result<Vec<Value>, CompileError> {
-        let mut deps = BTreeSet::new();
-        // Inside a resource loop, its item and index are not symbols.
-        let mut bound: Vec<String> = Vec::new();
-        if let Some(l) = r.looped {
-            self.references(&l.source, &mut deps);
-            bound.extend(l.item.iter().chain(&l.index).cloned());
-            if let Some(c) = &l.condition {
-                self.references_in(c, &mut bound.clone(), &mut deps, &mut HashSet::new());
+    /// The resources `e` makes its declaration depend on, in source order: a resource, or one
+    /// element of a resource loop (`ip[0]`, `nic[i]`). `bound[..own]` are the variables of the
+    /// declaration's own resource loop (an index may use them), the rest are variables of loops
+    /// inside it (an index using them is a dependency on the whole collection). Through a
+    /// variable, a dependency is `indirect`: its index is read where the variable is declared.
+    fn deps_in(
+        &self,
+        e: &'a Expr,
+        bound: &mut Vec<String>,
+        own: usize,
+        indirect: bool,
+        out: &mut Vec<Dep<'a>>,
+        seen: &mut HashSet<&'a str>,
+    ) {
+        match &e.kind {
+            ExprKind::Ident(n) if bound.contains(n) => {}
+            ExprKind::Ident(n) => match self.symbols.get_key_value(n.as_str()) {
+                Some((k, Symbol::Resource(_))) => out.push(Dep {
+                    symbol: k,
+                    index: None,
+                    indirect,
+                }),
+                Some((k, Symbol::Var(v))) if seen.insert(*k) => {
+                    self.deps_in(v, &mut Vec::new(), 0, true, out, seen)
+                }
+                _ => {}
+            },
+            ExprKind::Index { base, index }
+                if matches!(&base.kind, ExprKind::Ident(n) if !bound.contains(n))
+                    && self.looped_resource(base).is_some() =>
+            {
+                let symbol = self.looped_resource(base).expect("matched");
+                let mut inner = false;
+                walk(index, &mut |x| {
+                    if let ExprKind::Ident(n) = &x.kind {
+                        inner |= bound[own..].contains(n);
+                    }
+                });
+                out.push(Dep {
+                    symbol,
+                    index: (!inner).then_some(&**index),
+                    indirect,
+                });
+                self.deps_in(index, bound, own, indirect, out, seen);
+            }
+            ExprKind::For(l) => {
+                self.deps_in(&l.source, bound, own, indirect, out, seen);
+                let before = bound.len();
+                bound.extend(l.item.iter().chain(&l.index).cloned());
+                if let Some(c) = &l.condition {
+                    self.deps_in(c, bound, own, indirect, out, seen);
+                }
+                self.deps_in(&l.body, bound, own, indirect, out, seen);
+                bound.truncate(before);
+            }
+            _ => each_child(e, &mut |c| self.deps_in(c, bound, own, indirect, out, seen)),
+        }
+    }
+
+    /// The symbol of the resource loop `e` names.
+    fn looped_resource(&self, e: &Expr) -> Option<&'a str> {
+        let ExprKind::Ident(n) = &e.kind else {
+            return None;
+        };
+        match self.symbols.get_key_value(n.as_str()) {
+            Some((k, Symbol::Resource(i))) if self.resources[*i].looped.is_some() => Some(*k),
+            _ => None,
+        }
+    }
+
+    /// What a declaration's own dependencies are: its parent, and every resource its loop,
+    /// condition and body refer to (explicit `dependsOn` entries included).
+    fn direct_deps(&self, r: &Resource<'a>, indirect: bool) -> Vec<Dep<'a>> {
+        let mut out = Vec::new();
+        let mut seen = HashSet::new();
+        if let Some(p) = r.parent {
+            out.push(Dep {
+                symbol: self.resource(p).symbol,
+                index: r.parent_index,
+                indirect,
+            });
+            if let Some(i) = r.parent_index {
+                let mut bound = self.own_loop_variables(r);
+                let own = bound.len();
+                self.deps_in(i, &mut bound, own, indirect, &mut out, &mut seen);
             }
         }
-        for p in r.body {
-            if !matches!(p.key.as_str(), "parent" | "dependsOn") {
-                self.references_in(&p.value, &mut bound.clone(), &mut deps, &mut HashSet::new());
-            }
+        if let Some(l) = r.looped {
+            self.deps_in(&l.source, &mut Vec::new(), 0, indirect, &mut out, &mut seen);
         }
         if let Some(c) = r.condition {
-            self.references(c, &mut deps);
+            self.deps_in(c, &mut Vec::new(), 0, indirect, &mut out, &mut seen);
         }
-        if let Some(p) = r.parent {
-            deps.insert(self.resource(p).symbol);
+        let mut bound = self.own_loop_variables(r);
+        let own = bound.len();
+        if let Some(c) = r.looped.and_then(|l| l.condition.as_ref()) {
+            self.deps_in(c, &mut bound, own, indirect, &mut out, &mut seen);
         }
+        for p in r.body {
+            if p.key != "parent" {
+                self.deps_in(&p.value, &mut bound, own, indirect, &mut out, &mut seen);
+            }
+        }
+        out
+    }
+
+    fn own_loop_variables(&self, r: &Resource<'a>) -> Vec<String> {
+        r.looped
+            .iter()
+            .flat_map(|l| l.item.iter().chain(&l.index).cloned())
+            .collect()
+    }
+
+    fn depends_on(&self, r: &Resource<'a>) -> Result<Vec<Value>, CompileError> {
         if let Some(explicit) = r.depends_on {
             let ExprKind::Array(items) = &explicit.kind else {
                 return Err(self.err(explicit.at, "'dependsOn' must be an array of resources"));
             };
             for item in items {
-                match self.resource_symbol(item) {
-                    Some(target) => {
-                        deps.insert(target.symbol);
-                    }
-                    None => {
-                        return Err(self.err(
-                            item.at,
-                            "'dependsOn' entries must be symbolic names of resources",
-                        ));
-                    }
+                let target = match &item.kind {
+                    ExprKind::Index { base, .. } => self.looped_resource(base),
+                    _ => self.resource_symbol(item).map(|t| t.symbol),
+                };
+                if target.is_none() {
+                    return Err(self.err(
+                        item.at,
+                        "'dependsOn' entries must be resources or elements of resource loops",
+                    ));
                 }
             }
         }
-        deps.remove(r.symbol);
-        let mut deployed = BTreeSet::new();
-        for s in deps {
-            self.deployed_dependencies(self.resource(s), &mut deployed, 0);
+        // Existing resources are not deployed: what they refer to is, transitively.
+        let mut deployed = Vec::new();
+        for d in self.direct_deps(r, false) {
+            self.deployed_dependencies(d, &mut deployed, 0);
         }
-        deployed.remove(r.symbol);
-        deployed
-            .iter()
-            .map(|s| {
-                let target = self.resource(s);
+        // By resource; a dependency on a whole loop covers those on its elements; an element
+        // written twice is listed twice, as the official compiler lists it.
+        let mut by_symbol: std::collections::BTreeMap<&str, Vec<Dep<'a>>> = Default::default();
+        for d in deployed {
+            if d.symbol == r.symbol {
+                continue;
+            }
+            let group = by_symbol.entry(d.symbol).or_default();
+            if !group.iter().any(|g| g.same(&d)) {
+                group.push(d);
+            }
+        }
+        let mut out = Vec::new();
+        for (symbol, group) in by_symbol {
+            let target = self.resource(symbol);
+            if group.iter().any(|d| d.index.is_none()) || target.looped.is_none() {
                 // A dependency on a loop is on the whole collection, by its copy name.
-                if target.looped.is_some() {
-                    return Ok(Value::from(target.symbol));
-                }
-                Ok(self.resource_id(target)?.to_json())
-            })
-            .collect()
+                out.push(match target.looped {
+                    Some(_) => Value::from(target.symbol),
+                    None => self.resource_id(target)?.to_json(),
+                });
+                continue;
+            }
+            let l = target.looped.expect("looped");
+            for d in group {
+                let index = d.index.expect("indexed");
+                let id = |e: &Self| {
+                    let position = e.lower(index)?;
+                    e.in_loop(target, l, position, || e.resource_id(target))
+                };
+                let id = if d.indirect {
+                    self.outside_loops(|| id(self))?
+                } else {
+                    id(self)?
+                };
+                out.push(id.to_json());
+            }
+        }
+        Ok(out)
     }
 
-    /// `r` itself when it is deployed here; for an existing resource, what its declaration
+    /// Runs `f` with no loop variables bound (for an expression read where it is declared).
+    fn outside_loops<T>(&self, f: impl FnOnce() -> T) -> T {
+        let saved = self.loops.replace(Vec::new());
+        let result = f();
+        self.loops.replace(saved);
+        result
+    }
+
+    /// `d` itself when it is deployed here; for an existing resource, what its declaration
     /// refers to (its parent, its name, its scope), as it is not deployed.
-    fn deployed_dependencies(&self, r: &Resource<'a>, out: &mut BTreeSet<&'a str>, depth: usize) {
+    fn deployed_dependencies(&self, d: Dep<'a>, out: &mut Vec<Dep<'a>>, depth: usize) {
+        let r = self.resource(d.symbol);
         if !r.existing {
-            out.insert(r.symbol);
+            out.push(d);
             return;
         }
         if depth > MAX_DEPTH {
             return;
         }
-        let mut refs = BTreeSet::new();
-        self.references(r.name, &mut refs);
-        if let Some(s) = r.scope {
-            self.references(s, &mut refs);
-        }
-        if let Some(p) = r.parent {
-            refs.insert(self.resource(p).symbol);
-        }
-        refs.remove(r.symbol);
-        for s in refs {
-            self.deployed_dependencies(self.resource(s), out, depth + 1);
+        for t in self.direct_deps(r, true) {
+            if t.symbol != r.symbol {
+                self.deployed_dependencies(t, out, depth + 1);
+            }
         }
     }
 
@@ -1055,7 +1275,17 @@ impl<'a> Emitter<'a> {
                 }
                 StmtKind::Var { name, value } => {
                     self.only_description(s)?;
-                    if let ExprKind::For(l) = &value.kind {
+                    if self.runtime_vars.contains(name.as_str()) {
+                        // Inlined where it is used (ARM evaluates no `reference` in variables);
+                        // a loop cannot be (the official compiler rejects most of these, BCP182).
+                        if matches!(value.kind, ExprKind::For(_)) {
+                            return Err(unsupported(
+                                self.src,
+                                value.at,
+                                "variable loops over values known only during the deployment",
+                            ));
+                        }
+                    } else if let ExprKind::For(l) = &value.kind {
                         // A variable loop: an entry of `variables.copy`.
                         let (count, input) =
                             self.loop_body(l, Ax::call("copyIndex", vec![Ax::Str(name.clone())]))?;
@@ -1066,7 +1296,7 @@ impl<'a> Emitter<'a> {
                         {
                             copies.push(entry);
                         }
-                    } else if !self.runtime_vars.contains(name.as_str()) {
+                    } else {
                         variables.insert(name.clone(), self.lower_json(value)?.to_json());
                     }
                 }

@@ -1,10 +1,11 @@
 //! A native Bicep → ARM JSON compiler for the language of resource templates (params with
 //! decorators, vars, resources with `parent`/`scope`/`dependsOn`/conditions, `existing`
-//! resources, loops over resources, properties, variables and outputs, outputs, the built-in
-//! functions), with the official compiler's output: a classic template (no `languageVersion`)
-//! equal to its `main.json` apart from `metadata._generator`.
+//! resources, nested child resources and `parent::child`, loops over resources, properties,
+//! variables and outputs, outputs, the built-in functions), with the official compiler's
+//! output: a classic template (no `languageVersion`) equal to its `main.json` apart from
+//! `metadata._generator`.
 //!
-//! Anything outside that subset (modules, nested child resources, user-defined types, lambdas,
+//! Anything outside that subset (modules, user-defined types, lambdas,
 //! imports, other target scopes, reads of a whole resource collection...) is rejected with an
 //! error naming the construct and its line and column; the compiler never guesses.
 
@@ -230,8 +231,11 @@ mod tests {
             json!([{"name": "rules", "count": "[length(range(0, 2))]", "input": {
                 "value": "[format('{0}-{1}', parameters('names')[copyIndex()], range(0, 2)[copyIndex('rules')])]"}}])
         );
-        // A dependency on a loop is on the whole collection.
-        assert_eq!(t["resources"][1]["dependsOn"], json!(["sa"]));
+        // A dependency on one element of a loop is on that element.
+        assert_eq!(
+            t["resources"][1]["dependsOn"],
+            json!(["[resourceId('Microsoft.Storage/storageAccounts', parameters('names')[0])]"])
+        );
         assert_eq!(
             t["resources"][1]["properties"]["id"],
             "[resourceId('Microsoft.Storage/storageAccounts', parameters('names')[0])]"
@@ -248,9 +252,165 @@ mod tests {
     }
 
     #[test]
+    fn loop_elements_are_parents_and_dependencies_by_their_own_id() {
+        let t = compile(
+            "param n int\n\
+             resource ip 'Microsoft.Network/publicIPAddresses@2023-05-01' = [for i in range(0, n): {\n  name: 'ip${i}'\n}]\n\
+             resource vm 'Microsoft.Compute/virtualMachines@2023-03-01' = [for i in range(0, n): {\n  name: 'vm${i}'\n  properties: {\n    a: ip[i].properties.ipAddress\n    b: [for j in range(0, 2): ip[j].id]\n  }\n}]\n\
+             resource ext 'Microsoft.Compute/virtualMachines/extensions@2023-03-01' = [for i in range(0, n): {\n  parent: vm[i]\n  name: 'ext'\n  dependsOn: [\n    ip[0]\n  ]\n}]\n\
+             resource fw 'Microsoft.Network/azureFirewalls@2023-05-01' = {\n  name: 'fw'\n  properties: {\n    x: ip[0].properties.ipAddress\n    y: ip[0].properties.ipAddress\n  }\n}\n",
+        )
+        .expect("compiles");
+        let vm = &t["resources"][1];
+        // The index inside a property loop names no element of the resource's own loop.
+        assert_eq!(vm["dependsOn"], json!(["ip"]));
+        let ext = &t["resources"][2];
+        assert_eq!(
+            ext["name"],
+            "[format('{0}/{1}', format('vm{0}', range(0, parameters('n'))[range(0, parameters('n'))[copyIndex()]]), 'ext')]"
+        );
+        assert_eq!(
+            ext["dependsOn"],
+            json!([
+                "[resourceId('Microsoft.Network/publicIPAddresses', format('ip{0}', range(0, parameters('n'))[0]))]",
+                "[resourceId('Microsoft.Compute/virtualMachines', format('vm{0}', range(0, parameters('n'))[range(0, parameters('n'))[copyIndex()]]))]"
+            ])
+        );
+        // One element read twice is listed twice, as the official compiler writes it.
+        let ip0 = "[resourceId('Microsoft.Network/publicIPAddresses', format('ip{0}', range(0, parameters('n'))[0]))]";
+        assert_eq!(t["resources"][3]["dependsOn"], json!([ip0, ip0]));
+        let e = compile(
+            "resource vm 'A.B/vms@1' = [for i in range(0, 2): {\n  name: 'vm${i}'\n}]\nresource x 'A.B/vms/x@1' = {\n  parent: vm\n  name: 'x'\n}\n",
+        )
+        .expect_err("a whole loop as parent");
+        assert!(e.message.contains("name one of its resources"), "{e}");
+    }
+
+    #[test]
+    fn an_existing_child_lives_in_the_group_of_its_parent() {
+        let t = compile(
+            "param rg string\n\
+             resource vnet 'Microsoft.Network/virtualNetworks@2023-05-01' existing = {\n  scope: resourceGroup(rg)\n  name: 'v'\n}\n\
+             resource subnet 'Microsoft.Network/virtualNetworks/subnets@2023-05-01' existing = {\n  parent: vnet\n  name: 's'\n}\n\
+             output id string = subnet.id\n",
+        )
+        .expect("compiles");
+        assert_eq!(
+            t["outputs"]["id"]["value"],
+            "[extensionResourceId(format('/subscriptions/{0}/resourceGroups/{1}', subscription().subscriptionId, parameters('rg')), 'Microsoft.Network/virtualNetworks/subnets', 'v', 's')]"
+        );
+        // Deploying a child there from here would write a wrong id: rejected.
+        let e = compile(
+            "resource vnet 'Microsoft.Network/virtualNetworks@2023-05-01' existing = {\n  scope: resourceGroup('other')\n  name: 'v'\n}\n\
+             resource subnet 'Microsoft.Network/virtualNetworks/subnets@2023-05-01' = {\n  parent: vnet\n  name: 's'\n}\n",
+        )
+        .expect_err("a deployed child in another group");
+        assert!(e.message.contains("parent in another scope"), "{e}");
+        assert_eq!((e.line, e.column), (5, 1));
+    }
+
+    #[test]
+    fn child_types_are_compared_without_case_and_lambdas_are_named() {
+        let t = compile(
+            "resource p 'Microsoft.Cdn/profiles/ruleSets@2023-05-01' existing = {\n  name: 'p/r'\n}\n\
+             resource c 'Microsoft.Cdn/profiles/rulesets/rules@2023-05-01' = {\n  parent: p\n  name: 'c'\n}\n",
+        )
+        .expect("compiles");
+        assert_eq!(
+            t["resources"][0]["type"],
+            "Microsoft.Cdn/profiles/rulesets/rules"
+        );
+        for (src, column, what) in [
+            ("var x = map([1], i => i)\n", 18, "lambda functions ('map')"),
+            (
+                "var x = reduce([1], 0, (a, b) => a)\n",
+                24,
+                "lambda functions ('reduce')",
+            ),
+            (
+                "var x = sort([1], (a, b) => a < b)\n",
+                19,
+                "lambda functions ('sort')",
+            ),
+        ] {
+            let e = compile(src).expect_err(src);
+            assert!(e.message.contains(what), "{src}: {e}");
+            assert_eq!((e.line, e.column), (1, column), "{src}: {e}");
+        }
+    }
+
+    #[test]
+    fn nested_resources_are_children_written_first() {
+        let t = compile(
+            "param c bool\n\
+             resource vnet 'Microsoft.Network/virtualNetworks@2023-05-01' = if (c) {\n  name: 'v'\n  resource subnet 'subnets' = {\n    name: 's'\n    properties: {\n      other: other.id\n    }\n  }\n  resource other 'subnets@2022-01-01' existing = {\n    name: 'o'\n  }\n}\n\
+             output id string = vnet::subnet.id\n",
+        )
+        .expect("compiles");
+        let subnet = &t["resources"][0];
+        assert_eq!(subnet["type"], "Microsoft.Network/virtualNetworks/subnets");
+        assert_eq!(subnet["apiVersion"], "2023-05-01");
+        // The parent's condition holds for its children.
+        assert_eq!(subnet["condition"], "[parameters('c')]");
+        assert_eq!(subnet["name"], "[format('{0}/{1}', 'v', 's')]");
+        assert_eq!(
+            subnet["properties"]["other"],
+            "[resourceId('Microsoft.Network/virtualNetworks/subnets', 'v', 'o')]"
+        );
+        assert_eq!(
+            subnet["dependsOn"],
+            json!(["[resourceId('Microsoft.Network/virtualNetworks', 'v')]"])
+        );
+        assert_eq!(
+            t["resources"][1]["type"],
+            "Microsoft.Network/virtualNetworks"
+        );
+        assert_eq!(
+            t["outputs"]["id"]["value"],
+            "[resourceId('Microsoft.Network/virtualNetworks/subnets', 'v', 's')]"
+        );
+        for (src, line, column, what) in [
+            (
+                "resource v 'A.B/c@1' = [for i in range(0, 2): {\n  name: 'v${i}'\n  resource s 'd' = {\n    name: 's'\n  }\n}]\n",
+                3,
+                3,
+                "nested child resources of resource loops",
+            ),
+            (
+                "resource v 'A.B/c@1' = {\n  name: 'v'\n  resource s 'd' = {\n    name: 's'\n    parent: v\n  }\n}\n",
+                5,
+                5,
+                "has its parent already",
+            ),
+            (
+                "resource v 'A.B/c@1' = {\n  name: 'v'\n  properties: {\n    resource s 'd' = {}\n  }\n}\n",
+                4,
+                5,
+                "only be declared in a resource body",
+            ),
+            (
+                "var xs = [for i in range(0, 2): v.properties]\nresource v 'A.B/c@1' = {\n  name: 'v'\n}\n",
+                1,
+                10,
+                "variable loops over values known only during the deployment",
+            ),
+        ] {
+            let e = compile(src).expect_err(src);
+            assert!(e.message.contains(what), "{src}: {e}");
+            assert_eq!((e.line, e.column), (line, column), "{src}: {e}");
+        }
+    }
+
+    #[test]
     fn constructs_beyond_the_subset_are_named_with_their_position() {
         let cases = [
             ("module m './m.bicep' = {}\n", 1, 1, "modules"),
+            (
+                "var x = vm[0]::ext.id\n",
+                1,
+                14,
+                "nested resource access (::) other than",
+            ),
             (
                 "resource r 'A.B/c@1' existing = {\n  name: 'x'\n  dependsOn: []\n}\n",
                 3,

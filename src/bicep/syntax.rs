@@ -135,6 +135,9 @@ pub enum StmtKind {
         looped: Option<ResourceLoop>,
         condition: Option<Expr>,
         body: Vec<Property>,
+        /// Child resources declared in the body (`resource subnet 'subnets' = {...}`); after
+        /// parsing, they are top-level statements named `parent::child` with a `parent`.
+        nested: Vec<Stmt>,
     },
     Output {
         name: String,
@@ -165,8 +168,11 @@ pub fn parse(src: &str, tokens: Vec<Token>) -> Result<Vec<Stmt>, CompileError> {
         tokens,
         pos: 0,
         depth: 0,
+        resource_body: None,
+        nested: Vec::new(),
     };
-    p.program()
+    let stmts = p.program()?;
+    nested::flatten(src, stmts)
 }
 
 /// The `param` statements of a source, tolerating everything else: other statements are
@@ -178,6 +184,8 @@ pub fn parse_parameters(src: &str, tokens: Vec<Token>) -> Result<Vec<Stmt>, Comp
         tokens,
         pos: 0,
         depth: 0,
+        resource_body: None,
+        nested: Vec::new(),
     };
     let mut out = Vec::new();
     loop {
@@ -205,6 +213,11 @@ struct Parser<'a> {
     pos: usize,
     /// How deeply the expression being parsed nests (bounded: the tree is walked recursively).
     depth: usize,
+    /// Set right before a resource body: whether the next object may declare nested child
+    /// resources (`Some(false)`: the body of a resource loop).
+    resource_body: Option<bool>,
+    /// The nested child resources of the resource body being parsed.
+    nested: Vec<Stmt>,
 }
 
 /// The deepest expression accepted; real templates stay far below it.
@@ -419,7 +432,12 @@ impl<'a> Parser<'a> {
                 self.skip_newlines();
                 let condition = self.if_condition()?;
                 let body_at = self.at();
-                let (body, looped) = match self.primary()?.kind {
+                self.resource_body = Some(self.is_punct("{"));
+                let outer = std::mem::take(&mut self.nested);
+                let parsed = self.primary();
+                self.resource_body = None;
+                let nested = std::mem::replace(&mut self.nested, outer);
+                let (body, looped) = match parsed?.kind {
                     ExprKind::Object(props) => (props, None),
                     ExprKind::For(l) if condition.is_none() => {
                         let ForLoop {
@@ -454,6 +472,7 @@ impl<'a> Parser<'a> {
                     condition,
                     looped,
                     body,
+                    nested,
                 }
             }
             "output" => {
@@ -719,7 +738,7 @@ impl<'a> Parser<'a> {
                 self.bump();
                 let (name, at) = self.ident("a property name")?;
                 if self.is_punct("(") {
-                    let args = self.args()?;
+                    let args = self.args(&name)?;
                     e = Expr {
                         kind: ExprKind::MethodCall {
                             base: Box::new(e),
@@ -760,11 +779,20 @@ impl<'a> Parser<'a> {
             } else if self.is_punct(".?") {
                 return Err(unsupported(self.src, self.at(), "safe access (.?)"));
             } else if self.is_punct("::") {
-                return Err(unsupported(
-                    self.src,
-                    self.at(),
-                    "nested resource access (::)",
-                ));
+                // `parent::child`: the nested resource's symbol.
+                let ExprKind::Ident(base) = &e.kind else {
+                    return Err(unsupported(
+                        self.src,
+                        self.at(),
+                        "nested resource access (::) other than on a resource's symbol",
+                    ));
+                };
+                self.bump();
+                let (name, _) = self.ident("a nested resource name")?;
+                e = Expr {
+                    kind: ExprKind::Ident(format!("{base}::{name}")),
+                    at: e.at,
+                };
             } else if self.is_punct("!") && self.pos > 0 {
                 // Non-null assertion (`x!`) only right after an operand, before a delimiter.
                 let next = self.tokens.get(self.pos + 1).map(|t| &t.tok);
@@ -783,7 +811,28 @@ impl<'a> Parser<'a> {
         Ok(e)
     }
 
-    fn args(&mut self) -> Result<Vec<Expr>, CompileError> {
+    /// Whether a lambda (`x => ...`, `(x, i) => ...`, `() => ...`) starts here.
+    fn lambda_ahead(&self) -> bool {
+        let tok = |i: usize| self.tokens.get(self.pos + i).map(|t| &t.tok);
+        let arrow = |i: usize| matches!(tok(i), Some(Tok::Punct("=>")));
+        match tok(0) {
+            Some(Tok::Ident(_)) => arrow(1),
+            Some(Tok::Punct("(")) => {
+                let mut i = 1;
+                loop {
+                    match tok(i) {
+                        Some(Tok::Punct(")")) => return arrow(i + 1),
+                        Some(Tok::Ident(_) | Tok::Punct(",") | Tok::Newline) => i += 1,
+                        _ => return false,
+                    }
+                }
+            }
+            _ => false,
+        }
+    }
+
+    /// The arguments of a call of `callee`.
+    fn args(&mut self, callee: &str) -> Result<Vec<Expr>, CompileError> {
         self.expect_punct("(")?;
         let mut args = Vec::new();
         self.skip_newlines();
@@ -791,6 +840,13 @@ impl<'a> Parser<'a> {
             return Ok(args);
         }
         loop {
+            if self.lambda_ahead() {
+                return Err(unsupported(
+                    self.src,
+                    self.at(),
+                    &format!("lambda functions ('{callee}')"),
+                ));
+            }
             args.push(self.expr()?);
             self.skip_newlines();
             if self.eat_punct(",") {
@@ -804,6 +860,9 @@ impl<'a> Parser<'a> {
 
     fn primary(&mut self) -> Result<Expr, CompileError> {
         let at = self.at();
+        if self.lambda_ahead() {
+            return Err(unsupported(self.src, at, "lambda expressions"));
+        }
         let kind = match self.peek().clone() {
             Tok::Int(n) => {
                 self.bump();
@@ -818,6 +877,8 @@ impl<'a> Parser<'a> {
                         tokens: hole,
                         pos: 0,
                         depth: self.depth,
+                        resource_body: None,
+                        nested: Vec::new(),
                     };
                     sub.skip_newlines();
                     let e = sub.expr()?;
@@ -839,7 +900,7 @@ impl<'a> Parser<'a> {
                     "false" => ExprKind::Bool(false),
                     "null" => ExprKind::Null,
                     _ if self.is_punct("(") => {
-                        let args = self.args()?;
+                        let args = self.args(&name)?;
                         ExprKind::Call { name, args }
                     }
                     _ => ExprKind::Ident(name),
@@ -944,6 +1005,8 @@ impl<'a> Parser<'a> {
 
     /// Properties after `{`, up to and including `}`.
     fn object_body(&mut self) -> Result<Vec<Property>, CompileError> {
+        // Only the object right after a resource's `=` is its body.
+        let resource_body = self.resource_body.take();
         let mut props = Vec::new();
         loop {
             self.skip_newlines();
@@ -952,13 +1015,44 @@ impl<'a> Parser<'a> {
             }
             let at = self.at();
             let mut key_expr = None;
-            if matches!(self.peek(), Tok::Ident(s) if s == "resource")
+            let declaration = matches!(self.peek(), Tok::Ident(s) if s == "resource")
                 && matches!(
                     self.tokens.get(self.pos + 1).map(|t| &t.tok),
                     Some(Tok::Ident(_))
-                )
-            {
-                return Err(unsupported(self.src, at, "nested child resources"));
+                );
+            if declaration || self.is_punct("@") {
+                match resource_body {
+                    Some(true) => {
+                        // A nested body nests like an expression: bounded.
+                        let depth = self.depth;
+                        self.nest(1)?;
+                        let stmt = self.statement()?;
+                        self.depth = depth;
+                        if !matches!(stmt.kind, StmtKind::Resource { .. }) {
+                            return Err(
+                                self.err(stmt.at, "only resources can be declared in a resource")
+                            );
+                        }
+                        self.nested.push(stmt);
+                        if !matches!(self.peek(), Tok::Newline) && !self.is_punct("}") {
+                            return Err(self.unexpected("a new line after the nested resource"));
+                        }
+                        continue;
+                    }
+                    Some(false) => {
+                        return Err(unsupported(
+                            self.src,
+                            at,
+                            "nested child resources of resource loops",
+                        ));
+                    }
+                    None if declaration => {
+                        return Err(
+                            self.err(at, "resources can only be declared in a resource body")
+                        );
+                    }
+                    None => {}
+                }
             }
             let key = match self.peek().clone() {
                 Tok::Ident(s) => {
@@ -993,6 +1087,8 @@ impl<'a> Parser<'a> {
         }
     }
 }
+
+mod nested;
 
 pub fn unsupported(src: &str, at: usize, construct: &str) -> CompileError {
     CompileError::at(
