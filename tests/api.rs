@@ -148,7 +148,22 @@ async fn bad_inputs_answer_in_the_envelope_and_write_nothing() {
         .await
         .expect("PUT");
     assert_eq!(r.status().as_u16(), 405);
-    // Query parameters out of range: 422.
+    assert_eq!(
+        r.headers().get("allow").and_then(|v| v.to_str().ok()),
+        Some("GET"),
+        "a 405 says which methods the resource answers"
+    );
+    let r = reqwest::Client::new()
+        .patch(d.url("/deployments/deploy-0123456789abcdef"))
+        .send()
+        .await
+        .expect("PATCH");
+    assert_eq!(r.status().as_u16(), 405);
+    assert_eq!(
+        r.headers().get("allow").and_then(|v| v.to_str().ok()),
+        Some("GET, DELETE")
+    );
+    // Query parameters out of range, or text PostgreSQL cannot hold: 422.
     for q in [
         "limit=0",
         "limit=501",
@@ -157,6 +172,8 @@ async fn bad_inputs_answer_in_the_envelope_and_write_nothing() {
         "cursor=garbage",
         "provider_type=x",
         "colour=red",
+        "template_name=a%00b",
+        "resource_group=rg%01",
     ] {
         let (s, b) = d.get(&format!("/deployments?{q}")).await;
         assert_eq!(assert_error(s, &b, 422), "validation_error", "{q}");
@@ -165,6 +182,27 @@ async fn bad_inputs_answer_in_the_envelope_and_write_nothing() {
         .get("/deployments/deploy-0123456789abcdef/logs?after=-1")
         .await;
     assert_error(s, &b, 422);
+
+    // A NUL anywhere in the parameters (a value or a key, however deep): 422 naming it.
+    for params in [
+        json!({"message": "a\u{0}b"}),
+        json!({"message": "ok", "lines": {"k\u{0}": 1}}),
+        json!({"message": ["x", {"y": "z\u{0}"}]}),
+    ] {
+        let (s, b) = d
+            .post_json(
+                "/deploy",
+                &json!({"template_name": "echo", "provider_type": "aws", "parameters": params}),
+            )
+            .await;
+        assert_eq!(assert_error(s, &b, 422), "validation_error", "{params}");
+        assert!(
+            b["error"]["details"].as_array().is_some_and(|d| d
+                .iter()
+                .any(|p| p["problem"].as_str().is_some_and(|t| t.contains("NUL")))),
+            "{b}"
+        );
+    }
 
     // Nothing of the above reached the database.
     assert_eq!(db.count("SELECT count(*) AS n FROM deployments"), 0);
@@ -369,4 +407,35 @@ async fn sighup_rescans_the_templates_and_422_lists_each_problem() {
     }
     let (s, _) = d.get("/health").await;
     assert_eq!(s, 200, "still serving after SIGHUP");
+}
+
+/// A log stream that has nothing to say sends a comment line now and then (so a client that
+/// went away is noticed and the stream ends instead of polling forever).
+#[tokio::test]
+async fn a_quiet_log_stream_sends_keep_alive_comments() {
+    use futures_util::StreamExt;
+    let db = TestDb::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = daemon(&db, &dir).await;
+    // Nothing runs on this node: the deployment stays pending, its log quiet.
+    let id = d.deploy("echo", "aws", json!({"message": "quiet"})).await;
+    let r = reqwest::get(d.url(&format!("/deployments/{id}/logs?follow=true")))
+        .await
+        .expect("follow");
+    assert_eq!(r.status().as_u16(), 200);
+    let mut body = r.bytes_stream();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(25);
+    let mut seen = String::new();
+    while !seen.contains(": keep-alive") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no keep-alive: {seen:?}"
+        );
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(25), body.next())
+            .await
+            .expect("a chunk in time")
+            .expect("stream open")
+            .expect("bytes");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
 }

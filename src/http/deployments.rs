@@ -24,6 +24,8 @@ use crate::domain::{Deployment, DeploymentId, DeploymentStatus, NewDeployment, P
 const MAX_FIELD_LEN: usize = 256;
 const MAX_LIST_LIMIT: i64 = 500;
 const MAX_LOG_LIMIT: i64 = 5000;
+/// A log stream with nothing to say sends a comment this often.
+const SSE_KEEPALIVE: Duration = Duration::from_secs(15);
 
 /// The body of `POST /deploy` once checked.
 struct DeployRequest {
@@ -33,6 +35,31 @@ struct DeployRequest {
     subscription_id: Option<String>,
     location: Option<String>,
     parameters: Map<String, Value>,
+}
+
+/// Whether a string or key anywhere in `v` holds U+0000.
+fn contains_nul(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(a) => a.iter().any(contains_nul),
+        Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || contains_nul(v)),
+        _ => false,
+    }
+}
+
+/// A free-text filter: at most `MAX_FIELD_LEN` characters, no control characters.
+fn text_filter(field: &str, value: Option<String>) -> Result<Option<String>, AppError> {
+    match value {
+        Some(s) if s.chars().any(char::is_control) => Err(AppError::invalid(
+            field,
+            "may not contain control characters",
+        )),
+        Some(s) if s.chars().count() > MAX_FIELD_LEN => Err(AppError::invalid(
+            field,
+            format!("must be at most {MAX_FIELD_LEN} characters"),
+        )),
+        other => Ok(other),
+    }
 }
 
 /// Checks every field and reports all problems at once.
@@ -53,7 +80,7 @@ fn parse_deploy(body: Value) -> Result<DeployRequest, AppError> {
                 let s = s.trim().to_string();
                 if s.is_empty() && required {
                     errors.add(field, "may not be empty");
-                } else if s.len() > MAX_FIELD_LEN {
+                } else if s.chars().count() > MAX_FIELD_LEN {
                     errors.add(field, format!("must be at most {MAX_FIELD_LEN} characters"));
                 } else if field != "template_name" && s.chars().any(char::is_control) {
                     // (a template name that can't exist is simply not found: 404)
@@ -82,6 +109,15 @@ fn parse_deploy(body: Value) -> Result<DeployRequest, AppError> {
             Map::new()
         }
     };
+    // PostgreSQL's JSON cannot hold U+0000, and no tool takes it as a parameter value.
+    for (name, value) in &parameters {
+        if name.contains('\0') || contains_nul(value) {
+            errors.add(
+                format!("parameters.{name}"),
+                "may not contain the NUL character (U+0000)",
+            );
+        }
+    }
     for unknown in body.keys() {
         errors.add(
             unknown.clone(),
@@ -275,14 +311,15 @@ pub async fn list(
         .transpose()?
         .map(|p| p.as_str().to_string());
     let before = q.cursor.as_deref().map(decode_cursor).transpose()?;
+    let template_name = text_filter("template_name", q.template_name)?;
+    let resource_group = text_filter("resource_group", q.resource_group)?;
     let filter = ListFilter {
         status,
         provider_type,
-        template_name: q
-            .template_name
+        template_name: template_name
             .as_deref()
             .map(|t| crate::catalog::normalize_name(t).unwrap_or_else(|| t.to_string())),
-        resource_group: q.resource_group,
+        resource_group,
         before,
         // One more than asked tells whether there is a next page.
         limit: limit + 1,
@@ -480,12 +517,16 @@ fn follow(state: web::Data<AppState>, id: String, after: i64) -> HttpResponse {
         id: String,
         after: i64,
         done: bool,
+        /// When the client was last sent something: a quiet stream gets a comment line now and
+        /// then, so a client that went away is noticed (the write fails) and the stream ends.
+        last_sent: tokio::time::Instant,
     }
     let init = Follow {
         state,
         id,
         after,
         done: false,
+        last_sent: tokio::time::Instant::now(),
     };
     let events = stream::unfold(init, |mut f| async move {
         if f.done {
@@ -510,6 +551,7 @@ fn follow(state: web::Data<AppState>, id: String, after: i64) -> HttpResponse {
                 }
             };
             if !lines.is_empty() {
+                f.last_sent = tokio::time::Instant::now();
                 f.after = lines.last().map(|l| l.seq).unwrap_or(f.after);
                 let chunk: Vec<u8> = lines
                     .iter()
@@ -527,6 +569,10 @@ fn follow(state: web::Data<AppState>, id: String, after: i64) -> HttpResponse {
                         &json!({ "status": d.status, "error_message": d.error_message }),
                     );
                     return Some((Ok(chunk), f));
+                }
+                Ok(_) if f.last_sent.elapsed() >= SSE_KEEPALIVE => {
+                    f.last_sent = tokio::time::Instant::now();
+                    return Some((Ok(web::Bytes::from_static(b": keep-alive\n\n")), f));
                 }
                 Ok(_) => tokio::time::sleep(Duration::from_millis(300)).await,
                 Err(e) => {

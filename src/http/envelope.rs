@@ -47,8 +47,9 @@ pub enum AppError {
     TooManyRequests(u64),
     #[error("{message}")]
     NotFound { code: &'static str, message: String },
-    #[error("method not allowed")]
-    MethodNotAllowed,
+    /// With the methods the resource answers (the `Allow` header).
+    #[error("method not allowed (allowed: {0})")]
+    MethodNotAllowed(&'static str),
     #[error("{0}")]
     Conflict(String),
     #[error("request body is larger than {0} bytes")]
@@ -91,7 +92,7 @@ impl AppError {
             AppError::Unauthorized => "unauthorized",
             AppError::TooManyRequests(_) => "rate_limited",
             AppError::NotFound { code, .. } => code,
-            AppError::MethodNotAllowed => "method_not_allowed",
+            AppError::MethodNotAllowed(_) => "method_not_allowed",
             AppError::Conflict(_) => "conflict",
             AppError::PayloadTooLarge(_) => "payload_too_large",
             AppError::UnsupportedMediaType => "unsupported_media_type",
@@ -118,7 +119,7 @@ impl ResponseError for AppError {
             AppError::Unauthorized => StatusCode::UNAUTHORIZED,
             AppError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             AppError::NotFound { .. } => StatusCode::NOT_FOUND,
-            AppError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            AppError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             AppError::Conflict(_) => StatusCode::CONFLICT,
             AppError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -142,6 +143,9 @@ impl ResponseError for AppError {
             }
             AppError::TooManyRequests(secs) => {
                 res.insert_header((header::RETRY_AFTER, secs.to_string()));
+            }
+            AppError::MethodNotAllowed(allow) => {
+                res.insert_header((header::ALLOW, HeaderValue::from_static(allow)));
             }
             AppError::Unauthorized => {
                 res.insert_header((

@@ -44,52 +44,58 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
     .app_data(web::PathConfig::default().error_handler(|err, _| {
         AppError::not_found("not_found", format!("invalid path: {err}")).into()
     }))
-    .service(resource("/").route(web::get().to(meta::index)))
-    .service(resource("/health").route(web::get().to(meta::health)))
-    .service(resource("/providers").route(web::get().to(meta::providers)))
-    .service(resource("/metrics").route(web::get().to(meta::metrics)))
-    .service(resource("/openapi.json").route(web::get().to(openapi::openapi_json)))
-    .service(resource("/docs").route(web::get().to(openapi::docs)))
-    .service(resource("/templates").route(web::get().to(templates::list)))
-    .service(resource("/templates/{provider_type}/{name}").route(web::get().to(templates::detail)))
+    .service(resource("/", "GET").route(web::get().to(meta::index)))
+    .service(resource("/health", "GET").route(web::get().to(meta::health)))
+    .service(resource("/providers", "GET").route(web::get().to(meta::providers)))
+    .service(resource("/metrics", "GET").route(web::get().to(meta::metrics)))
+    .service(resource("/openapi.json", "GET").route(web::get().to(openapi::openapi_json)))
+    .service(resource("/docs", "GET").route(web::get().to(openapi::docs)))
+    .service(resource("/templates", "GET").route(web::get().to(templates::list)))
     .service(
-        resource("/templates/{provider_type}/{name}/parameters")
+        resource("/templates/{provider_type}/{name}", "GET")
+            .route(web::get().to(templates::detail)),
+    )
+    .service(
+        resource("/templates/{provider_type}/{name}/parameters", "GET")
             .route(web::get().to(templates::parameters)),
     )
     .service(
-        resource("/templates/{provider_type}/{name}/content")
+        resource("/templates/{provider_type}/{name}/content", "GET")
             .route(web::get().to(templates::content)),
     )
-    .service(resource("/deploy").route(web::post().to(deployments::deploy)))
-    .service(resource("/deployments").route(web::get().to(deployments::list)))
+    .service(resource("/deploy", "POST").route(web::post().to(deployments::deploy)))
+    .service(resource("/deployments", "GET").route(web::get().to(deployments::list)))
     .service(
-        resource("/deployments/{id}")
+        resource("/deployments/{id}", "GET, DELETE")
             .route(web::get().to(deployments::get))
             .route(web::delete().to(deployments::destroy)),
     )
-    .service(resource("/deployments/{id}/status").route(web::get().to(deployments::status)))
-    .service(resource("/deployments/{id}/logs").route(web::get().to(deployments::logs)))
-    .service(resource("/deployments/{id}/cancel").route(web::post().to(deployments::cancel)))
+    .service(resource("/deployments/{id}/status", "GET").route(web::get().to(deployments::status)))
+    .service(resource("/deployments/{id}/logs", "GET").route(web::get().to(deployments::logs)))
     .service(
-        resource("/resource-groups")
+        resource("/deployments/{id}/cancel", "POST").route(web::post().to(deployments::cancel)),
+    )
+    .service(
+        resource("/resource-groups", "GET, POST")
             .route(web::get().to(resource_groups::list))
             .route(web::post().to(resource_groups::create)),
     )
-    .service(resource("/resource-groups/{name}").route(web::delete().to(resource_groups::delete)))
     .service(
-        resource("/resource-groups/{name}/resources")
+        resource("/resource-groups/{name}", "DELETE")
+            .route(web::delete().to(resource_groups::delete)),
+    )
+    .service(
+        resource("/resource-groups/{name}/resources", "GET")
             .route(web::get().to(resource_groups::resources)),
     )
     .default_service(web::to(not_found));
 }
 
-/// A resource whose unmatched methods answer 405 in the envelope.
-fn resource(path: &str) -> Resource {
-    web::resource(path).default_service(web::to(method_not_allowed))
-}
-
-async fn method_not_allowed() -> Result<HttpResponse, AppError> {
-    Err(AppError::MethodNotAllowed)
+/// A resource whose unmatched methods answer 405 in the envelope, with `Allow: <allow>`.
+fn resource(path: &str, allow: &'static str) -> Resource {
+    web::resource(path).default_service(web::to(move || async move {
+        Err::<HttpResponse, _>(AppError::MethodNotAllowed(allow))
+    }))
 }
 
 async fn not_found(req: HttpRequest) -> Result<HttpResponse, AppError> {

@@ -6,7 +6,7 @@
 
 use actix_web::HttpResponse;
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{Value, json};
 use utoipa::{OpenApi, ToSchema};
 
 /// Every error: the envelope with `data: null` and an `error` object.
@@ -331,95 +331,71 @@ envelope!(ResourceGroupListEnvelope, ResourceGroupList);
 envelope!(ResourceGroupDeletingEnvelope, ResourceGroupDeleting);
 envelope!(ResourceListEnvelope, ResourceList);
 
+// The operations. Only the success answers are declared here; `refine` adds what the table
+// `OPERATIONS` says about each operation: its exact parameters and request body (every check the
+// handler makes), and every error status it can answer, each with the envelope schema narrowed
+// to that status and its headers.
+
 #[utoipa::path(get, path = "/", tag = "service", responses((status = 200, body = ServiceInfoEnvelope)))]
 fn index() {}
 
 #[utoipa::path(get, path = "/health", tag = "service", responses(
-    (status = 200, body = HealthEnvelope), (status = 503, description = "database unreachable", body = HealthEnvelope)))]
+    (status = 200, description = "the database answers", body = HealthEnvelope)))]
 fn health() {}
 
-#[utoipa::path(get, path = "/providers", tag = "service", responses((status = 200, body = ProvidersEnvelope), (status = 401, body = ErrorEnvelope)))]
+#[utoipa::path(get, path = "/providers", tag = "service", responses((status = 200, body = ProvidersEnvelope)))]
 fn providers() {}
 
-#[utoipa::path(get, path = "/metrics", tag = "service", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+#[utoipa::path(get, path = "/metrics", tag = "service", responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
 fn metrics() {}
 
-#[utoipa::path(get, path = "/templates", tag = "templates",
-    params(("provider_type" = Option<String>, Query), ("cloud" = Option<String>, Query)),
-    responses((status = 200, body = TemplateListEnvelope), (status = 401, body = ErrorEnvelope), (status = 422, body = ErrorEnvelope)))]
+#[utoipa::path(get, path = "/templates", tag = "templates", responses((status = 200, body = TemplateListEnvelope)))]
 fn templates() {}
 
-#[utoipa::path(get, path = "/templates/{provider_type}/{name}", tag = "templates",
-    params(("provider_type" = String, Path), ("name" = String, Path)),
-    responses((status = 200, body = TemplateDetailEnvelope), (status = 404, body = ErrorEnvelope)))]
+#[utoipa::path(get, path = "/templates/{provider_type}/{name}", tag = "templates", responses((status = 200, body = TemplateDetailEnvelope)))]
 fn template() {}
 
-#[utoipa::path(get, path = "/templates/{provider_type}/{name}/parameters", tag = "templates",
-    params(("provider_type" = String, Path), ("name" = String, Path)),
-    responses((status = 200, body = TemplateParametersEnvelope), (status = 404, body = ErrorEnvelope)))]
+#[utoipa::path(get, path = "/templates/{provider_type}/{name}/parameters", tag = "templates", responses((status = 200, body = TemplateParametersEnvelope)))]
 fn template_parameters() {}
 
-#[utoipa::path(get, path = "/templates/{provider_type}/{name}/content", tag = "templates",
-    params(("provider_type" = String, Path), ("name" = String, Path)),
-    responses((status = 200, body = TemplateContentEnvelope), (status = 404, body = ErrorEnvelope)))]
+#[utoipa::path(get, path = "/templates/{provider_type}/{name}/content", tag = "templates", responses((status = 200, body = TemplateContentEnvelope)))]
 fn template_content() {}
 
 #[utoipa::path(post, path = "/deploy", tag = "deployments", request_body = DeployRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "the same key and body return the first deployment")),
-    responses(
-        (status = 202, description = "accepted and committed", body = DeployAcceptedEnvelope),
-        (status = 400, description = "malformed JSON", body = ErrorEnvelope),
-        (status = 401, body = ErrorEnvelope),
-        (status = 404, description = "unknown template", body = ErrorEnvelope),
-        (status = 409, description = "idempotency key reused with another body", body = ErrorEnvelope),
-        (status = 413, body = ErrorEnvelope),
-        (status = 415, body = ErrorEnvelope),
-        (status = 422, description = "invalid fields, each named", body = ErrorEnvelope),
-        (status = 429, description = "rate limited (Retry-After)", body = ErrorEnvelope),
-        (status = 503, description = "database unavailable", body = ErrorEnvelope)))]
+    responses((status = 202, description = "accepted and committed (the same Idempotency-Key and body answer the first deployment again)", body = DeployAcceptedEnvelope)))]
 fn deploy() {}
 
-#[utoipa::path(get, path = "/deployments", tag = "deployments",
-    params(("status" = Option<String>, Query), ("provider_type" = Option<String>, Query), ("template_name" = Option<String>, Query),
-        ("resource_group" = Option<String>, Query), ("limit" = Option<u32>, Query, description = "1-500, default 50"), ("cursor" = Option<String>, Query)),
-    responses((status = 200, body = DeploymentListEnvelope), (status = 422, body = ErrorEnvelope)))]
+#[utoipa::path(get, path = "/deployments", tag = "deployments", responses((status = 200, body = DeploymentListEnvelope)))]
 fn deployments() {}
 
-#[utoipa::path(get, path = "/deployments/{id}", tag = "deployments", params(("id" = String, Path)),
-    responses((status = 200, body = DeploymentEnvelope), (status = 404, body = ErrorEnvelope)))]
+#[utoipa::path(get, path = "/deployments/{id}", tag = "deployments", responses((status = 200, body = DeploymentEnvelope)))]
 fn deployment() {}
 
-#[utoipa::path(delete, path = "/deployments/{id}", tag = "deployments", params(("id" = String, Path)),
-    responses((status = 202, description = "destroy queued", body = RunAcceptedEnvelope), (status = 404, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope)))]
+#[utoipa::path(delete, path = "/deployments/{id}", tag = "deployments", responses((status = 202, description = "destroy queued", body = RunAcceptedEnvelope)))]
 fn destroy() {}
 
-#[utoipa::path(get, path = "/deployments/{id}/status", tag = "deployments", params(("id" = String, Path)),
-    responses((status = 200, body = DeploymentStatusEnvelope), (status = 404, body = ErrorEnvelope)))]
+#[utoipa::path(get, path = "/deployments/{id}/status", tag = "deployments", responses((status = 200, body = DeploymentStatusEnvelope)))]
 fn status() {}
 
-#[utoipa::path(get, path = "/deployments/{id}/logs", tag = "deployments",
-    params(("id" = String, Path), ("after" = Option<i64>, Query), ("limit" = Option<u32>, Query), ("follow" = Option<bool>, Query, description = "Server-Sent Events until the run ends")),
-    responses((status = 200, body = LogPageEnvelope), (status = 404, body = ErrorEnvelope), (status = 422, body = ErrorEnvelope)))]
+#[utoipa::path(get, path = "/deployments/{id}/logs", tag = "deployments", responses((status = 200,
+    description = "a page of lines; with `follow=true`, Server-Sent Events (`log` events, then one `end` event) until the run ends",
+    content((LogPageEnvelope = "application/json"), (String = "text/event-stream")))))]
 fn logs() {}
 
-#[utoipa::path(post, path = "/deployments/{id}/cancel", tag = "deployments", params(("id" = String, Path)),
-    responses((status = 202, body = RunAcceptedEnvelope), (status = 404, body = ErrorEnvelope), (status = 409, description = "already ended", body = ErrorEnvelope)))]
+#[utoipa::path(post, path = "/deployments/{id}/cancel", tag = "deployments", responses((status = 202, description = "cancel requested", body = RunAcceptedEnvelope)))]
 fn cancel() {}
 
-#[utoipa::path(get, path = "/resource-groups", tag = "azure", params(("subscription_id" = String, Query)),
-    responses((status = 200, body = ResourceGroupListEnvelope), (status = 422, body = ErrorEnvelope), (status = 502, body = ErrorEnvelope), (status = 503, body = ErrorEnvelope)))]
+#[utoipa::path(get, path = "/resource-groups", tag = "azure", responses((status = 200, body = ResourceGroupListEnvelope)))]
 fn resource_groups() {}
 
 #[utoipa::path(post, path = "/resource-groups", tag = "azure", request_body = CreateResourceGroup,
-    responses((status = 201, body = ResourceGroupEnvelope), (status = 422, body = ErrorEnvelope), (status = 502, body = ErrorEnvelope)))]
+    responses((status = 201, body = ResourceGroupEnvelope)))]
 fn create_resource_group() {}
 
-#[utoipa::path(delete, path = "/resource-groups/{name}", tag = "azure", params(("name" = String, Path), ("subscription_id" = String, Query)),
-    responses((status = 202, body = ResourceGroupDeletingEnvelope), (status = 404, body = ErrorEnvelope)))]
+#[utoipa::path(delete, path = "/resource-groups/{name}", tag = "azure", responses((status = 202, description = "deletion accepted; followed in the background", body = ResourceGroupDeletingEnvelope)))]
 fn delete_resource_group() {}
 
-#[utoipa::path(get, path = "/resource-groups/{name}/resources", tag = "azure", params(("name" = String, Path), ("subscription_id" = String, Query)),
-    responses((status = 200, body = ResourceListEnvelope), (status = 404, body = ErrorEnvelope)))]
+#[utoipa::path(get, path = "/resource-groups/{name}/resources", tag = "azure", responses((status = 200, body = ResourceListEnvelope)))]
 fn resource_group_resources() {}
 
 #[derive(OpenApi)]
@@ -428,7 +404,7 @@ fn resource_group_resources() {}
     paths(index, health, providers, metrics, templates, template, template_parameters, template_content, deploy,
         deployments, deployment, destroy, status, logs, cancel, resource_groups, create_resource_group,
         delete_resource_group, resource_group_resources),
-    components(schemas(ErrorEnvelope, FieldProblem)),
+    components(schemas(ErrorEnvelope, ErrorBody, FieldProblem)),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
 )]
@@ -447,10 +423,623 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
-pub async fn openapi_json() -> HttpResponse {
+// What the handlers accept, as JSON Schema. Where the server is more lenient than a pattern
+// (it trims surrounding space, ignores the case of provider types, accepts non-ASCII letters in
+// Azure resource group names), the document states the canonical form: every request the
+// document calls valid passes the server's checks.
+
+/// `ProviderType::parse`: the canonical names and their aliases.
+const PROVIDER_TYPES: [&str; 8] = [
+    "azure",
+    "bicep",
+    "arm",
+    "terraform-aws",
+    "aws",
+    "terraform-gcp",
+    "gcp",
+    "terraform-azure",
+];
+const AZURE_PROVIDER_TYPES: [&str; 3] = ["azure", "bicep", "arm"];
+const TERRAFORM_PROVIDER_TYPES: [&str; 5] = [
+    "terraform-aws",
+    "aws",
+    "terraform-gcp",
+    "gcp",
+    "terraform-azure",
+];
+/// `DeploymentStatus::from_str` (exact words).
+const STATUSES: [&str; 6] = [
+    "pending",
+    "running",
+    "completed",
+    "failed",
+    "cancelled",
+    "destroyed",
+];
+/// `DeploymentId::parse`.
+const DEPLOYMENT_ID: &str = "^deploy-[0-9a-f]{12,64}$";
+/// `resource_groups::valid_subscription`.
+const SUBSCRIPTION_ID: &str = "^[A-Za-z0-9-]{1,64}$";
+/// `resource_groups::valid_resource_group` (ASCII letters and digits).
+const RESOURCE_GROUP: &str = r"^[A-Za-z0-9_.()-]{0,89}[A-Za-z0-9_()-]$";
+/// No control character (`char::is_control`: U+0000-U+001F, U+007F-U+009F).
+const NO_CONTROL: &str = r"^[^\x00-\x1f\x7f-\x9f]*$";
+/// `deployments::MAX_FIELD_LEN`, printable ASCII (no control characters).
+const DEPLOY_TEXT: &str = "^[ -~]{0,256}$";
+
+fn query(name: &str, required: bool, schema: Value, description: &str) -> Value {
+    json!({"name": name, "in": "query", "required": required, "schema": schema, "description": description})
+}
+
+fn path_param(name: &str, schema: Value, description: &str) -> Value {
+    json!({"name": name, "in": "path", "required": true, "schema": schema, "description": description})
+}
+
+fn deployment_id_param() -> Value {
+    path_param(
+        "id",
+        json!({"type": "string", "pattern": DEPLOYMENT_ID, "examples": ["deploy-0123456789abcdef"]}),
+        "a deployment id; any other text is not found (404)",
+    )
+}
+
+fn template_params() -> Vec<Value> {
+    vec![
+        path_param(
+            "provider_type",
+            json!({"type": "string", "enum": PROVIDER_TYPES}),
+            "a provider type or alias; any other is not found (404)",
+        ),
+        path_param(
+            "name",
+            json!({"type": "string", "minLength": 1, "examples": ["storage-bucket"]}),
+            "a template name; case, spaces and underscores are forgiven",
+        ),
+    ]
+}
+
+fn subscription_query() -> Value {
+    query(
+        "subscription_id",
+        true,
+        json!({"type": "string", "pattern": SUBSCRIPTION_ID, "minLength": 1, "maxLength": 64}),
+        "the Azure subscription (letters, digits and hyphens)",
+    )
+}
+
+fn resource_group_param() -> Value {
+    path_param(
+        "name",
+        json!({"type": "string", "pattern": RESOURCE_GROUP, "minLength": 1, "maxLength": 90}),
+        "a resource group name (1-90 letters, digits or -_.(), not ending with a period); any other is not found (404)",
+    )
+}
+
+/// The body of `POST /deploy` (`deployments::parse_deploy`): Azure needs a subscription and a
+/// resource group in Azure's syntax, the others take free text.
+fn deploy_request() -> Value {
+    let common = |azure: bool| {
+        let provider: &[&str] = if azure {
+            &AZURE_PROVIDER_TYPES
+        } else {
+            &TERRAFORM_PROVIDER_TYPES
+        };
+        let (subscription, group) = if azure {
+            (
+                json!({"type": "string", "pattern": SUBSCRIPTION_ID, "description": "the Azure subscription"}),
+                json!({"type": "string", "pattern": RESOURCE_GROUP, "description": "the Azure resource group"}),
+            )
+        } else {
+            (
+                json!({"type": ["string", "null"], "pattern": DEPLOY_TEXT, "description": "AWS account or GCP project"}),
+                json!({"type": ["string", "null"], "pattern": DEPLOY_TEXT}),
+            )
+        };
+        let mut required = vec!["template_name", "provider_type"];
+        if azure {
+            required.extend(["subscription_id", "resource_group"]);
+        }
+        json!({
+            "type": "object",
+            "title": if azure { "Azure (Bicep or ARM JSON)" } else { "Terraform" },
+            "required": required,
+            "additionalProperties": false,
+            "properties": {
+                "template_name": {
+                    "type": "string",
+                    "pattern": "^[ -~]*[!-~][ -~]*$",
+                    "maxLength": 256,
+                    "description": "A template name; case, spaces and underscores are forgiven. Unknown: 404.",
+                    "examples": ["storage-bucket"],
+                },
+                "provider_type": {"type": "string", "enum": provider},
+                "subscription_id": subscription,
+                "resource_group": group,
+                "location": {"type": ["string", "null"], "pattern": "^[A-Za-z0-9_ -]{0,256}$", "description": "a region such as us-east-1 or westeurope"},
+                "parameters": {"type": ["object", "null"], "description": "the template's parameters, checked against its declarations (422 names each problem); no string in them may contain U+0000"},
+            },
+        })
+    };
+    json!({"description": "The body of `POST /deploy`.", "oneOf": [common(false), common(true)]})
+}
+
+/// The body of `POST /resource-groups` (`resource_groups::create`).
+fn create_resource_group_request() -> Value {
+    json!({
+        "type": "object",
+        "required": ["name", "location", "subscription_id"],
+        "additionalProperties": false,
+        "properties": {
+            "name": {"type": "string", "pattern": RESOURCE_GROUP, "description": "1-90 letters, digits or -_.(), not ending with a period"},
+            "location": {"type": "string", "pattern": "^[A-Za-z0-9]{1,64}$", "description": "an Azure region such as westeurope"},
+            "subscription_id": {"type": "string", "pattern": SUBSCRIPTION_ID},
+            "tags": {"type": ["object", "null"]},
+        },
+    })
+}
+
+/// Every operation: its parameters, its request body (all JSON bodies answer 400, 413, 415 and
+/// 422 as well), and the error statuses it can answer. 401 (when `auth.tokens` are set) is added
+/// to every operation but `/` and `/health`; 500 is an internal error (a bug, logged).
+struct Operation {
+    method: &'static str,
+    path: &'static str,
+    params: fn() -> Vec<Value>,
+    body: Option<fn() -> Value>,
+    errors: &'static [u16],
+}
+
+const OPERATIONS: &[Operation] = &[
+    Operation {
+        method: "get",
+        path: "/",
+        params: Vec::new,
+        body: None,
+        errors: &[],
+    },
+    Operation {
+        method: "get",
+        path: "/health",
+        params: Vec::new,
+        body: None,
+        errors: &[],
+    },
+    Operation {
+        method: "get",
+        path: "/providers",
+        params: Vec::new,
+        body: None,
+        errors: &[],
+    },
+    Operation {
+        method: "get",
+        path: "/metrics",
+        params: Vec::new,
+        body: None,
+        errors: &[],
+    },
+    Operation {
+        method: "get",
+        path: "/templates",
+        params: || {
+            vec![
+                query(
+                    "provider_type",
+                    false,
+                    json!({"type": "string", "enum": PROVIDER_TYPES}),
+                    "only this provider type (case is ignored)",
+                ),
+                query(
+                    "cloud",
+                    false,
+                    json!({"type": "string", "enum": ["aws", "gcp", "azure"]}),
+                    "only this cloud (case is ignored)",
+                ),
+            ]
+        },
+        body: None,
+        errors: &[422],
+    },
+    Operation {
+        method: "get",
+        path: "/templates/{provider_type}/{name}",
+        params: template_params,
+        body: None,
+        errors: &[404],
+    },
+    Operation {
+        method: "get",
+        path: "/templates/{provider_type}/{name}/parameters",
+        params: template_params,
+        body: None,
+        errors: &[404],
+    },
+    Operation {
+        method: "get",
+        path: "/templates/{provider_type}/{name}/content",
+        params: template_params,
+        body: None,
+        errors: &[404, 500],
+    },
+    Operation {
+        method: "post",
+        path: "/deploy",
+        params: || {
+            vec![json!({
+                "name": "Idempotency-Key",
+                "in": "header",
+                "required": false,
+                "description": "the same key and body answer the first deployment again; another body with the same key is a 409",
+                "schema": {"type": "string", "pattern": "^[!-~]{1,255}$"},
+            })]
+        },
+        body: Some(deploy_request),
+        errors: &[404, 409, 429, 500, 503],
+    },
+    Operation {
+        method: "get",
+        path: "/deployments",
+        params: || {
+            vec![
+                query(
+                    "status",
+                    false,
+                    json!({"type": "string", "enum": STATUSES}),
+                    "only deployments in this status",
+                ),
+                query(
+                    "provider_type",
+                    false,
+                    json!({"type": "string", "enum": PROVIDER_TYPES}),
+                    "only this provider type (case is ignored)",
+                ),
+                query(
+                    "template_name",
+                    false,
+                    json!({"type": "string", "pattern": NO_CONTROL}),
+                    "only this template",
+                ),
+                query(
+                    "resource_group",
+                    false,
+                    json!({"type": "string", "pattern": NO_CONTROL}),
+                    "only this resource group",
+                ),
+                query(
+                    "limit",
+                    false,
+                    json!({"type": "integer", "minimum": 1, "maximum": 500, "default": 50}),
+                    "page size",
+                ),
+                query(
+                    "cursor",
+                    false,
+                    json!({"type": "string", "pattern": r"^-?[0-9]{1,16}\.deploy-[0-9a-f]{12,64}$"}),
+                    "`next_cursor` of the previous page",
+                ),
+            ]
+        },
+        body: None,
+        errors: &[422, 500, 503],
+    },
+    Operation {
+        method: "get",
+        path: "/deployments/{id}",
+        params: || vec![deployment_id_param()],
+        body: None,
+        errors: &[404, 500, 503],
+    },
+    Operation {
+        method: "delete",
+        path: "/deployments/{id}",
+        params: || vec![deployment_id_param()],
+        body: None,
+        errors: &[404, 409, 500, 503],
+    },
+    Operation {
+        method: "get",
+        path: "/deployments/{id}/status",
+        params: || vec![deployment_id_param()],
+        body: None,
+        errors: &[404, 500, 503],
+    },
+    Operation {
+        method: "get",
+        path: "/deployments/{id}/logs",
+        params: || {
+            vec![
+                deployment_id_param(),
+                query(
+                    "after",
+                    false,
+                    json!({"type": "integer", "minimum": 0, "maximum": i64::MAX, "default": 0}),
+                    "only lines after this `seq` (`next_after` of the previous page)",
+                ),
+                query(
+                    "limit",
+                    false,
+                    json!({"type": "integer", "minimum": 1, "maximum": 5000, "default": 1000}),
+                    "page size",
+                ),
+                query(
+                    "follow",
+                    false,
+                    json!({"type": "boolean", "default": false}),
+                    "Server-Sent Events until the run ends",
+                ),
+            ]
+        },
+        body: None,
+        errors: &[404, 422, 500, 503],
+    },
+    Operation {
+        method: "post",
+        path: "/deployments/{id}/cancel",
+        params: || vec![deployment_id_param()],
+        body: None,
+        errors: &[404, 409, 500, 503],
+    },
+    Operation {
+        method: "get",
+        path: "/resource-groups",
+        params: || vec![subscription_query()],
+        body: None,
+        errors: &[404, 409, 422, 502],
+    },
+    Operation {
+        method: "post",
+        path: "/resource-groups",
+        params: Vec::new,
+        body: Some(create_resource_group_request),
+        errors: &[404, 409, 502],
+    },
+    Operation {
+        method: "delete",
+        path: "/resource-groups/{name}",
+        params: || vec![resource_group_param(), subscription_query()],
+        body: None,
+        errors: &[404, 409, 422, 502],
+    },
+    Operation {
+        method: "get",
+        path: "/resource-groups/{name}/resources",
+        params: || vec![resource_group_param(), subscription_query()],
+        body: None,
+        errors: &[404, 409, 422, 502],
+    },
+];
+
+/// What an error status means, the `error.code` values it carries, and its headers.
+fn error_response(status: u16) -> Value {
+    let (description, codes): (&str, &[&str]) = match status {
+        400 => ("malformed JSON body", &["bad_request"]),
+        401 => (
+            "a valid bearer token is required (only when `auth.tokens` are configured)",
+            &["unauthorized"],
+        ),
+        404 => (
+            "not found",
+            &[
+                "not_found",
+                "template_not_found",
+                "deployment_not_found",
+                "resource_group_not_found",
+            ],
+        ),
+        409 => ("conflict with the current state", &["conflict"]),
+        413 => (
+            "request body larger than `server.max_body_bytes`",
+            &["payload_too_large"],
+        ),
+        415 => (
+            "the body is not `application/json`",
+            &["unsupported_media_type"],
+        ),
+        422 => (
+            "invalid request (each field named in `error.details`), or `provider_not_configured`: the provider needs settings this daemon lacks (Azure credentials)",
+            &["validation_error", "provider_not_configured"],
+        ),
+        429 => (
+            "rate limited (`server.deploy_rate_per_minute`)",
+            &["rate_limited"],
+        ),
+        500 => ("internal error (logged)", &["internal_error"]),
+        502 => ("the Azure API failed", &["bad_gateway"]),
+        503 => ("the database is unavailable", &["service_unavailable"]),
+        _ => unreachable!("undocumented status {status}"),
+    };
+    let schema = json!({
+        "allOf": [
+            {"$ref": "#/components/schemas/ErrorEnvelope"},
+            {"properties": {"error": {"properties": {
+                "code": {"enum": codes},
+                "status_code": {"const": status},
+            }}}},
+        ],
+    });
+    let mut response = json!({
+        "description": description,
+        "content": {"application/json": {"schema": schema}},
+    });
+    let header = match status {
+        401 => Some((
+            "WWW-Authenticate",
+            "the scheme: Bearer",
+            json!({"type": "string", "pattern": "^Bearer "}),
+        )),
+        429 => Some((
+            "Retry-After",
+            "seconds",
+            json!({"type": "string", "pattern": "^[0-9]+$"}),
+        )),
+        503 => Some((
+            "Retry-After",
+            "seconds",
+            json!({"type": "string", "pattern": "^[0-9]+$"}),
+        )),
+        _ => None,
+    };
+    if let Some((name, description, schema)) = header {
+        response["headers"] =
+            json!({name: {"description": description, "required": true, "schema": schema}});
+    }
+    response
+}
+
+/// The document generated from the types above, made exact: parameters, request bodies, every
+/// error status with its headers, and envelopes that say `success`, `data` and `error` exactly.
+fn refine(doc: &mut Value) {
+    let schemas = doc["components"]["schemas"]
+        .as_object_mut()
+        .expect("components.schemas");
+    // Envelopes: success true with `error: null`; errors false with `data: null`.
+    for (name, schema) in schemas.iter_mut() {
+        if name.ends_with("Envelope") && name != "ErrorEnvelope" && name != "HealthEnvelope" {
+            schema["properties"]["success"] = json!({"const": true});
+            schema["properties"]["error"] = json!({"type": "null"});
+            schema["required"] = json!(["success", "message", "data", "error", "timestamp"]);
+            schema["additionalProperties"] = json!(false);
+        }
+    }
+    schemas.insert(
+        "ErrorEnvelope".into(),
+        json!({
+            "type": "object",
+            "description": "Every error: the envelope with `success: false`, `data: null` and an `error` object.",
+            "required": ["success", "message", "data", "error", "timestamp"],
+            "additionalProperties": false,
+            "properties": {
+                "success": {"const": false},
+                "message": {"type": "string"},
+                "data": {"type": "null"},
+                "error": {"$ref": "#/components/schemas/ErrorBody"},
+                "timestamp": {"type": "string", "format": "date-time", "description": "RFC 3339, UTC."},
+            },
+        }),
+    );
+    schemas.insert(
+        "ErrorBody".into(),
+        json!({
+            "type": "object",
+            "required": ["code", "details", "status_code"],
+            "additionalProperties": false,
+            "properties": {
+                "code": {"type": "string", "pattern": "^[a-z_]+$", "description": "A stable snake_case code (`validation_error`, `deployment_not_found`...)."},
+                "details": {
+                    "description": "For `validation_error`: every problem, by field.",
+                    "oneOf": [{"type": "null"}, {"type": "array", "items": {"$ref": "#/components/schemas/FieldProblem"}}],
+                },
+                "status_code": {"type": "integer", "minimum": 400, "maximum": 599},
+            },
+        }),
+    );
+    schemas.insert("DeployRequest".into(), deploy_request());
+    schemas.insert(
+        "CreateResourceGroup".into(),
+        create_resource_group_request(),
+    );
+
+    for op in OPERATIONS {
+        let operation = &mut doc["paths"][op.path][op.method];
+        assert!(
+            operation.is_object(),
+            "{} {} is not in the document",
+            op.method,
+            op.path
+        );
+        let params = (op.params)();
+        if params.is_empty() {
+            operation
+                .as_object_mut()
+                .expect("operation")
+                .remove("parameters");
+        } else {
+            operation["parameters"] = json!(params);
+        }
+        let public = matches!(op.path, "/" | "/health");
+        if public {
+            operation["security"] = json!([]);
+        }
+        let mut errors: Vec<u16> = op.errors.to_vec();
+        if !public {
+            errors.push(401);
+        }
+        if op.body.is_some() {
+            errors.extend([400, 413, 415, 422]);
+        }
+        errors.sort_unstable();
+        errors.dedup();
+        let responses = &mut operation["responses"];
+        for status in errors {
+            responses[status.to_string()] = error_response(status);
+        }
+    }
+
+    // Requests that pass every check (the examples phase of a property-based test sends them).
+    doc["paths"]["/deploy"]["post"]["requestBody"]["content"]["application/json"]["example"] = json!({
+        "template_name": "storage-bucket",
+        "provider_type": "terraform-aws",
+        "location": "us-east-1",
+        "parameters": {"bucket_name": "multicloud-example-bucket"},
+    });
+    doc["paths"]["/resource-groups"]["post"]["requestBody"]["content"]["application/json"]["example"] = json!({
+        "name": "rg-example",
+        "location": "westeurope",
+        "subscription_id": "00000000-0000-0000-0000-000000000000",
+        "tags": {"owner": "platform"},
+    });
+
+    // Specific headers and answers.
+    doc["paths"]["/deployments/{id}/logs"]["get"]["responses"]["200"]["content"]["text/event-stream"] = json!({
+        "schema": {
+            "description": "One Server-Sent Event: `log` (a log line), then one `end` (`{status, error_message}`) once the run has ended, or `error`",
+            "type": "object",
+            "required": ["event", "data"],
+            "properties": {
+                "event": {"enum": ["log", "end", "error"]},
+                "data": {"type": "string", "contentMediaType": "application/json"},
+            },
+        },
+    });
+    doc["paths"]["/deploy"]["post"]["responses"]["202"]["headers"] = json!({
+        "Location": {"description": "the deployment: /deployments/{id}", "required": true,
+            "schema": {"type": "string", "pattern": "^/deployments/deploy-[0-9a-f]{12,64}$"}},
+    });
+    doc["paths"]["/health"]["get"]["responses"]["503"] = json!({
+        "description": "the database is unreachable; `data` holds the checks",
+        "headers": {"Retry-After": {"description": "seconds", "required": true, "schema": {"type": "string", "pattern": "^[0-9]+$"}}},
+        "content": {"application/json": {"schema": {
+            "type": "object",
+            "required": ["success", "message", "data", "error", "timestamp"],
+            "additionalProperties": false,
+            "properties": {
+                "success": {"const": false},
+                "message": {"type": "string"},
+                "data": {"$ref": "#/components/schemas/Health"},
+                "error": {"allOf": [{"$ref": "#/components/schemas/ErrorBody"},
+                    {"properties": {"code": {"const": "service_unavailable"}, "status_code": {"const": 503}}}]},
+                "timestamp": {"type": "string"},
+            },
+        }}},
+    });
+    let health = &mut doc["components"]["schemas"]["HealthEnvelope"];
+    health["properties"]["success"] = json!({"const": true});
+    health["properties"]["error"] = json!({"type": "null"});
+    health["required"] = json!(["success", "message", "data", "error", "timestamp"]);
+}
+
+/// The document served at `/openapi.json`.
+pub fn document() -> Value {
     let mut doc = ApiDoc::openapi();
     doc.info.version = env!("CARGO_PKG_VERSION").to_string();
-    HttpResponse::Ok().json(doc)
+    let mut doc = serde_json::to_value(doc).expect("the document serializes");
+    refine(&mut doc);
+    doc
+}
+
+pub async fn openapi_json() -> HttpResponse {
+    static DOCUMENT: std::sync::LazyLock<Value> = std::sync::LazyLock::new(document);
+    HttpResponse::Ok().json(&*DOCUMENT)
 }
 
 /// Interactive documentation (Redoc, from its CDN) over `/openapi.json`.

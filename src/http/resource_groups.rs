@@ -15,7 +15,7 @@ use crate::engines::arm::client::{ArmError, RESOURCES_API};
 /// Azure's rules: 1-90 letters, digits, `-_.()`, not ending with a period.
 pub fn valid_resource_group(name: &str) -> bool {
     !name.is_empty()
-        && name.len() <= 90
+        && name.chars().count() <= 90
         && !name.ends_with('.')
         && name
             .chars()
