@@ -10,7 +10,7 @@ ROOT=$(pwd)
 command -v wrk >/dev/null && command -v bc >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk bc >/dev/null; }
 command -v moto_server >/dev/null || python3 -m pip install -q 'moto[server]'
 cargo build --release -q
-BIN=$ROOT/target/release/multicloud
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/multicloud
 PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
 
 WORK=$(mktemp -d /tmp/mc-bench.XXXXXX)
@@ -128,45 +128,15 @@ kill "$DPID"
 
 fi
 if want overhead; then
-echo "== 4. Orchestration overhead: storage-bucket on moto, daemon vs bare terraform (median of 5)"
+echo "== 4. Daemon vs the same terraform commands by hand: storage-bucket on moto, deploy and destroy (median of 5)"
 URL=$(db overhead); start_daemon overhead "$URL" "$ROOT/templates" MULTICLOUD__RUNNER__MAX_CONCURRENT=1
-daemon_times=(); bare_times=()
-for i in 1 2 3 4 5; do
-  id=$(curl -s -XPOST "127.0.0.1:$PORT/deploy" -H 'content-type: application/json' \
-    -d "{\"template_name\":\"storage-bucket\",\"provider_type\":\"aws\",\"parameters\":{\"bucket_name\":\"ovh-d-$i-$$\"}}" \
-    | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["deployment_id"])')
-  # Wait without stealing CPU from terraform (a poll every 0.5 s); the time is the daemon's own
-  # record: created_at (the row committed, before the 202) to completed_at (the result committed).
-  while :; do
-    s=$(curl -s "127.0.0.1:$PORT/deployments/$id/status" | grep -o '"status":"[a-z]*"' | head -1 | cut -d'"' -f4)
-    [ "$s" = pending ] || [ "$s" = running ] || break; sleep 0.5
-  done
-  daemon_times+=("$(curl -s "127.0.0.1:$PORT/deployments/$id" | python3 -c '
-import datetime, json, sys
-d = json.load(sys.stdin)["data"]
-t = lambda k: datetime.datetime.fromisoformat(d[k].replace("Z", "+00:00"))
-print((t("completed_at") - t("created_at")).total_seconds())')")
-  [ "$s" = completed ] || { echo "daemon run ended $s"; exit 1; }
-  # The same terraform commands, by hand, same backend, same provider settings.
-  ws="$WORK/bare-$i"; mkdir -p "$ws"; cp "$ROOT/templates/terraform/aws/storage-bucket.tf" "$ws/main.tf"
-  echo "{\"bucket_name\": \"ovh-b-$i-$$\"}" >"$ws/terraform.tfvars.json"
-  cp "$WORK/overhead/workspaces/$id/multicloud_providers.tf.json" "$ws/"
-  t0=$(date +%s.%N)
-  ( cd "$ws" && export TF_CLI_CONFIG_FILE="$TFRC" TF_IN_AUTOMATION=1 PG_CONN_STR="$URL&sslmode=disable" \
-      AWS_ENDPOINT_URL="$MOTO" AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing HOME="$ws" TF_PLUGIN_CACHE_DIR="$WORK/cache" \
-    && mkdir -p "$WORK/cache" \
-    && terraform init -input=false -no-color >/dev/null \
-    && terraform workspace select -or-create=true "bare-$i" >/dev/null \
-    && terraform plan -input=false -json -lock-timeout=300s -out=tfplan >/dev/null \
-    && terraform apply -input=false -json -lock-timeout=300s tfplan >/dev/null \
-    && terraform output -json >/dev/null )
-  bare_times+=("$(echo "$(date +%s.%N) - $t0" | bc)")
-done
-median() { printf '%s\n' "$@" | sort -n | sed -n 3p; }
-echo "  daemon runs: ${daemon_times[*]}"; echo "  bare runs: ${bare_times[*]}"
-dm=$(median "${daemon_times[@]}"); bm=$(median "${bare_times[@]}")
-ratio=$(echo "scale=3; $dm / $bm" | bc)
-row "overhead (daemon / bare terraform)" "daemon ${dm} s, bare ${bm} s, ratio ${ratio}" "≤1.05" "bench/run.sh §4 (the record's created_at → completed_at vs init/workspace/plan/apply/output by hand)"
+python3 "$ROOT/bench/overhead.py" "$PORT" "$MOTO" "$URL" "$TFRC" "$WORK" "$ROOT/templates" "$WORK/overhead" 5
+while IFS=$'\t' read -r op measured; do
+  case $op in
+    deploy) row "end to end deploy (daemon / by hand)" "$measured" "≤0.7" "bench/overhead.py: created_at → completed_at vs init; workspace select; plan -out; apply plan; output -json" ;;
+    destroy) row "end to end destroy (daemon / by hand)" "$measured" "≤0.7" "bench/overhead.py: DELETE → completed_at vs init; workspace select; apply -destroy -auto-approve" ;;
+  esac
+done <"$WORK/overhead.txt"
 kill "$DPID"
 
 fi
