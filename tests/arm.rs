@@ -532,3 +532,87 @@ async fn a_bicep_template_beyond_the_subset_fails_with_the_construct_and_its_pos
     );
     server.with(|s| assert_eq!(s.deployment_puts, 0, "nothing reached ARM"));
 }
+
+/// A subscription-scope ARM template deploys with the subscription-level deployment API: no
+/// resource group in the request (the template creates its own), a location for ARM's record;
+/// the listing says the template's scope, and a destroy deletes the group it created.
+#[tokio::test]
+async fn a_subscription_scope_template_creates_its_resource_group_and_is_destroyed() {
+    let server = ArmServer::start();
+    let db = TestDb::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let templates = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/templates-subscription"
+    );
+    let d = Daemon::start(
+        DaemonConfig::new(Some(&db.url), dir.path(), templates)
+            .with_arm(&server)
+            .set("MULTICLOUD__SECRETS__KEY", SECRETS_KEY),
+    )
+    .await;
+    let azure = azure_provider(&d).await;
+    assert_eq!(
+        azure["target_scopes"],
+        json!(["resourceGroup", "subscription"]),
+        "{azure}"
+    );
+    let (_, t) = d.get("/templates?provider_type=azure").await;
+    assert_eq!(t["data"]["templates"][0]["name"], "group-creator", "{t}");
+    assert_eq!(
+        t["data"]["templates"][0]["target_scope"], "subscription",
+        "{t}"
+    );
+
+    // A resource group in the request is refused (the template makes its own), and the
+    // deployment's record needs a location.
+    let (s, b) = d
+        .post_json("/deploy", &json!({"template_name": "group-creator", "provider_type": "azure", "subscription_id": SUB,
+            "resource_group": "rg-x", "parameters": {"groupName": "rg-made"}}))
+        .await;
+    assert_error(s, &b, 422);
+    assert!(
+        problem(&b, "resource_group").is_some_and(|p| p.contains("subscription scope")),
+        "{b}"
+    );
+    assert!(problem(&b, "location").is_some(), "{b}");
+
+    let (s, b) = d
+        .post_json("/deploy", &json!({"template_name": "group-creator", "provider_type": "azure", "subscription_id": SUB,
+            "location": "westeurope", "parameters": {"groupName": "rg-made"}}))
+        .await;
+    assert_eq!(s, 202, "{b}");
+    let id = b["data"]["deployment_id"].as_str().expect("id").to_string();
+    let st = d.wait_terminal(&id, T).await;
+    assert_eq!(st["status"], "completed", "{st}\n{}", d.log_text());
+    assert_eq!(st["outputs"]["groupName"], "rg-made");
+    // ARM got a subscription-level deployment with a location, and made the group.
+    server.with(|s| {
+        let key = format!("{SUB}/-/multicloud-{id}");
+        assert!(
+            s.deployments.contains_key(&key),
+            "{:?}",
+            s.deployments.keys()
+        );
+        let group = s
+            .resource_groups
+            .get("rg-made")
+            .expect("the group was created");
+        assert_eq!(group["tags"]["purpose"], "subscription-scope-test");
+    });
+    let (s, list) = d
+        .get(&format!("/resource-groups?subscription_id={SUB}"))
+        .await;
+    assert_eq!(s, 200, "{list}");
+    assert!(list.to_string().contains("rg-made"), "{list}");
+
+    let r = reqwest::Client::new()
+        .delete(d.url(&format!("/deployments/{id}")))
+        .send()
+        .await
+        .expect("DELETE");
+    assert_eq!(r.status().as_u16(), 202);
+    let st = d.wait_terminal(&id, T).await;
+    assert_eq!(st["status"], "destroyed", "{st}\n{}", d.log_text());
+    assert!(server.with(|s| !s.resource_groups.contains_key("rg-made")));
+}

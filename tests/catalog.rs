@@ -474,7 +474,8 @@ fn each_validation_rule_rejects_and_accepts() {
             json!({"loadBalancerName": "lb", "frontendPort": 443}),
             json!({"loadBalancerName": "lb", "frontendPort": "443"}),
             "parameters.frontendPort",
-            "a number",
+            // ARM converts nothing: an `int` parameter takes a JSON integer.
+            "an integer",
         ),
     ];
     for (p, name, good, bad, field, words) in cases {

@@ -24,6 +24,7 @@ pub fn load(path: &Path) -> Template {
         parameters: Vec::new(),
         required_providers: Vec::new(),
         error: None,
+        target_scope: Default::default(),
     };
     let doc: Value = match std::fs::read_to_string(path)
         .map_err(|e| e.to_string())
@@ -35,9 +36,22 @@ pub fn load(path: &Path) -> Template {
             return template;
         }
     };
-    if doc.get("$schema").and_then(Value::as_str).is_none() || doc.get("resources").is_none() {
+    let Some(schema) = doc.get("$schema").and_then(Value::as_str) else {
         template.error = Some("not an ARM template (no $schema or resources)".into());
         return template;
+    };
+    if doc.get("resources").is_none() {
+        template.error = Some("not an ARM template (no $schema or resources)".into());
+        return template;
+    }
+    match super::TargetScope::from_arm_schema(schema) {
+        Some(scope) => template.target_scope = scope,
+        None => {
+            template.error = Some(format!(
+                "unknown $schema {schema:?}: expected one of ARM's deployment template schemas"
+            ));
+            return template;
+        }
     }
     let description = doc
         .pointer("/metadata/description")

@@ -39,6 +39,44 @@ pub struct Template {
     pub required_providers: Vec<String>,
     /// Why the template can't be used, when it failed to parse.
     pub error: Option<String>,
+    /// Where an Azure template deploys (ARM's deployment scopes); terraform templates are
+    /// `resourceGroup`-free but report the default.
+    pub target_scope: TargetScope,
+}
+
+/// The scope an ARM deployment is made at: a resource group (the default), the subscription
+/// (the template creates its resource groups itself), a management group or the tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum TargetScope {
+    #[default]
+    ResourceGroup,
+    Subscription,
+    ManagementGroup,
+    Tenant,
+}
+
+impl TargetScope {
+    /// The scope an ARM template's `$schema` declares (`.../subscriptionDeploymentTemplate.json#`).
+    pub fn from_arm_schema(schema: &str) -> Option<TargetScope> {
+        let file = schema.rsplit('/').next()?.trim_end_matches('#');
+        Some(match file.to_ascii_lowercase().as_str() {
+            "deploymenttemplate.json" => TargetScope::ResourceGroup,
+            "subscriptiondeploymenttemplate.json" => TargetScope::Subscription,
+            "managementgroupdeploymenttemplate.json" => TargetScope::ManagementGroup,
+            "tenantdeploymenttemplate.json" => TargetScope::Tenant,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetScope::ResourceGroup => "resourceGroup",
+            TargetScope::Subscription => "subscription",
+            TargetScope::ManagementGroup => "managementGroup",
+            TargetScope::Tenant => "tenant",
+        }
+    }
 }
 
 impl Template {

@@ -24,6 +24,7 @@ pub fn load(path: &Path, provider_type: ProviderType) -> Template {
         parameters: Vec::new(),
         required_providers: Vec::new(),
         error: None,
+        target_scope: Default::default(),
     };
     let source = match std::fs::read_to_string(path) {
         Ok(s) => s,

@@ -17,7 +17,7 @@ use crate::actors::persistence::{
     QueueDestroy,
 };
 use crate::actors::supervisor::{CancelRun, Wake};
-use crate::catalog::ValidationErrors;
+use crate::catalog::{TargetScope, ValidationErrors};
 use crate::db::queries::deployments::{CancelResult, ListFilter};
 use crate::domain::{Deployment, DeploymentId, DeploymentStatus, NewDeployment, ProviderType};
 
@@ -63,7 +63,12 @@ fn text_filter(field: &str, value: Option<String>) -> Result<Option<String>, App
 }
 
 /// Checks every field and reports all problems at once.
-fn parse_deploy(body: Value) -> Result<DeployRequest, AppError> {
+/// `scope_of` tells where an Azure template deploys (a resource group unless it says
+/// otherwise), which decides whether `resource_group` is required or unused.
+fn parse_deploy(
+    body: Value,
+    scope_of: impl Fn(ProviderType, &str) -> TargetScope,
+) -> Result<DeployRequest, AppError> {
     let Value::Object(mut body) = body else {
         return Err(AppError::invalid("body", "must be a JSON object"));
     };
@@ -143,8 +148,36 @@ fn parse_deploy(body: Value) -> Result<DeployRequest, AppError> {
         _ => None,
     };
     if provider_type == Some(ProviderType::Azure) {
-        if resource_group.is_none() {
-            errors.add("resource_group", "is required for Azure deployments");
+        let scope = template_name
+            .as_deref()
+            .map(|n| scope_of(ProviderType::Azure, n))
+            .unwrap_or_default();
+        match scope {
+            TargetScope::ResourceGroup if resource_group.is_none() => {
+                errors.add("resource_group", "is required for Azure deployments");
+            }
+            TargetScope::ResourceGroup => {}
+            TargetScope::Subscription => {
+                if resource_group.is_some() {
+                    errors.add(
+                        "resource_group",
+                        "is not used: the template deploys at subscription scope and creates its resource groups itself",
+                    );
+                }
+                if location.is_none() {
+                    errors.add(
+                        "location",
+                        "is required for a subscription-scope deployment (where ARM keeps its record)",
+                    );
+                }
+            }
+            other => errors.add(
+                "template_name",
+                format!(
+                    "the template deploys at {} scope, which this daemon does not deploy (resource group and subscription scopes only)",
+                    other.as_str()
+                ),
+            ),
         }
         match &subscription_id {
             None => errors.add("subscription_id", "is required for Azure deployments"),
@@ -181,7 +214,15 @@ pub async fn deploy(
     req: HttpRequest,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, AppError> {
-    let request = parse_deploy(body.into_inner())?;
+    let request = {
+        let catalog = state.catalog.get();
+        parse_deploy(body.into_inner(), |p, name| {
+            catalog
+                .find(p, name)
+                .map(|t| t.target_scope)
+                .unwrap_or_default()
+        })?
+    };
     let idempotency_key = match req.headers().get("Idempotency-Key") {
         None => None,
         Some(v) => {
@@ -650,9 +691,13 @@ mod tests {
 
     #[test]
     fn deploy_body_errors_name_every_field() {
-        let Err(AppError::Validation(e)) = parse_deploy(json!({
-            "provider_type": "nope", "parameters": [], "extra": 1, "location": "us east;"
-        })) else {
+        let rg = |_: ProviderType, _: &str| TargetScope::ResourceGroup;
+        let Err(AppError::Validation(e)) = parse_deploy(
+            json!({
+                "provider_type": "nope", "parameters": [], "extra": 1, "location": "us east;"
+            }),
+            rg,
+        ) else {
             panic!("expected a validation error");
         };
         for f in [
@@ -664,11 +709,37 @@ mod tests {
         ] {
             assert!(e.0.contains_key(f), "{f} missing in {e:?}");
         }
-        assert!(parse_deploy(json!({"template_name": "x", "provider_type": "aws"})).is_ok());
+        assert!(parse_deploy(json!({"template_name": "x", "provider_type": "aws"}), rg).is_ok());
         assert!(
-            parse_deploy(json!({"template_name": "x", "provider_type": "bicep"})).is_err(),
+            parse_deploy(json!({"template_name": "x", "provider_type": "bicep"}), rg).is_err(),
             "azure needs a resource group"
         );
+    }
+
+    #[test]
+    fn a_subscription_scope_template_takes_a_location_and_no_resource_group() {
+        let sub = |_: ProviderType, _: &str| TargetScope::Subscription;
+        let ok = json!({"template_name": "x", "provider_type": "azure", "subscription_id": "s-1", "location": "westeurope"});
+        assert!(parse_deploy(ok, sub).is_ok());
+        let Err(AppError::Validation(e)) = parse_deploy(
+            json!({"template_name": "x", "provider_type": "azure", "subscription_id": "s-1", "resource_group": "rg"}),
+            sub,
+        ) else {
+            panic!("expected a validation error");
+        };
+        assert!(
+            e.0["resource_group"].contains("subscription scope"),
+            "{e:?}"
+        );
+        assert!(e.0["location"].contains("required"), "{e:?}");
+        let tenant = |_: ProviderType, _: &str| TargetScope::Tenant;
+        let Err(AppError::Validation(e)) = parse_deploy(
+            json!({"template_name": "x", "provider_type": "azure", "subscription_id": "s-1", "location": "w"}),
+            tenant,
+        ) else {
+            panic!("expected a validation error");
+        };
+        assert!(e.0["template_name"].contains("tenant scope"), "{e:?}");
     }
 
     #[test]

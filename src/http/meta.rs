@@ -75,6 +75,10 @@ pub async fn providers(state: web::Data<AppState>) -> HttpResponse {
             });
             if p == ProviderType::Azure {
                 entry["bicep_compiler"] = json!(state.engines.arm.bicep_compiler().describe());
+                entry["target_scopes"] = json!([
+                    crate::catalog::TargetScope::ResourceGroup,
+                    crate::catalog::TargetScope::Subscription
+                ]);
             }
             entry
         })

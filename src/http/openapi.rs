@@ -77,6 +77,9 @@ pub struct Provider {
     pub template_count: u64,
     pub available: bool,
     pub reason: Option<String>,
+    /// azure: the deployment scopes this daemon deploys at (a template's own is its
+    /// `target_scope`).
+    pub target_scopes: Option<Vec<String>>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -96,6 +99,9 @@ pub struct TemplateSummary {
     pub file_name: String,
     pub parameter_count: u64,
     pub error: Option<String>,
+    /// Where the template deploys: resourceGroup, subscription, managementGroup or tenant.
+    #[schema(value_type = String, pattern = "^(resourceGroup|subscription|managementGroup|tenant)$")]
+    pub target_scope: String,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -138,6 +144,9 @@ pub struct TemplateDetail {
     pub parameters: Vec<Parameter>,
     pub required_providers: Vec<String>,
     pub error: Option<String>,
+    /// Where the template deploys: resourceGroup, subscription, managementGroup or tenant.
+    #[schema(value_type = String, pattern = "^(resourceGroup|subscription|managementGroup|tenant)$")]
+    pub target_scope: String,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -527,7 +536,7 @@ fn deploy_request() -> Value {
         let (subscription, group) = if azure {
             (
                 json!({"type": "string", "pattern": SUBSCRIPTION_ID, "description": "the Azure subscription"}),
-                json!({"type": "string", "pattern": RESOURCE_GROUP, "description": "the Azure resource group"}),
+                json!({"type": "string", "pattern": RESOURCE_GROUP, "description": "the Azure resource group: required by a template whose target_scope is resourceGroup (422 without it), refused for a subscription-scope one (it creates its groups; give a location instead)"}),
             )
         } else {
             (
@@ -537,7 +546,7 @@ fn deploy_request() -> Value {
         };
         let mut required = vec!["template_name", "provider_type"];
         if azure {
-            required.extend(["subscription_id", "resource_group"]);
+            required.push("subscription_id");
         }
         json!({
             "type": "object",

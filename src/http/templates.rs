@@ -82,6 +82,7 @@ fn summary(t: &Template) -> serde_json::Value {
         "file_name": t.file_name,
         "parameter_count": t.parameters.len(),
         "error": t.error,
+        "target_scope": t.target_scope,
     })
 }
 

@@ -28,6 +28,8 @@ pub struct Deployment {
     pub outputs: Value,
     pub output_resources: Vec<String>,
     pub parameters: Value,
+    /// Resource groups a subscription-scope template creates: (name, the group as ARM shows it).
+    pub groups: Vec<(String, Value)>,
 }
 
 #[derive(Debug, Default)]
@@ -408,90 +410,28 @@ async fn handle(
                 .collect();
             HttpResponse::Ok().json(json!({"value": items}))
         }
-        ("PUT", ["subscriptions", sub, "resourcegroups", rg, "providers", "microsoft.resources", "deployments", name]) => {
-            if st.throttle_next_puts > 0 {
-                st.throttle_next_puts -= 1;
-                st.throttled += 1;
-                return HttpResponse::TooManyRequests()
-                    .insert_header(("Retry-After", "1"))
-                    .json(json!({"error": {"code": "TooManyRequests", "message": "Number of 'write' requests for subscription exceeded the limit. Retry after 1 second."}}));
-            }
-            if !st.resource_groups.contains_key(*rg) {
-                return error(404, "ResourceGroupNotFound", &format!("Resource group '{}' could not be found.", segs[3]));
-            }
-            let key = format!("{sub}/{rg}/{name}");
-            if st.deployments.get(&key).is_some_and(|d| !["Succeeded", "Failed", "Canceled"].contains(&d.state.as_str())) {
-                return error(409, "DeploymentActive", &format!("Unable to edit or replace deployment '{name}': previous deployment from '{name}' is still active."));
-            }
-            let props = &body["properties"];
-            if props["mode"] != "Incremental" {
-                return error(400, "InvalidDeploymentMode", "mode must be Incremental");
-            }
-            let template = &props["template"];
-            if !template["$schema"].is_string() || !template["resources"].is_array() {
-                return error(400, "InvalidTemplate", "Deployment template validation failed: the template must have $schema and resources.");
-            }
-            if let Err(message) = validate_template(template) {
-                return HttpResponse::BadRequest().json(json!({"error": {"code": "InvalidTemplate", "message": format!("Deployment template validation failed: '{message}'.")}}));
-            }
-            // Parameters: {name: {value}}; every declared one without a default must be given.
-            let mut values = serde_json::Map::new();
-            let given = props["parameters"].as_object().cloned().unwrap_or_default();
-            for (pname, decl) in template["parameters"].as_object().cloned().unwrap_or_default() {
-                match given.get(&pname).and_then(|g| g.get("value")) {
-                    Some(v) => {
-                        if let Err(message) = check_parameter(&pname, &decl, v) {
-                            return HttpResponse::BadRequest().json(json!({"error": {"code": "InvalidTemplate", "message": format!("Deployment template validation failed: '{message}'.")}}));
-                        }
-                        values.insert(pname, v.clone());
-                    }
-                    None => match decl.get("defaultValue") {
-                        Some(d) => {
-                            values.insert(pname, d.clone());
-                        }
-                        None => {
-                            return HttpResponse::BadRequest().json(json!({"error": {"code": "InvalidTemplate", "message": "Deployment template validation failed.",
-                                "details": [{"code": "MissingParameter", "message": format!("The value for the template parameter '{pname}' is not provided.")}]}}));
-                        }
-                    },
-                }
-            }
-            for pname in given.keys() {
-                if !template["parameters"].as_object().is_some_and(|p| p.contains_key(pname)) {
-                    return error(400, "InvalidTemplate", &format!("The template parameters '{pname}' in the parameters file are not valid; they are not present in the original template."));
-                }
-            }
-            let output_resources: Vec<String> = template["resources"]
-                .as_array()
-                .map(|rs| {
-                    rs.iter()
-                        .map(|r| {
-                            let ty = r["type"].as_str().unwrap_or_default();
-                            let name = eval(&r["name"], &values);
-                            format!("/subscriptions/{sub}/resourceGroups/{}/providers/{ty}/{}", segs[3], name.as_str().unwrap_or_default())
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            let mut outputs = serde_json::Map::new();
-            for (oname, o) in template["outputs"].as_object().cloned().unwrap_or_default() {
-                outputs.insert(oname, json!({"type": o["type"], "value": eval(&o["value"], &values)}));
-            }
-            st.deployment_puts += 1;
-            let dep = Deployment {
-                state: "Accepted".into(),
-                reads: 0,
-                fail: values.get("shouldFail") == Some(&json!(true)),
-                slow: values.get("slow") == Some(&json!(true)),
-                outputs: Value::Object(outputs),
-                output_resources,
-                parameters: Value::Object(values),
+        ("PUT", ["subscriptions", sub, "resourcegroups", _, "providers", "microsoft.resources", "deployments", name]) => {
+            let (sub, rg, name) = (sub.to_string(), segs[3].to_string(), name.to_string());
+            put_deployment(&mut st, &base, &sub, Some(&rg), &name, &body)
+        }
+        ("PUT", ["subscriptions", sub, "providers", "microsoft.resources", "deployments", name]) => {
+            let (sub, name) = (sub.to_string(), name.to_string());
+            put_deployment(&mut st, &base, &sub, None, &name, &body)
+        }
+        ("GET", ["subscriptions", sub, "providers", "microsoft.resources", "deployments", name]) => {
+            let key = format!("{sub}/-/{name}");
+            let Some(view) = advance(&mut st, &key) else {
+                return error(404, "DeploymentNotFound", &format!("Deployment '{}' could not be found.", segs[5]));
             };
-            st.deployments.insert(key, dep);
-            HttpResponse::Created()
-                .insert_header(("Azure-AsyncOperation", format!("{base}/subscriptions/{sub}/resourcegroups/{rg}/providers/Microsoft.Resources/deployments/{name}/operationStatuses/op1?api-version=2024-03-01")))
-                .insert_header(("Retry-After", "1"))
-                .json(json!({"name": segs[7], "properties": {"provisioningState": "Accepted", "mode": "Incremental"}}))
+            HttpResponse::Ok().insert_header(("Retry-After", "1")).json(view)
+        }
+        ("GET", ["subscriptions", sub, "providers", "microsoft.resources", "deployments", name, "operationstatuses", _]) => {
+            let key = format!("{sub}/-/{name}");
+            operation_status(&mut st, &key)
+        }
+        ("POST", ["subscriptions", sub, "providers", "microsoft.resources", "deployments", name, "cancel"]) => {
+            let key = format!("{sub}/-/{name}");
+            cancel_deployment(&mut st, &key)
         }
         ("GET", ["subscriptions", sub, "resourcegroups", rg, "providers", "microsoft.resources", "deployments", name]) => {
             let key = format!("{sub}/{rg}/{name}");
@@ -541,6 +481,245 @@ async fn handle(
     }
 }
 
+/// PUT of a deployment at resource group scope (`rg`) or subscription scope (None).
+fn put_deployment(
+    st: &mut ArmState,
+    base: &str,
+    sub: &str,
+    rg: Option<&str>,
+    name: &str,
+    body: &Value,
+) -> HttpResponse {
+    if st.throttle_next_puts > 0 {
+        st.throttle_next_puts -= 1;
+        st.throttled += 1;
+        return HttpResponse::TooManyRequests()
+                    .insert_header(("Retry-After", "1"))
+                    .json(json!({"error": {"code": "TooManyRequests", "message": "Number of 'write' requests for subscription exceeded the limit. Retry after 1 second."}}));
+    }
+    if let Some(rg) = rg
+        && !st.resource_groups.contains_key(&rg.to_ascii_lowercase())
+    {
+        return error(
+            404,
+            "ResourceGroupNotFound",
+            &format!("Resource group '{rg}' could not be found."),
+        );
+    }
+    let key = format!(
+        "{sub}/{}/{name}",
+        rg.map(str::to_ascii_lowercase)
+            .unwrap_or_else(|| "-".into())
+    );
+    // ARM's rules for the scope: the schema must be the scope's, and a deployment above
+    // a resource group needs a location for its record.
+    let schema = body["properties"]["template"]["$schema"]
+        .as_str()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let want = if rg.is_some() {
+        "/deploymenttemplate.json"
+    } else {
+        "/subscriptiondeploymenttemplate.json"
+    };
+    if !schema.is_empty() && !schema.trim_end_matches('#').ends_with(want) {
+        return error(
+            400,
+            "InvalidSchema",
+            &format!(
+                "The template schema '{schema}' is not supported for a deployment at this scope."
+            ),
+        );
+    }
+    if rg.is_none() && !body["location"].is_string() {
+        return error(
+            400,
+            "InvalidDeployment",
+            "The 'location' property must be specified for the template deployment.",
+        );
+    }
+    if st
+        .deployments
+        .get(&key)
+        .is_some_and(|d| !["Succeeded", "Failed", "Canceled"].contains(&d.state.as_str()))
+    {
+        return error(
+            409,
+            "DeploymentActive",
+            &format!(
+                "Unable to edit or replace deployment '{name}': previous deployment from '{name}' is still active."
+            ),
+        );
+    }
+    let props = &body["properties"];
+    if props["mode"] != "Incremental" {
+        return error(400, "InvalidDeploymentMode", "mode must be Incremental");
+    }
+    let template = &props["template"];
+    if !template["$schema"].is_string() || !template["resources"].is_array() {
+        return error(
+            400,
+            "InvalidTemplate",
+            "Deployment template validation failed: the template must have $schema and resources.",
+        );
+    }
+    if let Err(message) = validate_template(template) {
+        return HttpResponse::BadRequest().json(json!({"error": {"code": "InvalidTemplate", "message": format!("Deployment template validation failed: '{message}'.")}}));
+    }
+    // Parameters: {name: {value}}; every declared one without a default must be given.
+    let mut values = serde_json::Map::new();
+    let given = props["parameters"].as_object().cloned().unwrap_or_default();
+    for (pname, decl) in template["parameters"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default()
+    {
+        match given.get(&pname).and_then(|g| g.get("value")) {
+            Some(v) => {
+                if let Err(message) = check_parameter(&pname, &decl, v) {
+                    return HttpResponse::BadRequest().json(json!({"error": {"code": "InvalidTemplate", "message": format!("Deployment template validation failed: '{message}'.")}}));
+                }
+                values.insert(pname, v.clone());
+            }
+            None => match decl.get("defaultValue") {
+                Some(d) => {
+                    values.insert(pname, d.clone());
+                }
+                None => {
+                    return HttpResponse::BadRequest().json(json!({"error": {"code": "InvalidTemplate", "message": "Deployment template validation failed.",
+                                "details": [{"code": "MissingParameter", "message": format!("The value for the template parameter '{pname}' is not provided.")}]}}));
+                }
+            },
+        }
+    }
+    for pname in given.keys() {
+        if !template["parameters"]
+            .as_object()
+            .is_some_and(|p| p.contains_key(pname))
+        {
+            return error(
+                400,
+                "InvalidTemplate",
+                &format!(
+                    "The template parameters '{pname}' in the parameters file are not valid; they are not present in the original template."
+                ),
+            );
+        }
+    }
+    let output_resources: Vec<String> = template["resources"]
+        .as_array()
+        .map(|rs| {
+            rs.iter()
+                .map(|r| {
+                    let ty = r["type"].as_str().unwrap_or_default();
+                    let name = eval(&r["name"], &values);
+                    let rname = name.as_str().unwrap_or_default();
+                    match rg {
+                        Some(rg) => format!(
+                            "/subscriptions/{sub}/resourceGroups/{rg}/providers/{ty}/{rname}"
+                        ),
+                        None if ty.eq_ignore_ascii_case("Microsoft.Resources/resourceGroups") => {
+                            format!("/subscriptions/{sub}/resourceGroups/{rname}")
+                        }
+                        None => format!("/subscriptions/{sub}/providers/{ty}/{rname}"),
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut outputs = serde_json::Map::new();
+    for (oname, o) in template["outputs"].as_object().cloned().unwrap_or_default() {
+        outputs.insert(
+            oname,
+            json!({"type": o["type"], "value": eval(&o["value"], &values)}),
+        );
+    }
+    let groups: Vec<(String, Value)> = if rg.is_some() {
+        Vec::new()
+    } else {
+        template["resources"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .filter(|r| {
+                r["type"]
+                    .as_str()
+                    .is_some_and(|t| t.eq_ignore_ascii_case("Microsoft.Resources/resourceGroups"))
+            })
+            .map(|r| {
+                let gname = eval(&r["name"], &values)
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                let group = json!({
+                    "id": format!("/subscriptions/{sub}/resourceGroups/{gname}"),
+                    "name": gname, "location": eval(&r["location"], &values),
+                    "tags": r.get("tags").map(|t| eval(t, &values)).unwrap_or(json!({})),
+                    "properties": {"provisioningState": "Succeeded"},
+                });
+                (gname.to_ascii_lowercase(), group)
+            })
+            .collect()
+    };
+    st.deployment_puts += 1;
+    let dep = Deployment {
+        state: "Accepted".into(),
+        reads: 0,
+        fail: values.get("shouldFail") == Some(&json!(true)),
+        slow: values.get("slow") == Some(&json!(true)),
+        outputs: Value::Object(outputs),
+        output_resources,
+        parameters: Value::Object(values),
+        groups,
+    };
+    st.deployments.insert(key, dep);
+    let scope = match rg {
+        Some(rg) => format!("/subscriptions/{sub}/resourcegroups/{rg}"),
+        None => format!("/subscriptions/{sub}"),
+    };
+    HttpResponse::Created()
+                .insert_header(("Azure-AsyncOperation", format!("{base}{scope}/providers/Microsoft.Resources/deployments/{name}/operationStatuses/op1?api-version=2024-03-01")))
+                .insert_header(("Retry-After", "1"))
+                .json(json!({"name": name, "properties": {"provisioningState": "Accepted", "mode": "Incremental"}}))
+}
+
+fn operation_status(st: &mut ArmState, key: &str) -> HttpResponse {
+    let Some(view) = advance(st, key) else {
+        return error(404, "DeploymentNotFound", "not found");
+    };
+    let state = view["properties"]["provisioningState"]
+        .as_str()
+        .unwrap_or("Running");
+    let status = if state == "Accepted" {
+        "Running"
+    } else {
+        state
+    };
+    HttpResponse::Ok()
+        .insert_header(("Retry-After", "1"))
+        .json(json!({"status": status, "error": view["properties"]["error"]}))
+}
+
+fn cancel_deployment(st: &mut ArmState, key: &str) -> HttpResponse {
+    st.cancels += 1;
+    match st.deployments.get_mut(key) {
+        None => error(404, "DeploymentNotFound", "not found"),
+        Some(d) if ["Accepted", "Running"].contains(&d.state.as_str()) => {
+            d.state = "Canceled".into();
+            HttpResponse::NoContent().finish()
+        }
+        Some(d) => error(
+            409,
+            "DeploymentCannotBeCancelled",
+            &format!(
+                "The deployment is in state '{}' and cannot be cancelled.",
+                d.state
+            ),
+        ),
+    }
+}
+
 /// Reading a deployment moves it on: Accepted → Running → Succeeded | Failed (or stays Running
 /// while slow). Succeeded registers its resources.
 fn advance(st: &mut ArmState, key: &str) -> Option<Value> {
@@ -561,7 +740,13 @@ fn advance(st: &mut ArmState, key: &str) -> Option<Value> {
     }
     let d = d.clone();
     for r in created {
-        if !st.resources.contains(&r) {
+        if let Some((gname, group)) = d
+            .groups
+            .iter()
+            .find(|(_, g)| g["id"].as_str() == Some(r.as_str()))
+        {
+            st.resource_groups.insert(gname.clone(), group.clone());
+        } else if !st.resources.contains(&r) {
             st.resources.push(r);
         }
     }

@@ -31,6 +31,7 @@ use super::{
     Engine, EngineError, EngineOutput, EventSender, RunEvent, RunJob, StopReason, StopSignal,
     Stream, mask_secrets,
 };
+use crate::catalog::TargetScope;
 use crate::config::{BicepCompilerChoice, Settings};
 use crate::domain::Operation;
 
@@ -165,37 +166,51 @@ impl ArmRun {
         }
     }
 
-    fn scope(&self) -> Result<(String, String), EngineError> {
+    /// Where this deployment is made: its resource group, or the subscription for a template
+    /// that declares subscription scope (it creates its resource groups itself).
+    fn target(&self) -> Result<Target, EngineError> {
         let d = &self.job.deployment;
-        let sub = d
-            .subscription_id
-            .clone()
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| {
-                EngineError::Failed("subscription_id is required for Azure deployments".into())
-            })?;
-        let rg = d
-            .resource_group
-            .clone()
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| {
-                EngineError::Failed("resource_group is required for Azure deployments".into())
-            })?;
-        Ok((sub, rg))
+        let given = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
+        let sub = given(&d.subscription_id).ok_or_else(|| {
+            EngineError::Failed("subscription_id is required for Azure deployments".into())
+        })?;
+        match self.job.template.target_scope {
+            TargetScope::ResourceGroup => {
+                let rg = given(&d.resource_group).ok_or_else(|| {
+                    EngineError::Failed("resource_group is required for Azure deployments".into())
+                })?;
+                Ok(Target::ResourceGroup { sub, rg })
+            }
+            TargetScope::Subscription => {
+                let location = given(&d.location).ok_or_else(|| {
+                    EngineError::Failed(
+                        "a location is required for a subscription-scope deployment".into(),
+                    )
+                })?;
+                Ok(Target::Subscription { sub, location })
+            }
+            other => Err(EngineError::Failed(format!(
+                "{} deploys at {} scope, which this daemon does not deploy",
+                self.job.template.file_name,
+                other.as_str()
+            ))),
+        }
     }
 
-    fn deployment_path(&self, sub: &str, rg: &str) -> String {
+    /// The ARM deployment's path (without api-version).
+    fn deployment_path(&self, target: &Target) -> String {
         format!(
-            "/subscriptions/{sub}/resourcegroups/{rg}/providers/Microsoft.Resources/deployments/{}",
+            "{}/providers/Microsoft.Resources/deployments/{}",
+            target.scope_path(),
             deployment_name(self.job.deployment.id.as_str())
         )
     }
 
     async fn execute(mut self) -> Result<EngineOutput, EngineError> {
-        let (sub, rg) = self.scope()?;
+        let target = self.target()?;
         match self.job.deployment.operation {
-            Operation::Deploy => self.deploy(&sub, &rg).await,
-            Operation::Destroy => self.destroy(&sub, &rg).await,
+            Operation::Deploy => self.deploy(&target).await,
+            Operation::Destroy => self.destroy(&target).await,
         }
     }
 
@@ -305,13 +320,15 @@ impl ArmRun {
         Ok(())
     }
 
-    async fn deploy(&mut self, sub: &str, rg: &str) -> Result<EngineOutput, EngineError> {
+    async fn deploy(&mut self, target: &Target) -> Result<EngineOutput, EngineError> {
         let template = self.template().await?;
         self.progress(5);
-        self.ensure_resource_group(sub, rg).await?;
+        if let Target::ResourceGroup { sub, rg } = target {
+            self.ensure_resource_group(sub, rg).await?;
+        }
         let path = format!(
             "{}?api-version={DEPLOYMENTS_API}",
-            self.deployment_path(sub, rg)
+            self.deployment_path(target)
         );
         // Taken over after a crash: follow the deployment ARM is still running.
         let existing = self
@@ -326,7 +343,7 @@ impl ArmRun {
         if running {
             self.log("following the ARM deployment already under way (taken over)");
         } else {
-            let body = json!({
+            let mut body = json!({
                 "properties": {
                     "mode": "Incremental",
                     "template": template,
@@ -334,9 +351,14 @@ impl ArmRun {
                 },
                 "tags": {"managed-by": "multicloud", "multicloud-deployment": self.job.deployment.id.as_str()},
             });
+            // A deployment above a resource group has a location: where ARM keeps its record.
+            if let Target::Subscription { location, .. } = target {
+                body["location"] = json!(location);
+            }
             self.log(format!(
-                "PUT deployment {} in {rg}",
-                deployment_name(self.job.deployment.id.as_str())
+                "PUT deployment {} {}",
+                deployment_name(self.job.deployment.id.as_str()),
+                target.describe()
             ));
             self.client
                 .request(Method::PUT, &path, Some(&body))
@@ -450,10 +472,11 @@ impl ArmRun {
         }
     }
 
-    async fn destroy(&mut self, sub: &str, rg: &str) -> Result<EngineOutput, EngineError> {
+    async fn destroy(&mut self, target: &Target) -> Result<EngineOutput, EngineError> {
+        let sub = target.subscription();
         let path = format!(
             "{}?api-version={DEPLOYMENTS_API}",
-            self.deployment_path(sub, rg)
+            self.deployment_path(target)
         );
         let Some(d) = self
             .client
@@ -511,6 +534,9 @@ impl ArmRun {
 
     /// The newest API version of a resource's type, from the provider's metadata (cached).
     async fn api_version(&mut self, sub: &str, id: &str) -> Result<String, EngineError> {
+        if is_resource_group_id(id) {
+            return Ok(RESOURCES_API.to_string());
+        }
         let (namespace, resource_type) = resource_type_of(id)
             .ok_or_else(|| EngineError::Failed(format!("cannot read the resource type of {id}")))?;
         let key = format!("{namespace}/{resource_type}").to_ascii_lowercase();
@@ -557,6 +583,57 @@ impl ArmRun {
     }
 }
 
+/// Where an ARM deployment is made.
+#[derive(Debug, Clone, PartialEq)]
+enum Target {
+    ResourceGroup {
+        sub: String,
+        rg: String,
+    },
+    /// A subscription-scope deployment (the template creates its resource groups); its record
+    /// is kept in `location`.
+    Subscription {
+        sub: String,
+        location: String,
+    },
+}
+
+impl Target {
+    fn subscription(&self) -> &str {
+        match self {
+            Target::ResourceGroup { sub, .. } | Target::Subscription { sub, .. } => sub,
+        }
+    }
+
+    /// The scope's resource id: `/subscriptions/s[/resourcegroups/g]`.
+    fn scope_path(&self) -> String {
+        match self {
+            Target::ResourceGroup { sub, rg } => {
+                format!("/subscriptions/{sub}/resourcegroups/{rg}")
+            }
+            Target::Subscription { sub, .. } => format!("/subscriptions/{sub}"),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Target::ResourceGroup { rg, .. } => format!("in {rg}"),
+            Target::Subscription { sub, location } => {
+                format!("at subscription scope ({sub}, record in {location})")
+            }
+        }
+    }
+}
+
+/// `/subscriptions/s/resourceGroups/g`: a resource group itself (what a subscription-scope
+/// deployment creates), deleted with the resources API.
+fn is_resource_group_id(id: &str) -> bool {
+    let parts: Vec<&str> = id.trim_matches('/').split('/').collect();
+    parts.len() == 4
+        && parts[0].eq_ignore_ascii_case("subscriptions")
+        && parts[2].eq_ignore_ascii_case("resourcegroups")
+}
+
 /// The ARM deployment name of a multicloud deployment: unique per deployment, at most 64 chars.
 pub fn deployment_name(id: &str) -> String {
     format!("multicloud-{id}").chars().take(64).collect()
@@ -597,6 +674,20 @@ mod tests {
             ))
         );
         assert_eq!(resource_type_of("/subscriptions/s"), None);
+        assert!(is_resource_group_id("/subscriptions/s/resourceGroups/rg-1"));
+        assert!(!is_resource_group_id(
+            "/subscriptions/s/resourceGroups/g/providers/Microsoft.Storage/storageAccounts/a"
+        ));
+        let sub = Target::Subscription {
+            sub: "s".into(),
+            location: "westeurope".into(),
+        };
+        assert_eq!(sub.scope_path(), "/subscriptions/s");
+        let rg = Target::ResourceGroup {
+            sub: "s".into(),
+            rg: "g".into(),
+        };
+        assert_eq!(rg.scope_path(), "/subscriptions/s/resourcegroups/g");
         assert_eq!(
             deployment_name("deploy-0123456789abcdef"),
             "multicloud-deploy-0123456789abcdef"
