@@ -9,6 +9,7 @@
 //! starting another.
 
 pub mod client;
+pub mod whatif;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

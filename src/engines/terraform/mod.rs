@@ -12,6 +12,7 @@
 //! `-json` gives progress and clean error text; the log keeps each event's human-readable
 //! message.
 
+pub mod plan;
 pub mod provider;
 
 use std::path::{Path, PathBuf};
