@@ -2,6 +2,8 @@
 //! from Bicep's alphabet, random edits of real templates, and pathological nesting all end in
 //! either a template or a positioned error.
 
+use std::collections::HashMap;
+
 use multicloud::bicep;
 use proptest::prelude::*;
 use serde_json::Value;
@@ -20,9 +22,29 @@ fn sources() -> Vec<String> {
     out
 }
 
-/// Compiles `src`; a template must be well formed, an error must carry a real position.
+/// The files the random templates may read: modules (one that includes itself, one that
+/// includes the main file back) and `load*` targets.
+fn files() -> &'static HashMap<String, String> {
+    static FILES: std::sync::OnceLock<HashMap<String, String>> = std::sync::OnceLock::new();
+    FILES.get_or_init(|| {
+        [
+            ("m.bicep", "param p string = 'x'\noutput o string = p\n"),
+            ("self.bicep", "module again 'self.bicep' = {\n  name: 'a'\n}\n"),
+            ("back.bicep", "module main 'main.bicep' = {\n  name: 'b'\n}\n"),
+            ("j.json", r#"{"parameters": {"p": {"type": "string"}}, "outputs": {"o": {"type": "string", "value": "x"}}, "resources": []}"#),
+            ("t.txt", "text [x]\n"),
+            ("d.json", r#"{"a": [1, {"b": "[c]"}]}"#),
+        ]
+        .into_iter()
+        .map(|(p, s)| (p.to_string(), s.to_string()))
+        .collect()
+    })
+}
+
+/// Compiles `src` (as main.bicep beside `files()`); a template must be well formed, an error
+/// must carry a real position.
 fn check(src: &str) {
-    match bicep::compile(src) {
+    match bicep::compile_with(src, "main.bicep", files()) {
         Ok(t) => {
             assert!(t["resources"].is_array(), "{t}");
             assert_balanced(&t);
@@ -102,6 +124,21 @@ proptest! {
                 Just("output on string = r::n.id".to_string()),
                 Just("  properties: { x: n.id, y: r::n::n2.name }".to_string()),
                 Just("var g = reduce(l, 0, (a, b) => a)".to_string()),
+                Just("module md './m.bicep' = {".to_string()),
+                Just("module mj 'j.json' = if (p == 'x') {".to_string()),
+                Just("module ml 'm.bicep' = [for (x, i) in l: {".to_string()),
+                Just("module ms 'self.bicep' = {".to_string()),
+                Just("module mb 'back.bicep' = {".to_string()),
+                Just("module mr 'br/public:x:1' = {".to_string()),
+                Just("  params: { p: md.outputs.o }".to_string()),
+                Just("  params: { p: ml[0].outputs.o, q: r.id }".to_string()),
+                Just("  scope: resourceGroup('g')".to_string()),
+                Just("  name: md.name".to_string()),
+                Just("  dependsOn: [md, ml, r]".to_string()),
+                Just("output om string = ml[1].outputs.o".to_string()),
+                Just("var lt = loadTextContent('t.txt')".to_string()),
+                Just("var lj = loadJsonContent('d.json').a[0]".to_string()),
+                Just("var lb = 'x${loadFileAsBase64('../t.txt')}'".to_string()),
                 "[a-z(){}'$\\[\\]:=., ]{0,30}",
             ],
             0..30,
@@ -199,4 +236,29 @@ fn pathological_nesting_is_an_error_not_a_stack_overflow() {
         "resource d 'A.B/d@1' = {\n  name: r2999.name\n  properties: {\n    id: r2999.id\n  }\n}\n",
     );
     check(&src);
+    // Modules that include each other are an error, not a stack overflow; so is a chain of
+    // modules deeper than the bound.
+    let mut fs = HashMap::new();
+    fs.insert(
+        "a.bicep".to_string(),
+        "module b 'b.bicep' = {\n  name: 'b'\n}\n".to_string(),
+    );
+    fs.insert(
+        "b.bicep".to_string(),
+        "module a 'a.bicep' = {\n  name: 'a'\n}\n".to_string(),
+    );
+    let err = bicep::compile_with(&fs["a.bicep"], "a.bicep", &fs).expect_err("a cycle");
+    assert!(
+        err.message.contains("a.bicep -> b.bicep -> a.bicep"),
+        "{err}"
+    );
+    let mut fs = HashMap::new();
+    for i in 0..10_000 {
+        fs.insert(
+            format!("m{i}.bicep"),
+            format!("module n 'm{}.bicep' = {{\n  name: 'n'\n}}\n", i + 1),
+        );
+    }
+    let err = bicep::compile_with(&fs["m0.bicep"], "m0.bicep", &fs).expect_err("too deep");
+    assert!(err.message.contains("deep"), "{err}");
 }

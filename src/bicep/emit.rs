@@ -9,6 +9,7 @@ use serde_json::{Map, Value, json};
 
 use super::CompileError;
 use super::arm::Ax;
+use super::files::{Context, ModuleTemplate, Modules};
 use super::syntax::{
     Decorator, Expr, ExprKind, ForLoop, Property, ResourceLoop, Stmt, StmtKind, TypeExpr,
     unsupported,
@@ -19,6 +20,17 @@ const MAX_DEPTH: usize = 256;
 
 const SCHEMA: &str =
     "https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#";
+
+/// A module is a nested deployment of this type and API version (today's official compiler).
+const NESTED_DEPLOYMENT_TYPE: &str = "Microsoft.Resources/deployments";
+const NESTED_DEPLOYMENT_API_VERSION: &str = "2025-04-01";
+
+/// The file being compiled, for what it reads (`load*` functions).
+pub struct Files<'c> {
+    pub context: &'c Context<'c>,
+    /// Its path, relative to the root.
+    pub path: &'c str,
+}
 
 struct Resource<'a> {
     /// Deployed elsewhere: referenced, never emitted, never a dependency.
@@ -38,6 +50,9 @@ struct Resource<'a> {
     body: &'a [Property],
     decorators: &'a [Decorator],
     at: usize,
+    /// A module: a nested deployment of this template, with these `params`.
+    module: Option<&'a ModuleTemplate>,
+    params: Option<&'a Expr>,
 }
 
 /// A dependency of a declaration on a resource, or on one element of a resource loop.
@@ -82,22 +97,38 @@ struct LoopScope {
 
 struct Emitter<'a> {
     src: &'a str,
+    modules: &'a Modules,
+    files: &'a Files<'a>,
     loops: std::cell::RefCell<Vec<LoopScope>>,
     symbols: HashMap<&'a str, Symbol<'a>>,
     resources: Vec<Resource<'a>>,
     /// Variables whose value needs the deployment to run (`reference`, `list*`): inlined.
     runtime_vars: HashSet<&'a str>,
+    /// The `load*` calls by position: their value, inline or through a `$fxv#N` variable.
+    loads: HashMap<usize, Ax>,
+    /// The `$fxv#N` variables, in order.
+    load_vars: Vec<(String, Value)>,
 }
 
-pub fn emit(src: &str, stmts: &[Stmt]) -> Result<Value, CompileError> {
+pub fn emit<'a>(
+    src: &'a str,
+    stmts: &'a [Stmt],
+    modules: &'a Modules,
+    files: &'a Files<'a>,
+) -> Result<Value, CompileError> {
     let mut e = Emitter {
         src,
+        modules,
+        files,
         loops: std::cell::RefCell::new(Vec::new()),
         symbols: HashMap::new(),
         resources: Vec::new(),
         runtime_vars: HashSet::new(),
+        loads: HashMap::new(),
+        load_vars: Vec::new(),
     };
     e.declare(stmts)?;
+    e.load_files(stmts)?;
     e.find_runtime_vars()?;
     e.check_resource_cycles()?;
     e.write(stmts)
@@ -188,7 +219,22 @@ impl<'a> Emitter<'a> {
                         body,
                         decorators: &s.decorators,
                         at: s.at,
+                        module: None,
+                        params: None,
                     });
+                    (name, Symbol::Resource(index))
+                }
+                StmtKind::Module {
+                    name,
+                    looped,
+                    condition,
+                    body,
+                    ..
+                } => {
+                    let index = self.resources.len();
+                    let r =
+                        self.declare_module(s, name, looped.as_ref(), condition.as_ref(), body)?;
+                    self.resources.push(r);
                     (name, Symbol::Resource(index))
                 }
                 StmtKind::TargetScope(_) | StmtKind::Metadata { .. } => continue,
@@ -231,6 +277,12 @@ impl<'a> Emitter<'a> {
             }
             if let Some(p) = r.parent {
                 let parent = self.resource(p);
+                if parent.module.is_some() {
+                    return Err(self.err(
+                        r.at,
+                        format!("the parent of '{}' is a module, not a resource", r.symbol),
+                    ));
+                }
                 // Type names are compared without case, as ARM does (`ruleSets`, `rulesets`).
                 let expected = format!("{}/", parent.ty);
                 let child_of = r.ty.len() > expected.len()
@@ -281,6 +333,467 @@ impl<'a> Emitter<'a> {
             }
         }
         Ok(())
+    }
+
+    /// A module declaration, checked against the module's template: its properties, its scope
+    /// (this resource group or another), and its parameters (each declared, all required ones
+    /// given).
+    fn declare_module(
+        &self,
+        s: &'a Stmt,
+        name: &'a str,
+        looped: Option<&'a ResourceLoop>,
+        condition: Option<&'a Expr>,
+        body: &'a [Property],
+    ) -> Result<Resource<'a>, CompileError> {
+        let Some(module) = self.modules.get(name) else {
+            return Err(self.err(s.at, format!("module '{name}' was not compiled")));
+        };
+        for p in body {
+            if p.key_expr.is_some()
+                || !matches!(p.key.as_str(), "name" | "params" | "scope" | "dependsOn")
+            {
+                return Err(unsupported(
+                    self.src,
+                    p.at,
+                    &format!(
+                        "module properties other than name, params, scope and dependsOn ('{}')",
+                        p.key
+                    ),
+                ));
+            }
+        }
+        let prop = |key: &str| body.iter().find(|p| p.key == key).map(|p| &p.value);
+        let Some(name_expr) = prop("name") else {
+            return Err(unsupported(
+                self.src,
+                s.at,
+                "modules without a name (generated deployment names)",
+            ));
+        };
+        if let Some(scope) = prop("scope") {
+            let ok = matches!(&scope.kind, ExprKind::Call { name, args } if name == "resourceGroup" && args.len() <= 2);
+            if !ok {
+                return Err(unsupported(
+                    self.src,
+                    scope.at,
+                    "module scopes other than a resource group (resourceGroup(...))",
+                ));
+            }
+        }
+        let params = prop("params");
+        let mut given = Vec::new();
+        if let Some(ps) = params {
+            let ExprKind::Object(items) = &ps.kind else {
+                return Err(self.err(ps.at, "a module's 'params' must be an object"));
+            };
+            for p in items {
+                if p.key_expr.is_some() {
+                    return Err(self.err(p.at, "a module parameter's name must be literal"));
+                }
+                if !module.params.iter().any(|(n, _)| *n == p.key) {
+                    return Err(self.err(
+                        p.at,
+                        format!("module '{name}' has no parameter '{}'", p.key),
+                    ));
+                }
+                if given.contains(&p.key.as_str()) {
+                    return Err(self.err(p.at, format!("parameter '{}' is given twice", p.key)));
+                }
+                given.push(p.key.as_str());
+            }
+        }
+        let missing: Vec<&str> = module
+            .params
+            .iter()
+            .filter(|(n, required)| *required && !given.contains(&n.as_str()))
+            .map(|(n, _)| n.as_str())
+            .collect();
+        if !missing.is_empty() {
+            return Err(self.err(
+                s.at,
+                format!(
+                    "module '{name}' needs the parameters {}",
+                    missing
+                        .iter()
+                        .map(|m| format!("'{m}'"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+        Ok(Resource {
+            existing: false,
+            looped,
+            symbol: name,
+            ty: NESTED_DEPLOYMENT_TYPE.to_string(),
+            api_version: NESTED_DEPLOYMENT_API_VERSION.to_string(),
+            name: name_expr,
+            parent: None,
+            parent_index: None,
+            scope: prop("scope"),
+            condition,
+            depends_on: prop("dependsOn"),
+            body,
+            decorators: &s.decorators,
+            at: s.at,
+            module: Some(&**module),
+            params,
+        })
+    }
+
+    /// A module's resource group, when it is not this one: the subscription (when given) and
+    /// the group.
+    fn module_scope(&self, r: &Resource<'a>) -> Result<Option<(Option<Ax>, Ax)>, CompileError> {
+        let Some(ExprKind::Call { args, .. }) = r.scope.map(|s| &s.kind) else {
+            return Ok(None);
+        };
+        Ok(match args.as_slice() {
+            [] => None,
+            [rg] => Some((None, self.lower(rg)?)),
+            [sub, rg] => Some((Some(self.lower(sub)?), self.lower(rg)?)),
+            _ => unreachable!("checked in declare_module"),
+        })
+    }
+
+    /// The module `e` names, `m` or `m[i]` (an element of a module loop, with its index).
+    fn module_ref<'e>(&self, e: &'e Expr) -> Option<(&Resource<'a>, Option<&'e Expr>)> {
+        match &e.kind {
+            ExprKind::Ident(_) => self
+                .resource_symbol(e)
+                .filter(|r| r.module.is_some())
+                .map(|r| (r, None)),
+            ExprKind::Index { base, index } => self
+                .resource_symbol(base)
+                .filter(|r| r.module.is_some() && r.looped.is_some())
+                .map(|r| (r, Some(&**index))),
+            _ => None,
+        }
+    }
+
+    /// `f` for the module `r`, at the element `index` of its loop when given.
+    fn module_read(
+        &self,
+        r: &Resource<'a>,
+        index: Option<&Expr>,
+        f: impl FnOnce() -> Result<Ax, CompileError>,
+    ) -> Result<Ax, CompileError> {
+        match (index, r.looped) {
+            (Some(i), Some(l)) => {
+                let position = self.lower(i)?;
+                self.in_loop(r, l, position, f)
+            }
+            _ => {
+                self.not_a_collection(r)?;
+                f()
+            }
+        }
+    }
+
+    /// `reference(<deployment id>, <api version>)`: the state of a module's deployment.
+    fn module_reference(&self, r: &Resource<'a>) -> Result<Ax, CompileError> {
+        Ok(Ax::call(
+            "reference",
+            vec![self.resource_id(r)?, Ax::Str(r.api_version.clone())],
+        ))
+    }
+
+    /// `m.outputs.<name>` (or `m[i].outputs.<name>`): the output's value.
+    fn module_output(
+        &self,
+        r: &Resource<'a>,
+        index: Option<&Expr>,
+        name: &str,
+        at: usize,
+    ) -> Result<Ax, CompileError> {
+        let module = r.module.expect("a module");
+        match module.outputs.iter().find(|(n, _)| n == name) {
+            None => {
+                return Err(self.err(at, format!("module '{}' has no output '{name}'", r.symbol)));
+            }
+            Some((_, true)) => {
+                return Err(unsupported(self.src, at, "secure outputs of modules"));
+            }
+            Some(_) => {}
+        }
+        let reference = self.module_read(r, index, || self.module_reference(r))?;
+        Ok(Ax::Prop(
+            Box::new(Ax::Prop(
+                Box::new(Ax::Prop(Box::new(reference), "outputs".into())),
+                name.to_string(),
+            )),
+            "value".into(),
+        ))
+    }
+
+    /// `m.name`, `m.outputs` (or of `m[i]`).
+    fn module_property(
+        &self,
+        r: &Resource<'a>,
+        index: Option<&Expr>,
+        name: &str,
+        at: usize,
+    ) -> Result<Ax, CompileError> {
+        match name {
+            "name" => self.module_read(r, index, || self.lower(r.name)),
+            "outputs" => {
+                if r.module
+                    .is_some_and(|m| m.outputs.iter().any(|(_, secure)| *secure))
+                {
+                    return Err(unsupported(self.src, at, "secure outputs of modules"));
+                }
+                let reference = self.module_read(r, index, || self.module_reference(r))?;
+                Ok(Ax::Prop(Box::new(reference), "outputs".into()))
+            }
+            other => Err(self.err(
+                at,
+                format!(
+                    "'{other}' is not a property of module '{}' (it has 'name' and 'outputs')",
+                    r.symbol
+                ),
+            )),
+        }
+    }
+
+    /// A module parameter's entry: `{"value": ...}`, a key vault reference for
+    /// `kv.getSecret('name')`, a copy loop for a loop, and for a ternary the ternary of the
+    /// entries.
+    fn module_parameter(&self, e: &Expr) -> Result<Value, CompileError> {
+        if let ExprKind::For(l) = &e.kind {
+            let (count, input) =
+                self.loop_body(l, Ax::call("copyIndex", vec![Ax::str("value")]))?;
+            return Ok(json!({"copy": [{
+                "name": "value",
+                "count": count.to_json(),
+                "input": input.to_json(),
+            }]}));
+        }
+        Ok(self.module_parameter_ax(e, true)?.to_json())
+    }
+
+    fn module_parameter_ax(&self, e: &Expr, top: bool) -> Result<Ax, CompileError> {
+        match &e.kind {
+            ExprKind::MethodCall { base, name, args } if name == "getSecret" => {
+                let (kv, index) = match &base.kind {
+                    ExprKind::Index { base: inner, index } => {
+                        (self.resource_symbol(inner), Some(&**index))
+                    }
+                    _ => (self.resource_symbol(base), None),
+                };
+                let Some(kv) = kv.filter(|kv| {
+                    kv.module.is_none() && kv.ty.eq_ignore_ascii_case("Microsoft.KeyVault/vaults")
+                }) else {
+                    return Err(self.err(e.at, "getSecret() is called on a key vault"));
+                };
+                let id = match (index, kv.looped) {
+                    (Some(i), Some(l)) => {
+                        let position = self.lower(i)?;
+                        self.in_loop(kv, l, position, || self.resource_id(kv))?
+                    }
+                    (None, _) => {
+                        self.not_a_collection(kv)?;
+                        self.resource_id(kv)?
+                    }
+                    (Some(i), None) => {
+                        return Err(
+                            self.err(i.at, format!("'{}' is not a resource loop", kv.symbol))
+                        );
+                    }
+                };
+                let mut reference = vec![(Ax::str("keyVault"), Ax::Obj(vec![(Ax::str("id"), id)]))];
+                match args.as_slice() {
+                    [secret] => reference.push((Ax::str("secretName"), self.lower(secret)?)),
+                    [secret, version] => {
+                        reference.push((Ax::str("secretName"), self.lower(secret)?));
+                        reference.push((Ax::str("secretVersion"), self.lower(version)?));
+                    }
+                    _ => return Err(self.err(e.at, "getSecret() takes a name and a version")),
+                }
+                Ok(Ax::Obj(vec![(Ax::str("reference"), Ax::Obj(reference))]))
+            }
+            ExprKind::Ternary {
+                cond,
+                then,
+                otherwise,
+            } => Ok(Ax::call(
+                "if",
+                vec![
+                    self.lower(cond)?,
+                    self.module_parameter_ax(then, false)?,
+                    self.module_parameter_ax(otherwise, false)?,
+                ],
+            )),
+            _ => {
+                let value = if top {
+                    self.lower_json(e)?
+                } else {
+                    self.lower(e)?
+                };
+                Ok(Ax::Obj(vec![(Ax::str("value"), value)]))
+            }
+        }
+    }
+
+    /// Reads the files the `load*` calls name, in source order (the official compiler's order
+    /// of `$fxv#N` variables): `loadTextContent` and `loadFileAsBase64` assigned directly to a
+    /// variable are inlined, every other call reads a `$fxv#N` variable.
+    fn load_files(&mut self, stmts: &'a [Stmt]) -> Result<(), CompileError> {
+        let mut calls: Vec<(&'a Expr, &'a str, &'a [Expr], bool)> = Vec::new();
+        for s in stmts {
+            let direct = match &s.kind {
+                StmtKind::Var { value, .. } => Some(value.at),
+                _ => None,
+            };
+            let mut exprs: Vec<&'a Expr> = s.decorators.iter().flat_map(|d| &d.args).collect();
+            match &s.kind {
+                StmtKind::Param { default, .. } => exprs.extend(default),
+                StmtKind::Var { value, .. } | StmtKind::Output { value, .. } => exprs.push(value),
+                StmtKind::Metadata { value, .. } | StmtKind::TargetScope(value) => {
+                    exprs.push(value)
+                }
+                StmtKind::Resource {
+                    looped,
+                    condition,
+                    body,
+                    ..
+                }
+                | StmtKind::Module {
+                    looped,
+                    condition,
+                    body,
+                    ..
+                } => {
+                    if let Some(l) = looped {
+                        exprs.push(&l.source);
+                        exprs.extend(&l.condition);
+                    }
+                    exprs.extend(condition);
+                    exprs.extend(
+                        body.iter()
+                            .flat_map(|p| p.key_expr.iter().chain([&p.value])),
+                    );
+                }
+            }
+            for e in exprs {
+                walk(e, &mut |x| {
+                    let (name, args) = match &x.kind {
+                        ExprKind::Call { name, args } => (name, args),
+                        ExprKind::MethodCall { base, name, args } if matches!(&base.kind, ExprKind::Ident(ns) if ns == "sys") => {
+                            (name, args)
+                        }
+                        _ => return,
+                    };
+                    if is_load_function(name) {
+                        calls.push((x, name, args, direct == Some(x.at)));
+                    }
+                });
+            }
+        }
+        if calls.is_empty() {
+            return Ok(());
+        }
+        calls.sort_by_key(|(e, ..)| e.at);
+        for (e, name, args, direct) in calls {
+            let value = self.load_file(e.at, name, args)?;
+            let inline = direct && matches!(name, "loadTextContent" | "loadFileAsBase64");
+            let ax = if inline {
+                value
+            } else {
+                let var = format!("$fxv#{}", self.load_vars.len());
+                self.load_vars.push((var.clone(), value.to_json()));
+                Ax::call("variables", vec![Ax::Str(var)])
+            };
+            self.loads.insert(e.at, ax);
+        }
+        Ok(())
+    }
+
+    /// The value of one `load*` call, read now.
+    fn load_file(&self, at: usize, name: &str, args: &[Expr]) -> Result<Ax, CompileError> {
+        // The official compiler's limit on a literal's characters.
+        const MAX_CHARS: usize = 131_072;
+        let literal = |e: &Expr| match &e.kind {
+            ExprKind::Str { parts, holes } if holes.is_empty() => Some(parts[0].clone()),
+            _ => None,
+        };
+        let Some(path) = args.first().and_then(literal) else {
+            return Err(self.err(
+                at,
+                format!("{name}() takes the file's path as a literal string"),
+            ));
+        };
+        if name == "loadYamlContent" {
+            return Err(unsupported(self.src, at, "YAML files (loadYamlContent)"));
+        }
+        let (encoding, json_path) = match (name, args.len()) {
+            (_, 1) => (None, None),
+            ("loadTextContent", 2) => (Some(&args[1]), None),
+            ("loadJsonContent", 2) => (None, Some(&args[1])),
+            ("loadJsonContent", 3) => (Some(&args[2]), Some(&args[1])),
+            _ => return Err(self.err(at, format!("too many arguments for {name}()"))),
+        };
+        if let Some(e) = encoding
+            && !literal(e).is_some_and(|s| s.eq_ignore_ascii_case("utf-8"))
+        {
+            return Err(unsupported(
+                self.src,
+                e.at,
+                "file encodings other than 'utf-8'",
+            ));
+        }
+        if let Some(e) = json_path
+            && literal(e).as_deref() != Some("$")
+        {
+            return Err(unsupported(
+                self.src,
+                e.at,
+                "JSONPath filters of loadJsonContent",
+            ));
+        }
+        let bytes = self
+            .files
+            .context
+            .load(self.files.path, &path)
+            .map_err(|(no_folder, e)| {
+                if no_folder {
+                    unsupported(
+                        self.src,
+                        at,
+                        &format!(
+                            "compile-time file functions ('{name}') without a templates folder"
+                        ),
+                    )
+                } else {
+                    self.err(at, format!("{name}(): {e}"))
+                }
+            })?;
+        if name == "loadFileAsBase64" {
+            use base64::Engine;
+            if bytes.len() > MAX_CHARS / 4 * 3 {
+                return Err(self.err(at, format!("'{path}' is larger than {name}() reads")));
+            }
+            return Ok(Ax::Str(
+                base64::engine::general_purpose::STANDARD.encode(&bytes),
+            ));
+        }
+        let text = String::from_utf8(bytes)
+            .map_err(|_| self.err(at, format!("'{path}' is not UTF-8 text")))?;
+        let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+        if name == "loadTextContent" {
+            if text.chars().count() > MAX_CHARS {
+                return Err(self.err(at, format!("'{path}' is larger than {name}() reads")));
+            }
+            return Ok(Ax::Str(text.to_string()));
+        }
+        let value: Value = serde_json::from_str(text)
+            .map_err(|e| self.err(at, format!("'{path}' is not valid JSON: {e}")))?;
+        json_literal(&value).ok_or_else(|| {
+            unsupported(
+                self.src,
+                at,
+                &format!("numbers other than integers (in '{path}')"),
+            )
+        })
     }
 
     /// A resource's identity (name, parent, scope, loop source) must not depend on itself:
@@ -541,7 +1054,7 @@ impl<'a> Emitter<'a> {
                 {
                     return self.function(name, args, e.at);
                 }
-                let Some(r) = self.resource_symbol(base) else {
+                let Some(r) = self.resource_symbol(base).filter(|r| r.module.is_none()) else {
                     return Err(self.err(
                         e.at,
                         format!("'{name}()' can only be called on a resource or a namespace"),
@@ -564,6 +1077,19 @@ impl<'a> Emitter<'a> {
                 Ax::Call(name.clone(), lowered)
             }
             ExprKind::Member { base, name } => {
+                // `m.outputs.x`, `m[i].outputs.x`: an output's value.
+                if let ExprKind::Member {
+                    base: inner,
+                    name: outputs,
+                } = &base.kind
+                    && outputs == "outputs"
+                    && let Some((r, index)) = self.module_ref(inner)
+                {
+                    return self.module_output(r, index, name, e.at);
+                }
+                if let Some((r, index)) = self.module_ref(base) {
+                    return self.module_property(r, index, name, e.at);
+                }
                 if let Some(r) = self.resource_symbol(base) {
                     return self.resource_property(r, name);
                 }
@@ -578,6 +1104,25 @@ impl<'a> Emitter<'a> {
                 Ax::Prop(Box::new(self.lower(base)?), name.clone())
             }
             ExprKind::Index { base, index } => {
+                // `m.outputs['x']`.
+                if let ExprKind::Member {
+                    base: inner,
+                    name: outputs,
+                } = &base.kind
+                    && outputs == "outputs"
+                    && let Some((r, i)) = self.module_ref(inner)
+                    && let ExprKind::Str { parts, holes } = &index.kind
+                    && holes.is_empty()
+                {
+                    return self.module_output(r, i, &parts[0], e.at);
+                }
+                if let Some((r, i)) = self.module_ref(base)
+                    && i.is_none()
+                    && let ExprKind::Str { parts, holes } = &index.kind
+                    && holes.is_empty()
+                {
+                    return self.module_property(r, None, &parts[0], e.at);
+                }
                 if let Some(r) = self.resource_symbol(base)
                     && let Some(l) = r.looped
                 {
@@ -670,12 +1215,14 @@ impl<'a> Emitter<'a> {
                 _ => Err(self.err(at, "nameof() takes a symbol or a property access")),
             };
         }
-        if name.starts_with("load") && name.contains("Content") || name == "loadFileAsBase64" {
-            return Err(unsupported(
-                self.src,
-                at,
-                &format!("compile-time file functions ('{name}')"),
-            ));
+        if is_load_function(name) || name.starts_with("load") {
+            return self.loads.get(&at).cloned().ok_or_else(|| {
+                unsupported(
+                    self.src,
+                    at,
+                    &format!("compile-time file functions ('{name}')"),
+                )
+            });
         }
         if LAMBDA_FUNCTIONS.contains(&name) {
             return Err(unsupported(
@@ -698,6 +1245,15 @@ impl<'a> Emitter<'a> {
 
     /// The whole resource as a value: its full runtime state.
     fn whole_resource(&self, r: &Resource<'a>) -> Result<Ax, CompileError> {
+        if r.module.is_some() {
+            return Err(self.err(
+                r.at,
+                format!(
+                    "module '{}' is read through its 'name' and 'outputs', not as a whole",
+                    r.symbol
+                ),
+            ));
+        }
         self.not_a_collection(r)?;
         Ok(Ax::call(
             "reference",
@@ -854,6 +1410,9 @@ impl<'a> Emitter<'a> {
     }
 
     fn resource_property(&self, r: &Resource<'a>, name: &str) -> Result<Ax, CompileError> {
+        if r.module.is_some() {
+            return self.module_property(r, None, name, r.at);
+        }
         self.not_a_collection(r)?;
         Ok(match name {
             "id" => self.resource_id(r)?,
@@ -924,6 +1483,23 @@ impl<'a> Emitter<'a> {
     }
 
     fn resource_id(&self, r: &Resource<'a>) -> Result<Ax, CompileError> {
+        if r.module.is_some() {
+            let args = vec![Ax::Str(r.ty.clone()), self.lower(r.name)?];
+            return Ok(match self.module_scope(r)? {
+                None => Ax::call("resourceId", args),
+                Some((sub, rg)) => {
+                    let sub = sub.unwrap_or_else(|| {
+                        Ax::Prop(
+                            Box::new(Ax::call("subscription", vec![])),
+                            "subscriptionId".into(),
+                        )
+                    });
+                    let mut all = vec![group_id(sub, rg)];
+                    all.extend(args);
+                    Ax::call("extensionResourceId", all)
+                }
+            });
+        }
         let mut args = vec![Ax::Str(r.ty.clone())];
         args.extend(self.segments(r)?);
         if let Some((function, scope_args)) = self.existing_scope(r)? {
@@ -995,6 +1571,10 @@ impl<'a> Emitter<'a> {
             return Ok(None);
         }
         match self.resource_symbol(scope) {
+            Some(target) if target.module.is_some() => Err(self.err(
+                scope.at,
+                "the scope of a resource is a resource or a resource group, not a module",
+            )),
             Some(target) => Ok(Some(self.resource_id(target)?)),
             None if matches!(&scope.kind, ExprKind::Call { name, args } if name == "resourceGroup" && args.is_empty()) => {
                 Ok(None)
@@ -1249,6 +1829,8 @@ impl<'a> Emitter<'a> {
         let mut parameters = Map::new();
         let mut variables = Map::new();
         let mut resources = Vec::new();
+        // The official compiler writes modules after all resources.
+        let mut modules = Vec::new();
         let mut outputs = Map::new();
         for s in stmts {
             match &s.kind {
@@ -1312,6 +1894,12 @@ impl<'a> Emitter<'a> {
                         resources.push(self.resource_json(r)?);
                     }
                 }
+                StmtKind::Module { name, .. } => {
+                    let Some(Symbol::Resource(i)) = self.symbols.get(name.as_str()) else {
+                        unreachable!("declared")
+                    };
+                    modules.push(self.resource_json(&self.resources[*i])?);
+                }
                 StmtKind::Output { name, ty, value } => {
                     let mut o = Map::new();
                     o.insert("type".into(), Value::from(self.plain_type(ty)?));
@@ -1337,6 +1925,14 @@ impl<'a> Emitter<'a> {
                 }
             }
         }
+        if !self.load_vars.is_empty() {
+            let mut all = Map::new();
+            for (name, value) in &self.load_vars {
+                all.insert(name.clone(), value.clone());
+            }
+            all.extend(variables);
+            variables = all;
+        }
         let mut t = Map::new();
         t.insert("$schema".into(), Value::from(SCHEMA));
         t.insert("contentVersion".into(), Value::from("1.0.0.0"));
@@ -1347,6 +1943,7 @@ impl<'a> Emitter<'a> {
         if !variables.is_empty() {
             t.insert("variables".into(), Value::Object(variables));
         }
+        resources.extend(modules);
         t.insert("resources".into(), Value::Array(resources));
         if !outputs.is_empty() {
             t.insert("outputs".into(), Value::Object(outputs));
@@ -1567,6 +2164,9 @@ impl<'a> Emitter<'a> {
         }
         o.insert("type".into(), Value::from(r.ty.as_str()));
         o.insert("apiVersion".into(), Value::from(r.api_version.as_str()));
+        if let Some(module) = r.module {
+            return self.module_body_json(r, module, o);
+        }
         if let Some(scope) = self.scope(r)? {
             o.insert("scope".into(), scope.to_json());
         }
@@ -1593,6 +2193,78 @@ impl<'a> Emitter<'a> {
         }
         Ok(Value::Object(o))
     }
+}
+
+impl<'a> Emitter<'a> {
+    /// A module's nested deployment, after its copy, condition, type and API version.
+    fn module_body_json(
+        &self,
+        r: &Resource<'a>,
+        module: &ModuleTemplate,
+        mut o: Map<String, Value>,
+    ) -> Result<Value, CompileError> {
+        o.insert("name".into(), self.lower(r.name)?.to_json());
+        if let Some((sub, rg)) = self.module_scope(r)? {
+            if let Some(sub) = sub {
+                o.insert("subscriptionId".into(), sub.to_json());
+            }
+            o.insert("resourceGroup".into(), rg.to_json());
+        }
+        let mut properties = Map::new();
+        properties.insert(
+            "expressionEvaluationOptions".into(),
+            json!({"scope": "inner"}),
+        );
+        properties.insert("mode".into(), Value::from("Incremental"));
+        if let Some(ps) = r.params {
+            let ExprKind::Object(items) = &ps.kind else {
+                return Err(self.err(ps.at, "a module's 'params' must be an object"));
+            };
+            let mut parameters = Map::new();
+            for p in items {
+                parameters.insert(p.key.clone(), self.module_parameter(&p.value)?);
+            }
+            properties.insert("parameters".into(), Value::Object(parameters));
+        }
+        properties.insert("template".into(), module.template.clone());
+        o.insert("properties".into(), Value::Object(properties));
+        let deps = self.depends_on(r)?;
+        if !deps.is_empty() {
+            o.insert("dependsOn".into(), Value::Array(deps));
+        }
+        let meta = self.description_metadata(r.decorators, &["description", "batchSize"])?;
+        if r.looped.is_none() && r.decorators.iter().any(|d| d.name == "batchSize") {
+            return Err(self.err(r.at, "@batchSize applies to module loops only"));
+        }
+        if !meta.is_empty() {
+            o.insert("metadata".into(), Value::Object(meta));
+        }
+        Ok(Value::Object(o))
+    }
+}
+
+fn is_load_function(name: &str) -> bool {
+    matches!(
+        name,
+        "loadTextContent" | "loadFileAsBase64" | "loadJsonContent" | "loadYamlContent"
+    )
+}
+
+/// A JSON value as a literal expression (a string in brackets is escaped when written); None
+/// for a number Bicep has no literal for (a fraction, beyond 64 bits).
+fn json_literal(v: &Value) -> Option<Ax> {
+    Some(match v {
+        Value::Null => Ax::Null,
+        Value::Bool(b) => Ax::Bool(*b),
+        Value::Number(n) => Ax::Int(n.as_i64()?),
+        Value::String(s) => Ax::Str(s.clone()),
+        Value::Array(a) => Ax::Arr(a.iter().map(json_literal).collect::<Option<_>>()?),
+        Value::Object(m) => Ax::Obj(
+            m.iter()
+                .map(|(k, x)| Some((Ax::Str(k.clone()), json_literal(x)?)))
+                .collect::<Option<_>>()?,
+        ),
+    })
 }
 
 /// `/subscriptions/<sub>/resourceGroups/<rg>`.

@@ -5,14 +5,22 @@
 //! output: a classic template (no `languageVersion`) equal to its `main.json` apart from
 //! `metadata._generator`.
 //!
-//! Anything outside that subset (modules, user-defined types, lambdas,
+//! Local modules (`module m './m.bicep'` and `.json` ARM templates) become nested deployments
+//! with an inline template, when the caller names the folder the files live in
+//! ([`compile_file`], [`compile_with`]); the files are read through a [`FileLoader`], and a
+//! path leading outside the folder is an error.
+//!
+//! Anything outside that subset (registry modules, user-defined types, lambdas,
 //! imports, other target scopes, reads of a whole resource collection...) is rejected with an
 //! error naming the construct and its line and column; the compiler never guesses.
 
 mod arm;
 mod emit;
+mod files;
 mod lexer;
 mod syntax;
+
+pub use files::{FileLoader, Folder, LoadError, MAX_MODULE_DEPTH, NoFiles};
 
 use serde_json::Value;
 
@@ -124,11 +132,46 @@ pub fn parameters(src: &str) -> Result<Vec<Parameter>, CompileError> {
         .collect())
 }
 
-/// Compiles Bicep source to an ARM template.
+/// Compiles Bicep source to an ARM template. It reads no other file: modules and the `load*`
+/// functions are rejected (see [`compile_file`]).
 pub fn compile(src: &str) -> Result<Value, CompileError> {
-    let tokens = lexer::tokenize(src)?;
-    let stmts = syntax::parse(src, tokens)?;
-    emit::emit(src, &stmts)
+    compile_with(src, "main.bicep", &NoFiles)
+}
+
+/// Compiles `src`, the text of the file at `path` (relative to the root `files` reads from,
+/// '/'-separated): modules and `load*` targets are resolved against `path` and read through
+/// `files`. An error in a module is reported at the module's path in `src`, with the module's
+/// own line and column in the message.
+pub fn compile_with(src: &str, path: &str, files: &dyn FileLoader) -> Result<Value, CompileError> {
+    let path = files::resolve("", path).map_err(|e| CompileError {
+        line: 1,
+        column: 1,
+        message: format!("the template's path: {e}"),
+    })?;
+    files::Context::new(files).compile(src, &path)
+}
+
+/// Compiles the Bicep file `file` (a path under `root`, or relative to it) with the files under
+/// `root` readable as modules and `load*` targets (and nothing outside it).
+pub fn compile_file(root: &std::path::Path, file: &std::path::Path) -> Result<Value, CompileError> {
+    let outside = || CompileError {
+        line: 1,
+        column: 1,
+        message: format!("{} is not a file under {}", file.display(), root.display()),
+    };
+    let rel = files::relative_to(root, file).ok_or_else(outside)?;
+    let folder = Folder::new(root);
+    let bytes = folder.load(&rel).map_err(|e| CompileError {
+        line: 1,
+        column: 1,
+        message: format!("{}: {e}", file.display()),
+    })?;
+    let src = String::from_utf8(bytes).map_err(|_| CompileError {
+        line: 1,
+        column: 1,
+        message: format!("{} is not UTF-8 text", file.display()),
+    })?;
+    compile_with(&src, &rel, &folder)
 }
 
 #[cfg(test)]
@@ -404,7 +447,7 @@ mod tests {
     #[test]
     fn constructs_beyond_the_subset_are_named_with_their_position() {
         let cases = [
-            ("module m './m.bicep' = {}\n", 1, 1, "modules"),
+            ("module m './m.bicep' = {}\n", 1, 10, "modules"),
             (
                 "var x = vm[0]::ext.id\n",
                 1,
@@ -448,5 +491,341 @@ mod tests {
             assert!(e.message.contains(what), "{src}: {e}");
             assert_eq!((e.line, e.column), (line, column), "{src}: {e}");
         }
+    }
+
+    fn files(list: &[(&str, &str)]) -> std::collections::HashMap<String, String> {
+        list.iter()
+            .map(|(p, s)| (p.to_string(), s.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn modules_become_nested_deployments() {
+        let fs = files(&[
+            (
+                "mods/st.bicep",
+                "param name string\nparam sku string = 'Standard_LRS'\n\
+                 resource st 'Microsoft.Storage/storageAccounts@2023-05-01' = {\n  name: name\n}\n\
+                 output id string = st.id\noutput names array = [name]\n",
+            ),
+            (
+                "mods/plain.json",
+                r#"{"$schema": "x", "contentVersion": "1.0.0.0", "parameters": {"p": {"type": "string"}}, "resources": [], "outputs": {"o": {"type": "string", "value": "[parameters('p')]"}}}"#,
+            ),
+        ]);
+        let src = "param n string\n\
+             @description('the storage')\n\
+             module st 'mods/st.bicep' = {\n  name: 'st-${n}'\n  params: {\n    name: n\n  }\n}\n\
+             module other './mods/plain.json' = if (n != 'x') {\n  name: 'other'\n  scope: resourceGroup('rg2')\n  params: {\n    p: st.outputs.id\n  }\n}\n\
+             @batchSize(1)\n\
+             module many 'mods/st.bicep' = [for (x, i) in ['a', 'b']: {\n  name: 'many${i}'\n  params: {\n    name: x\n    sku: i == 0 ? 'a' : 'b'\n  }\n  dependsOn: [\n    other\n  ]\n}]\n\
+             resource lock 'Microsoft.Authorization/locks@2020-05-01' = {\n  name: 'l'\n  properties: {\n    notes: many[1].outputs.names[0]\n  }\n}\n\
+             output fromJson string = other.outputs.o\noutput name string = st.name\n";
+        let t = compile_with(src, "main.bicep", &fs).expect("compiles");
+        let r = t["resources"].as_array().expect("resources");
+        // Resources first, then the modules in source order.
+        assert_eq!(r[0]["type"], "Microsoft.Authorization/locks");
+        let st = &r[1];
+        assert_eq!(st["type"], "Microsoft.Resources/deployments");
+        assert_eq!(st["apiVersion"], "2025-04-01");
+        assert_eq!(st["name"], "[format('st-{0}', parameters('n'))]");
+        assert_eq!(st["metadata"]["description"], "the storage");
+        assert_eq!(
+            st["properties"]["expressionEvaluationOptions"],
+            json!({"scope": "inner"})
+        );
+        assert_eq!(st["properties"]["mode"], "Incremental");
+        assert_eq!(
+            st["properties"]["parameters"],
+            json!({"name": {"value": "[parameters('n')]"}})
+        );
+        assert_eq!(
+            st["properties"]["template"]["resources"][0]["type"],
+            "Microsoft.Storage/storageAccounts"
+        );
+        let other = &r[2];
+        assert_eq!(other["condition"], "[not(equals(parameters('n'), 'x'))]");
+        assert_eq!(other["resourceGroup"], "rg2");
+        assert_eq!(
+            other["properties"]["parameters"]["p"]["value"],
+            "[reference(resourceId('Microsoft.Resources/deployments', format('st-{0}', parameters('n'))), '2025-04-01').outputs.id.value]"
+        );
+        assert_eq!(
+            other["properties"]["template"]["outputs"]["o"]["value"],
+            "[parameters('p')]"
+        );
+        assert_eq!(
+            other["dependsOn"],
+            json!([
+                "[resourceId('Microsoft.Resources/deployments', format('st-{0}', parameters('n')))]"
+            ])
+        );
+        let many = &r[3];
+        assert_eq!(
+            many["copy"],
+            json!({"name": "many", "count": "[length(createArray('a', 'b'))]", "mode": "serial", "batchSize": 1})
+        );
+        assert_eq!(
+            many["properties"]["parameters"]["sku"],
+            "[if(equals(copyIndex(), 0), createObject('value', 'a'), createObject('value', 'b'))]"
+        );
+        let other_id = "[extensionResourceId(format('/subscriptions/{0}/resourceGroups/{1}', subscription().subscriptionId, 'rg2'), 'Microsoft.Resources/deployments', 'other')]";
+        assert_eq!(many["dependsOn"], json!([other_id]));
+        assert_eq!(
+            r[0]["properties"]["notes"],
+            "[reference(resourceId('Microsoft.Resources/deployments', format('many{0}', 1)), '2025-04-01').outputs.names.value[0]]"
+        );
+        assert_eq!(
+            r[0]["dependsOn"],
+            json!(["[resourceId('Microsoft.Resources/deployments', format('many{0}', 1))]"])
+        );
+        assert_eq!(
+            t["outputs"]["fromJson"]["value"],
+            format!(
+                "[reference({}, '2025-04-01').outputs.o.value]",
+                &other_id[1..other_id.len() - 1]
+            )
+        );
+        assert_eq!(
+            t["outputs"]["name"]["value"],
+            "[format('st-{0}', parameters('n'))]"
+        );
+    }
+
+    #[test]
+    fn module_params_loops_and_key_vault_secrets_follow_the_official_forms() {
+        let fs = files(&[("m.bicep", "@secure()\nparam s string\nparam xs array\n")]);
+        let src = "resource kv 'Microsoft.KeyVault/vaults@2023-07-01' existing = {\n  name: 'kv'\n}\n\
+             module m 'm.bicep' = {\n  name: 'm'\n  params: {\n    s: kv.getSecret('pw')\n    xs: [for i in range(0, 2): 'x${i}']\n  }\n}\n";
+        let t = compile_with(src, "main.bicep", &fs).expect("compiles");
+        assert_eq!(
+            t["resources"][0]["properties"]["parameters"],
+            json!({
+                "s": {"reference": {"keyVault": {"id": "[resourceId('Microsoft.KeyVault/vaults', 'kv')]"}, "secretName": "pw"}},
+                "xs": {"copy": [{"name": "value", "count": "[length(range(0, 2))]", "input": "[format('x{0}', range(0, 2)[copyIndex('value')])]"}]}
+            })
+        );
+        assert!(
+            t["resources"][0].get("dependsOn").is_none(),
+            "an existing vault is no dependency"
+        );
+    }
+
+    #[test]
+    fn module_mistakes_and_unreachable_modules_are_errors_with_positions() {
+        let fs = files(&[
+            ("m.bicep", "param p string\noutput o string = p\n"),
+            (
+                "self.bicep",
+                "module again './self.bicep' = {\n  name: 'x'\n}\n",
+            ),
+            ("a.bicep", "module b 'sub/b.bicep' = {\n  name: 'b'\n}\n"),
+            ("sub/b.bicep", "module a '../a.bicep' = {\n  name: 'a'\n}\n"),
+            ("bad.bicep", "var x = \n"),
+            ("scoped.bicep", "targetScope = 'subscription'\n"),
+        ]);
+        let cases = [
+            (
+                "module m 'm.bicep' = {\n  name: 'm'\n}\n",
+                1,
+                1,
+                "needs the parameters 'p'",
+            ),
+            (
+                "module m 'm.bicep' = {\n  name: 'm'\n  params: {\n    p: 'a'\n    q: 1\n  }\n}\n",
+                5,
+                5,
+                "has no parameter 'q'",
+            ),
+            (
+                "module m 'm.bicep' = {\n  name: 'm'\n  params: {\n    p: 'a'\n  }\n}\noutput x string = m.outputs.nope\n",
+                7,
+                29,
+                "has no output 'nope'",
+            ),
+            (
+                "module m 'm.bicep' = {\n  name: 'm'\n  params: {\n    p: 'a'\n  }\n}\noutput x object = m\n",
+                1,
+                1,
+                "not as a whole",
+            ),
+            (
+                "module m 'm.bicep' = {\n  params: {\n    p: 'a'\n  }\n}\n",
+                1,
+                1,
+                "modules without a name",
+            ),
+            (
+                "module m 'm.bicep' = {\n  name: 'm'\n  scope: subscription()\n  params: {\n    p: 'a'\n  }\n}\n",
+                3,
+                10,
+                "module scopes other than a resource group",
+            ),
+            (
+                "module m 'nope.bicep' = {\n  name: 'm'\n}\n",
+                1,
+                10,
+                "no such file",
+            ),
+            (
+                "module m '../m.bicep' = {\n  name: 'm'\n}\n",
+                1,
+                10,
+                "outside the templates folder",
+            ),
+            (
+                "module m '/etc/passwd.bicep' = {\n  name: 'm'\n}\n",
+                1,
+                10,
+                "not a relative path",
+            ),
+            (
+                "module m 'br:mcr.microsoft.com/bicep/x:1.0' = {\n  name: 'm'\n}\n",
+                1,
+                10,
+                "registry modules (br:) are not supported",
+            ),
+            (
+                "module m 'ts:sub/rg/spec:1.0' = {\n  name: 'm'\n}\n",
+                1,
+                10,
+                "template spec modules (ts:) are not supported",
+            ),
+            (
+                "module m 'self.bicep' = {\n  name: 'm'\n}\n",
+                1,
+                10,
+                "self.bicep -> self.bicep",
+            ),
+            (
+                "module m 'a.bicep' = {\n  name: 'm'\n}\n",
+                1,
+                10,
+                "a.bicep -> sub/b.bicep -> a.bicep",
+            ),
+            (
+                "module m 'bad.bicep' = {\n  name: 'm'\n}\n",
+                1,
+                10,
+                "in module 'bad.bicep' (bad.bicep), line 1, column 9",
+            ),
+            (
+                "module m 'scoped.bicep' = {\n  name: 'm'\n}\n",
+                1,
+                10,
+                "target scopes other than 'resourceGroup' are not supported",
+            ),
+            (
+                "module m 'm.txt' = {\n  name: 'm'\n}\n",
+                1,
+                10,
+                "a .bicep file or a .json ARM template",
+            ),
+        ];
+        for (src, line, column, what) in cases {
+            let e = compile_with(src, "main.bicep", &fs).expect_err(src);
+            assert!(e.message.contains(what), "{src}: {e}");
+            assert_eq!((e.line, e.column), (line, column), "{src}: {e}");
+        }
+        // Without a folder, a module is named as unsupported (the old entry point).
+        let e = compile("module m 'm.bicep' = {\n  name: 'm'\n}\n").expect_err("no folder");
+        assert!(
+            e.message.contains(
+                "modules (this caller compiles without a templates folder) are not supported"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn module_nesting_is_bounded() {
+        let mut fs = std::collections::HashMap::new();
+        for i in 0..40 {
+            fs.insert(
+                format!("m{i}.bicep"),
+                format!("module next 'm{}.bicep' = {{\n  name: 'n'\n}}\n", i + 1),
+            );
+        }
+        fs.insert("m40.bicep".into(), String::new());
+        let e = compile_with(&fs["m0.bicep"].clone(), "m0.bicep", &fs).expect_err("too deep");
+        assert!(e.message.contains("levels deep"), "{e}");
+        // Each module used twice by the one above: the embedded total is bounded too.
+        let mut fs = std::collections::HashMap::new();
+        for i in 0..14 {
+            fs.insert(
+                format!("m{i}.bicep"),
+                format!("module a 'm{0}.bicep' = {{\n  name: 'a'\n}}\nmodule b 'm{0}.bicep' = {{\n  name: 'b'\n}}\n", i + 1),
+            );
+        }
+        fs.insert("m14.bicep".into(), String::new());
+        let e = compile_with(&fs["m0.bicep"].clone(), "m0.bicep", &fs).expect_err("too many");
+        assert!(e.message.contains("templates in all"), "{e}");
+    }
+
+    #[test]
+    fn load_functions_read_files_beside_the_template() {
+        let fs = files(&[
+            ("cfg/a.txt", "line1\r\nline2"),
+            ("cfg/b.json", r#"{"k": [1, "[x]"], "n": null}"#),
+            ("cfg/bin", "AB"),
+            ("cfg/f.json", "1.5"),
+        ]);
+        let src = "var t = loadTextContent('cfg/a.txt')\n\
+             var j = loadJsonContent('./cfg/b.json')\n\
+             var b = loadFileAsBase64('cfg/bin')\n\
+             var i = 'x${loadTextContent('cfg/a.txt', 'utf-8')}'\n";
+        let t = compile_with(src, "main.bicep", &fs).expect("compiles");
+        assert_eq!(
+            t["variables"],
+            json!({
+                "$fxv#0": {"k": [1, "[[x]"], "n": null},
+                "$fxv#1": "line1\r\nline2",
+                "t": "line1\r\nline2",
+                "j": "[variables('$fxv#0')]",
+                "b": "QUI=",
+                "i": "[format('x{0}', variables('$fxv#1'))]",
+            })
+        );
+        for (src, what) in [
+            (
+                "var t = loadTextContent('../x.txt')\n",
+                "outside the templates folder",
+            ),
+            (
+                "var t = loadTextContent('/etc/passwd')\n",
+                "not a relative path",
+            ),
+            ("var t = loadTextContent('cfg/none.txt')\n", "no such file"),
+            (
+                "var t = loadTextContent('cfg/a.txt', 'utf-16')\n",
+                "file encodings other than 'utf-8' are not supported",
+            ),
+            (
+                "var t = loadJsonContent('cfg/b.json', '$.k')\n",
+                "JSONPath filters",
+            ),
+            (
+                "var t = loadJsonContent('cfg/f.json')\n",
+                "numbers other than integers",
+            ),
+            (
+                "var t = loadYamlContent('cfg/a.txt')\n",
+                "YAML files (loadYamlContent) are not supported",
+            ),
+            (
+                "var p = 'cfg/a.txt'\nvar t = loadTextContent(p)\n",
+                "literal string",
+            ),
+        ] {
+            let e = compile_with(src, "main.bicep", &fs).expect_err(src);
+            assert!(e.message.contains(what), "{src}: {e}");
+        }
+        let e = compile("var t = loadTextContent('a.txt')\n").expect_err("no folder");
+        assert!(
+            e.message
+                .contains("without a templates folder are not supported"),
+            "{e}"
+        );
+        assert_eq!((e.line, e.column), (1, 9));
     }
 }

@@ -144,6 +144,16 @@ pub enum StmtKind {
         ty: TypeExpr,
         value: Expr,
     },
+    /// `module m './file.bicep' = {...}`: a nested deployment of another file.
+    Module {
+        name: String,
+        /// The path as written (`./m.bicep`, `br:...`).
+        path: String,
+        path_at: usize,
+        looped: Option<ResourceLoop>,
+        condition: Option<Expr>,
+        body: Vec<Property>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -485,7 +495,57 @@ impl<'a> Parser<'a> {
                     value: self.expr()?,
                 }
             }
-            "module" => return Err(unsupported(self.src, at, "modules")),
+            "module" => {
+                let (name, _) = self.ident("a module symbolic name")?;
+                let path_at = self.at();
+                let path = match self.bump().tok {
+                    Tok::Str { mut parts, holes } if holes.is_empty() => parts.remove(0),
+                    _ => {
+                        return Err(self.err(
+                            path_at,
+                            "expected the module's path as a plain string ('./file.bicep')",
+                        ));
+                    }
+                };
+                self.expect_punct("=")?;
+                self.skip_newlines();
+                let condition = self.if_condition()?;
+                let body_at = self.at();
+                let (body, looped) = match self.primary()?.kind {
+                    ExprKind::Object(props) => (props, None),
+                    ExprKind::For(l) if condition.is_none() => {
+                        let ForLoop {
+                            item,
+                            index,
+                            source,
+                            condition: loop_condition,
+                            body,
+                        } = *l;
+                        match body.kind {
+                            ExprKind::Object(props) => (
+                                props,
+                                Some(ResourceLoop {
+                                    item,
+                                    index,
+                                    source,
+                                    condition: loop_condition,
+                                    at: body_at,
+                                }),
+                            ),
+                            _ => return Err(self.err(body.at, "expected the module body { ... }")),
+                        }
+                    }
+                    _ => return Err(self.err(body_at, "expected the module body { ... }")),
+                };
+                StmtKind::Module {
+                    name,
+                    path,
+                    path_at,
+                    looped,
+                    condition,
+                    body,
+                }
+            }
             "existing" => return Err(unsupported(self.src, at, "existing resources")),
             "type" => return Err(unsupported(self.src, at, "user-defined types")),
             "func" => return Err(unsupported(self.src, at, "user-defined functions")),
@@ -798,7 +858,7 @@ impl<'a> Parser<'a> {
                 let next = self.tokens.get(self.pos + 1).map(|t| &t.tok);
                 if matches!(
                     next,
-                    Some(Tok::Newline | Tok::Eof | Tok::Punct(")" | "]" | "}" | "," | "."))
+                    Some(Tok::Newline | Tok::Eof | Tok::Punct(")" | "]" | "}" | "," | "." | ":"))
                 ) {
                     return Err(unsupported(self.src, self.at(), "non-null assertions (!)"));
                 }
