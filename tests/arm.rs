@@ -499,7 +499,7 @@ async fn a_bicep_template_beyond_the_subset_fails_with_the_construct_and_its_pos
     let templates = tempfile::tempdir().expect("tempdir");
     std::fs::write(
         templates.path().join("many-accounts.bicep"),
-        "// Many accounts\n@description('How many')\n@minValue(1)\nparam count int = 2\n\nresource sa 'Microsoft.Storage/storageAccounts@2023-05-01' = [for i in range(0, count): {\n  name: 'acct${i}'\n  location: resourceGroup().location\n}]\n\nmodule blobs './blobs.bicep' = {\n  name: 'blobs'\n}\n",
+        "// Many accounts\n@description('How many')\n@minValue(1)\nparam count int = 2\n\nresource sa 'Microsoft.Storage/storageAccounts@2023-05-01' = [for i in range(0, count): {\n  name: 'acct${i}'\n  location: resourceGroup().location\n}]\n\nvar doubled = map(range(0, count), i => i * 2)\n",
     )
     .expect("write");
     let d = Daemon::start(
@@ -527,7 +527,7 @@ async fn a_bicep_template_beyond_the_subset_fails_with_the_construct_and_its_pos
     assert_eq!(st["status"], "failed", "{st}");
     assert_eq!(
         st["error_message"],
-        "many-accounts.bicep does not compile: line 11, column 1: modules are not supported by the built-in Bicep compiler",
+        "many-accounts.bicep does not compile: line 11, column 36: lambda functions ('map') are not supported by the built-in Bicep compiler",
         "{st}"
     );
     server.with(|s| assert_eq!(s.deployment_puts, 0, "nothing reached ARM"));
@@ -615,4 +615,78 @@ async fn a_subscription_scope_template_creates_its_resource_group_and_is_destroy
     let st = d.wait_terminal(&id, T).await;
     assert_eq!(st["status"], "destroyed", "{st}\n{}", d.log_text());
     assert!(server.with(|s| !s.resource_groups.contains_key("rg-made")));
+}
+
+/// A Bicep template with a local module deploys through the built-in compiler: the module is
+/// a nested deployment ARM runs, and its outputs are the deployment's outputs. A module from a
+/// registry (`br:`) fails its run with a message naming it, and nothing reaches ARM.
+#[tokio::test]
+async fn a_bicep_template_with_a_local_module_deploys_and_a_registry_module_is_refused() {
+    let server = ArmServer::start();
+    let db = TestDb::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let templates = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/templates-modules"
+    );
+    let d = Daemon::start(
+        DaemonConfig::new(Some(&db.url), dir.path(), templates)
+            .with_arm(&server)
+            .set("MULTICLOUD__AZURE__BICEP_COMPILER", "native"),
+    )
+    .await;
+    // Module files live in a subfolder: they are not templates of their own.
+    let (_, t) = d.get("/templates?provider_type=azure").await;
+    let names: Vec<&str> = t["data"]["templates"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert_eq!(names, ["registry-module", "storage-module"], "{t}");
+
+    let (s, b) = d
+        .post_json("/deploy", &json!({"template_name": "storage-module", "provider_type": "bicep", "subscription_id": SUB,
+            "resource_group": "rg-mod", "location": "westeurope", "parameters": {"storageAccountName": "mcmodule1"}}))
+        .await;
+    assert_eq!(s, 202, "{b}");
+    let id = b["data"]["deployment_id"].as_str().expect("id").to_string();
+    let st = d.wait_terminal(&id, T).await;
+    assert_eq!(st["status"], "completed", "{st}\n{}", d.log_text());
+    let account = format!(
+        "/subscriptions/{SUB}/resourceGroups/rg-mod/providers/Microsoft.Storage/storageAccounts/mcmodule1"
+    );
+    assert_eq!(st["outputs"]["accountName"], "mcmodule1", "{st}");
+    assert_eq!(st["outputs"]["accountId"], account.as_str(), "{st}");
+    assert!(
+        server.with(|s| s.resources.contains(&account)),
+        "the module's resource exists"
+    );
+    let r = reqwest::Client::new()
+        .delete(d.url(&format!("/deployments/{id}")))
+        .send()
+        .await
+        .expect("DELETE");
+    assert_eq!(r.status().as_u16(), 202);
+    let st = d.wait_terminal(&id, T).await;
+    assert_eq!(st["status"], "destroyed", "{st}");
+    assert!(server.with(|s| !s.resources.contains(&account)));
+
+    let puts = server.with(|s| s.deployment_puts);
+    let (s, b) = d
+        .post_json("/deploy", &json!({"template_name": "registry-module", "provider_type": "bicep", "subscription_id": SUB,
+            "resource_group": "rg-remote", "location": "westeurope", "parameters": {"name": "x"}}))
+        .await;
+    assert_eq!(s, 202, "{b}");
+    let id = b["data"]["deployment_id"].as_str().expect("id").to_string();
+    let st = d.wait_terminal(&id, T).await;
+    assert_eq!(st["status"], "failed", "{st}");
+    let msg = st["error_message"].as_str().expect("message");
+    assert!(msg.contains("br:"), "{msg}");
+    assert_eq!(
+        server.with(|s| s.deployment_puts),
+        puts,
+        "nothing reached ARM"
+    );
+    assert!(server.with(|s| !s.resource_groups.contains_key("rg-remote")));
 }

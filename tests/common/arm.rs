@@ -114,14 +114,79 @@ fn error(status: u16, code: &str, message: &str) -> HttpResponse {
 
 /// `[parameters('x')]` → the parameter's value; other strings as they are.
 fn eval(v: &Value, params: &serde_json::Map<String, Value>) -> Value {
-    if let Some(s) = v.as_str()
-        && let Some(name) = s
-            .strip_prefix("[parameters('")
-            .and_then(|r| r.strip_suffix("')]"))
-    {
-        return params.get(name).cloned().unwrap_or(Value::Null);
+    eval_in(v, params, "", &serde_json::Map::new())
+}
+
+/// The few template expressions the test server evaluates: `[parameters('p')]`,
+/// `[resourceId('NS/type', parameters('p'))]` (in the resource group of `scope`), and a nested
+/// deployment's output, `[reference(resourceId('Microsoft.Resources/deployments', 'd'),
+/// 'ver').outputs.o.value]` (from `nested`: deployment name → its outputs). Anything else is
+/// kept as written.
+fn eval_in(
+    v: &Value,
+    params: &serde_json::Map<String, Value>,
+    scope: &str,
+    nested: &serde_json::Map<String, Value>,
+) -> Value {
+    static PARAM: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"^\[parameters\('([^']+)'\)\]$").expect("regex")
+    });
+    static RESOURCE_ID: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"^\[resourceId\('([^']+)', parameters\('([^']+)'\)\)\]$").expect("regex")
+    });
+    static NESTED_OUTPUT: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(
+            r"^\[reference\(resourceId\('Microsoft\.Resources/deployments', '([^']+)'\), '[^']+'\)\.outputs\.([A-Za-z0-9_]+)\.value\]$",
+        )
+        .expect("regex")
+    });
+    let Some(s) = v.as_str() else {
+        return v.clone();
+    };
+    if let Some(c) = PARAM.captures(s) {
+        return params.get(&c[1]).cloned().unwrap_or(Value::Null);
+    }
+    if let Some(c) = RESOURCE_ID.captures(s) {
+        let name = params
+            .get(&c[2])
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        return json!(format!("{scope}/providers/{}/{name}", &c[1]));
+    }
+    if let Some(c) = NESTED_OUTPUT.captures(s) {
+        return nested
+            .get(&c[1])
+            .and_then(|o| o.get(&c[2]))
+            .and_then(|o| o.get("value"))
+            .cloned()
+            .unwrap_or(Value::Null);
     }
     v.clone()
+}
+
+/// A nested deployment (a Bicep module) with the inner expression scope: its template and
+/// the parameter values it is given.
+fn nested_deployments(template: &Value) -> Vec<(String, Value, Value)> {
+    template["resources"]
+        .as_array()
+        .map(|rs| {
+            rs.iter()
+                .filter(|r| {
+                    r["type"]
+                        .as_str()
+                        .is_some_and(|t| t.eq_ignore_ascii_case("Microsoft.Resources/deployments"))
+                        && r["properties"]["template"].is_object()
+                })
+                .map(|r| {
+                    (
+                        r["name"].as_str().unwrap_or_default().to_string(),
+                        r["properties"]["template"].clone(),
+                        r["properties"]["parameters"].clone(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// What ARM checks of a template before it deploys anything: every resource has a type, an
@@ -142,6 +207,17 @@ fn validate_template(t: &Value) -> Result<(), String> {
             _ => {}
         }
     }
+    // A nested deployment's template has its own parameters (inner scope): checked alone.
+    let mut outer = t.clone();
+    if let Some(rs) = outer["resources"].as_array_mut() {
+        for r in rs {
+            if r["properties"]["template"].is_object() {
+                validate_template(&r["properties"]["template"])?;
+                r["properties"]["template"] = Value::Null;
+            }
+        }
+    }
+    let t = &outer;
     let mut all = Vec::new();
     strings(t, &mut all);
     for s in all {
@@ -606,10 +682,46 @@ fn put_deployment(
             );
         }
     }
+    // Modules: their resources are the deployment's, their outputs readable by the outer ones.
+    let rg_scope = format!(
+        "/subscriptions/{sub}/resourceGroups/{}",
+        rg.unwrap_or_default()
+    );
+    let mut nested_outputs = serde_json::Map::new();
+    let mut nested_resources = Vec::new();
+    for (dname, inner, given) in nested_deployments(template) {
+        let mut inner_values = serde_json::Map::new();
+        for (pname, decl) in inner["parameters"].as_object().cloned().unwrap_or_default() {
+            let v = given
+                .get(&pname)
+                .and_then(|g| g.get("value"))
+                .map(|v| eval_in(v, &values, &rg_scope, &nested_outputs))
+                .or_else(|| decl.get("defaultValue").cloned())
+                .unwrap_or(Value::Null);
+            inner_values.insert(pname, v);
+        }
+        for r in inner["resources"].as_array().cloned().unwrap_or_default() {
+            let ty = r["type"].as_str().unwrap_or_default();
+            let rname = eval(&r["name"], &inner_values);
+            nested_resources.push(format!(
+                "{rg_scope}/providers/{ty}/{}",
+                rname.as_str().unwrap_or_default()
+            ));
+        }
+        let mut outs = serde_json::Map::new();
+        for (oname, o) in inner["outputs"].as_object().cloned().unwrap_or_default() {
+            outs.insert(
+                oname,
+                json!({"type": o["type"], "value": eval_in(&o["value"], &inner_values, &rg_scope, &serde_json::Map::new())}),
+            );
+        }
+        nested_outputs.insert(dname, Value::Object(outs));
+    }
     let output_resources: Vec<String> = template["resources"]
         .as_array()
         .map(|rs| {
             rs.iter()
+                .filter(|r| !r["properties"]["template"].is_object())
                 .map(|r| {
                     let ty = r["type"].as_str().unwrap_or_default();
                     let name = eval(&r["name"], &values);
@@ -624,14 +736,17 @@ fn put_deployment(
                         None => format!("/subscriptions/{sub}/providers/{ty}/{rname}"),
                     }
                 })
-                .collect()
+                .collect::<Vec<String>>()
         })
-        .unwrap_or_default();
+        .unwrap_or_default()
+        .into_iter()
+        .chain(nested_resources)
+        .collect();
     let mut outputs = serde_json::Map::new();
     for (oname, o) in template["outputs"].as_object().cloned().unwrap_or_default() {
         outputs.insert(
             oname,
-            json!({"type": o["type"], "value": eval(&o["value"], &values)}),
+            json!({"type": o["type"], "value": eval_in(&o["value"], &values, &rg_scope, &nested_outputs)}),
         );
     }
     let groups: Vec<(String, Value)> = if rg.is_some() {

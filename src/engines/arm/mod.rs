@@ -277,7 +277,10 @@ impl ArmRun {
             .content()
             .map_err(|e| EngineError::Failed(format!("cannot read {}: {e}", t.path.display())))?;
         let started = std::time::Instant::now();
-        let template = crate::bicep::compile(&source)
+        // Modules and `load*` targets are read from the templates folder, never outside it.
+        let root = t.path.parent().unwrap_or(std::path::Path::new("."));
+        let files = crate::bicep::Folder::new(root);
+        let template = crate::bicep::compile_with(&source, &t.file_name, &files)
             .map_err(|e| EngineError::Failed(format!("{} does not compile: {e}", t.file_name)))?;
         self.log(format!(
             "compiled {} with the built-in Bicep compiler in {:.2} ms",
