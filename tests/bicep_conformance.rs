@@ -125,7 +125,13 @@ const BASELINES_PASSING: &[&str] = &[
     "Outputs_CRLF",
     "Parameters_LF",
     "PrettyPrint_LF",
+    "ResourcesManagementGroup_CRLF",
+    "ResourcesSubscription_CRLF",
+    "ResourcesTenant_CRLF",
     "Unicode_LF",
+    "VariablesManagementGroup_LF",
+    "VariablesSubscription_LF",
+    "VariablesTenant_LF",
 ];
 
 /// Baselines outside what SCOPE.md §3.3 calls eligible (experimental language versions,
@@ -443,10 +449,6 @@ const QUICKSTARTS_NOT_EQUAL: &[(&str, &str)] = &[
         "application-workloads__azure-gamedev__gamedev-vmss",
         "stale",
     ),
-    (
-        "managementgroup-deployments__create-subscription-resourcegroup",
-        "rejected",
-    ),
     ("quickstarts__microsoft.app__container-app-acr", "rejected"),
     (
         "quickstarts__microsoft.app__container-app-dapr-blob",
@@ -457,10 +459,6 @@ const QUICKSTARTS_NOT_EQUAL: &[(&str, &str)] = &[
         "rejected",
     ),
     ("quickstarts__microsoft.compute__vm-windows-ssh", "stale"),
-    (
-        "quickstarts__microsoft.consumption__create-budget",
-        "rejected",
-    ),
     (
         "quickstarts__microsoft.devcenter__devbox-with-builtin-image",
         "older",
@@ -502,18 +500,10 @@ const QUICKSTARTS_NOT_EQUAL: &[(&str, &str)] = &[
         "quickstarts__microsoft.web__webapp-windows-with-privateendpoint-applicationgateway",
         "stale",
     ),
-    ("quickstarts__newrelic.observability__newrelic", "rejected"),
-    ("subscription-deployments__create-rg", "rejected"),
-    ("subscription-deployments__create-role-def", "rejected"),
     (
         "subscription-deployments__microsoft.network__virtual-network-manager-connectivity",
         "rejected",
     ),
-    (
-        "subscription-deployments__subscription-role-assignment",
-        "rejected",
-    ),
-    ("tenant-deployments__tenant-role-assignment", "rejected"),
 ];
 
 /// The oracle's compiler version, `(major, minor)`.
@@ -599,7 +589,8 @@ fn rewrite_calls(s: &str, name: &str, f: &dyn Fn(&[&str]) -> Option<String>) -> 
 /// both forms the same), folded to one form on both sides:
 /// - `secureString`/`secureObject` vs `securestring`/`secureobject` (parameter and output types);
 /// - an extension resource's `scope` as `format('NS/type/{0}', x)` vs `resourceId('NS/type', x)`;
-/// - `reference(resourceId(...))` without the api version (compilers up to 0.11);
+/// - `reference(resourceId(...))` (or of any other id function) without the api version
+///   (compilers up to 0.11);
 /// - the order of `dependsOn` entries;
 /// - the API version of a module's nested deployment (`Microsoft.Resources/deployments`:
 ///   2020-10-01 up to 0.15, 2022-09-01 from 0.17, 2025-04-01 today), in its `apiVersion` and
@@ -620,9 +611,18 @@ fn fold_quickstart_style(v: &mut Value, old_reference: bool) {
                     });
                 }
                 if old_reference && s.starts_with('[') {
+                    // Any id function: a module's deployment in another scope is read through
+                    // `extensionResourceId(...)`, a tenant resource through `tenantResourceId(...)`.
                     *s = rewrite_calls(s, "reference", &|args| {
                         (args.len() == 2
-                            && args[0].starts_with("resourceId(")
+                            && [
+                                "resourceId(",
+                                "extensionResourceId(",
+                                "subscriptionResourceId(",
+                                "tenantResourceId(",
+                            ]
+                            .iter()
+                            .any(|f| args[0].starts_with(f))
                             && args[1].starts_with('\''))
                         .then(|| format!("reference({})", args[0]))
                     });

@@ -31,7 +31,11 @@ fn files() -> &'static HashMap<String, String> {
             ("m.bicep", "param p string = 'x'\noutput o string = p\n"),
             ("self.bicep", "module again 'self.bicep' = {\n  name: 'a'\n}\n"),
             ("back.bicep", "module main 'main.bicep' = {\n  name: 'b'\n}\n"),
-            ("j.json", r#"{"parameters": {"p": {"type": "string"}}, "outputs": {"o": {"type": "string", "value": "x"}}, "resources": []}"#),
+            ("j.json", r#"{"$schema": "https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#", "parameters": {"p": {"type": "string"}}, "outputs": {"o": {"type": "string", "value": "x"}}, "resources": []}"#),
+            ("nos.json", r#"{"resources": []}"#),
+            ("sub.bicep", "targetScope = 'subscription'\nparam p string = 'x'\nresource g 'Microsoft.Resources/resourceGroups@2022-09-01' = {\n  name: p\n  location: deployment().location\n}\noutput o string = g.id\n"),
+            ("mgs.bicep", "targetScope = 'managementGroup'\nparam p string = 'x'\noutput o string = p\n"),
+            ("ts.bicep", "targetScope = 'tenant'\nparam p string = 'x'\noutput o string = p\n"),
             ("t.txt", "text [x]\n"),
             ("d.json", r#"{"a": [1, {"b": "[c]"}]}"#),
         ]
@@ -41,13 +45,27 @@ fn files() -> &'static HashMap<String, String> {
     })
 }
 
-/// Compiles `src` (as main.bicep beside `files()`); a template must be well formed, an error
-/// must carry a real position.
+/// Compiles `src` (as main.bicep beside `files()`); a template must be well formed, with the
+/// schema of the target scope `bicep::target_scope` reads, and an error must carry a real
+/// position.
 fn check(src: &str) {
+    let scope = bicep::target_scope(src);
     match bicep::compile_with(src, "main.bicep", files()) {
         Ok(t) => {
             assert!(t["resources"].is_array(), "{t}");
             assert_balanced(&t);
+            let schema = match scope.as_deref() {
+                Ok("resourceGroup") => "2019-04-01/deploymentTemplate.json#",
+                Ok("subscription") => "2018-05-01/subscriptionDeploymentTemplate.json#",
+                Ok("managementGroup") => "2019-08-01/managementGroupDeploymentTemplate.json#",
+                Ok("tenant") => "2019-08-01/tenantDeploymentTemplate.json#",
+                other => panic!("compiled, but its target scope reads as {other:?}"),
+            };
+            assert_eq!(
+                t["$schema"],
+                format!("https://schema.management.azure.com/schemas/{schema}"),
+                "{src}"
+            );
         }
         Err(e) => {
             let lines = src.split('\n').count();
@@ -139,6 +157,27 @@ proptest! {
                 Just("var lt = loadTextContent('t.txt')".to_string()),
                 Just("var lj = loadJsonContent('d.json').a[0]".to_string()),
                 Just("var lb = 'x${loadFileAsBase64('../t.txt')}'".to_string()),
+                Just("targetScope = 'subscription'".to_string()),
+                Just("targetScope = 'managementGroup'".to_string()),
+                Just("targetScope = 'tenant'".to_string()),
+                Just("resource g 'Microsoft.Resources/resourceGroups@2022-09-01' = {".to_string()),
+                Just("resource gs 'Microsoft.Resources/resourceGroups@2022-09-01' = [for x in l: {".to_string()),
+                Just("module mx 'sub.bicep' = {".to_string()),
+                Just("module my 'mgs.bicep' = if (p == 'x') {".to_string()),
+                Just("module mz 'nos.json' = {".to_string()),
+                Just("  scope: g".to_string()),
+                Just("  scope: gs[0]".to_string()),
+                Just("  scope: gs[i]".to_string()),
+                Just("  scope: subscription()".to_string()),
+                Just("  scope: subscription('s')".to_string()),
+                Just("  scope: tenant()".to_string()),
+                Just("  scope: managementGroup()".to_string()),
+                Just("  scope: managementGroup('x')".to_string()),
+                Just("  scope: resourceGroup('s', 'g')".to_string()),
+                Just("  scope: resourceGroup()".to_string()),
+                Just("var sc = resourceGroup().location".to_string()),
+                Just("var ss = subscription().id".to_string()),
+                Just("output ox string = mx.outputs.o".to_string()),
                 "[a-z(){}'$\\[\\]:=., ]{0,30}",
             ],
             0..30,
@@ -169,6 +208,62 @@ proptest! {
         }
         check(&chars.into_iter().collect::<String>());
     }
+}
+
+/// Every target scope × every module scope × every module's own scope: a template or a
+/// positioned error; a compiled module deployment carries a location exactly when it deploys
+/// outside a resource group, and names the group (`resourceGroup`) only inside one.
+#[test]
+fn every_combination_of_scopes_compiles_or_is_rejected() {
+    let targets = [
+        "",
+        "targetScope = 'subscription'\n",
+        "targetScope = 'managementGroup'\n",
+        "targetScope = 'tenant'\n",
+    ];
+    let modules = ["m.bicep", "j.json", "sub.bicep", "mgs.bicep", "ts.bicep"];
+    let scopes = [
+        "",
+        "  scope: resourceGroup()\n",
+        "  scope: resourceGroup('g')\n",
+        "  scope: resourceGroup('s', 'g')\n",
+        "  scope: g\n",
+        "  scope: subscription()\n",
+        "  scope: subscription('s')\n",
+        "  scope: managementGroup()\n",
+        "  scope: managementGroup('x')\n",
+        "  scope: tenant()\n",
+    ];
+    let mut compiled = 0;
+    for target in targets {
+        for module in modules {
+            for scope in scopes {
+                let src = format!(
+                    "{target}resource g 'Microsoft.Resources/resourceGroups@2022-09-01' existing = {{\n  name: 'g'\n}}\nmodule m '{module}' = {{\n  name: 'm'\n{scope}  params: {{\n    p: 'v'\n  }}\n}}\noutput o string = m.outputs.o\n"
+                );
+                check(&src);
+                let Ok(t) = bicep::compile_with(&src, "main.bicep", files()) else {
+                    continue;
+                };
+                compiled += 1;
+                let m = &t["resources"][0];
+                let inner = m["properties"]["template"]["$schema"]
+                    .as_str()
+                    .unwrap_or("");
+                let in_group = inner.ends_with("/2019-04-01/deploymentTemplate.json#");
+                assert_eq!(m.get("location").is_some(), !in_group, "{src}\n{t}");
+                assert!(in_group || m.get("resourceGroup").is_none(), "{src}\n{t}");
+            }
+        }
+    }
+    println!(
+        "{compiled} of {} combinations compile",
+        targets.len() * modules.len() * scopes.len()
+    );
+    // What the official compiler accepts (BCP113-BCP116, the scope functions' overloads and a
+    // module's own scope), counted by hand: 11 from a resource group, 10 from a subscription,
+    // 7 from a management group, 6 from the tenant.
+    assert_eq!(compiled, 34);
 }
 
 #[test]

@@ -10,6 +10,7 @@ use serde_json::{Map, Value, json};
 use super::CompileError;
 use super::arm::Ax;
 use super::files::{Context, ModuleTemplate, Modules};
+use super::scope::{self, Scope};
 use super::syntax::{
     Decorator, Expr, ExprKind, ForLoop, Property, ResourceLoop, Stmt, StmtKind, TypeExpr,
     unsupported,
@@ -17,9 +18,6 @@ use super::syntax::{
 
 /// How deeply variables may refer to each other.
 const MAX_DEPTH: usize = 256;
-
-const SCHEMA: &str =
-    "https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#";
 
 /// A module is a nested deployment of this type and API version (today's official compiler).
 const NESTED_DEPLOYMENT_TYPE: &str = "Microsoft.Resources/deployments";
@@ -97,6 +95,8 @@ struct LoopScope {
 
 struct Emitter<'a> {
     src: &'a str,
+    /// What the template deploys to (`targetScope`).
+    target: Scope,
     modules: &'a Modules,
     files: &'a Files<'a>,
     loops: std::cell::RefCell<Vec<LoopScope>>,
@@ -118,6 +118,7 @@ pub fn emit<'a>(
 ) -> Result<Value, CompileError> {
     let mut e = Emitter {
         src,
+        target: scope::declared(src, stmts)?,
         modules,
         files,
         loops: std::cell::RefCell::new(Vec::new()),
@@ -128,6 +129,7 @@ pub fn emit<'a>(
         load_vars: Vec::new(),
     };
     e.declare(stmts)?;
+    e.check_module_targets()?;
     e.load_files(stmts)?;
     e.find_runtime_vars()?;
     e.check_resource_cycles()?;
@@ -294,7 +296,7 @@ impl<'a> Emitter<'a> {
                 let mut ancestor = Some(parent);
                 while let Some(a) = ancestor {
                     if let Some(scope) = a.scope {
-                        let here = matches!(&scope.kind, ExprKind::Call { name, args } if name == "resourceGroup" && args.is_empty());
+                        let here = self.is_target_scope(scope);
                         if a.existing && !r.existing && !here {
                             return Err(unsupported(
                                 self.src,
@@ -371,16 +373,6 @@ impl<'a> Emitter<'a> {
                 "modules without a name (generated deployment names)",
             ));
         };
-        if let Some(scope) = prop("scope") {
-            let ok = matches!(&scope.kind, ExprKind::Call { name, args } if name == "resourceGroup" && args.len() <= 2);
-            if !ok {
-                return Err(unsupported(
-                    self.src,
-                    scope.at,
-                    "module scopes other than a resource group (resourceGroup(...))",
-                ));
-            }
-        }
         let params = prop("params");
         let mut given = Vec::new();
         if let Some(ps) = params {
@@ -442,18 +434,172 @@ impl<'a> Emitter<'a> {
         })
     }
 
-    /// A module's resource group, when it is not this one: the subscription (when given) and
-    /// the group.
-    fn module_scope(&self, r: &Resource<'a>) -> Result<Option<(Option<Ax>, Ax)>, CompileError> {
-        let Some(ExprKind::Call { args, .. }) = r.scope.map(|s| &s.kind) else {
-            return Ok(None);
+    /// Every module deploys to a scope its template targets and this template may deploy to.
+    fn check_module_targets(&self) -> Result<(), CompileError> {
+        for r in self.resources.iter().filter(|r| r.module.is_some()) {
+            self.module_target(r)?;
+        }
+        Ok(())
+    }
+
+    /// Where a module deploys, as written in its `scope` (this template's scope without one),
+    /// checked as the official compiler checks it: the module's own `targetScope` must be that
+    /// scope, and a template deploys modules only to the scopes ARM lets a deployment at its
+    /// scope reach.
+    fn module_target(&self, r: &Resource<'a>) -> Result<ModuleTarget<'a>, CompileError> {
+        let module = r.module.expect("a module");
+        let mut t = ModuleTarget {
+            scope: self.target,
+            subscription: None,
+            group: None,
+            management_group: None,
         };
-        Ok(match args.as_slice() {
-            [] => None,
-            [rg] => Some((None, self.lower(rg)?)),
-            [sub, rg] => Some((Some(self.lower(sub)?), self.lower(rg)?)),
-            _ => unreachable!("checked in declare_module"),
+        let at = r.scope.map_or(r.at, |e| e.at);
+        if let Some(e) = r.scope {
+            let other = || {
+                unsupported(
+                    self.src,
+                    e.at,
+                    "module scopes other than resourceGroup(...), subscription(...), managementGroup(...), tenant() or a resource group of this file",
+                )
+            };
+            match &e.kind {
+                ExprKind::Call { name, args }
+                    if !self.scope_function_available(name, args.len()) =>
+                {
+                    return Err(self.scope_function_error(e.at, name, args.len()));
+                }
+                ExprKind::Call { name, args } => match (name.as_str(), args.as_slice()) {
+                    ("resourceGroup", []) => t.scope = Scope::ResourceGroup,
+                    ("resourceGroup", [rg]) => {
+                        t.scope = Scope::ResourceGroup;
+                        t.group = Some(Group::Name(rg));
+                    }
+                    ("resourceGroup", [sub, rg]) => {
+                        t.scope = Scope::ResourceGroup;
+                        t.subscription = Some(sub);
+                        t.group = Some(Group::Name(rg));
+                    }
+                    ("subscription", []) => t.scope = Scope::Subscription,
+                    ("subscription", [sub]) => {
+                        t.scope = Scope::Subscription;
+                        t.subscription = Some(sub);
+                    }
+                    ("managementGroup", []) => t.scope = Scope::ManagementGroup,
+                    ("managementGroup", [mg]) => {
+                        t.scope = Scope::ManagementGroup;
+                        t.management_group = Some(mg);
+                    }
+                    ("tenant", []) => t.scope = Scope::Tenant,
+                    _ => return Err(other()),
+                },
+                ExprKind::Ident(_) | ExprKind::Index { .. } => {
+                    let (base, index) = match &e.kind {
+                        ExprKind::Index { base, index } => (&**base, Some(&**index)),
+                        _ => (e, None),
+                    };
+                    let Some(rg) = self.resource_symbol(base).filter(|g| {
+                        g.module.is_none() && g.ty.eq_ignore_ascii_case(RESOURCE_GROUP_TYPE)
+                    }) else {
+                        return Err(other());
+                    };
+                    match (index, rg.looped) {
+                        (None, Some(_)) => {
+                            return Err(self.err(
+                                e.at,
+                                format!(
+                                    "'{}' is a loop of resource groups: name one of them ({0}[i])",
+                                    rg.symbol
+                                ),
+                            ));
+                        }
+                        (Some(i), None) => {
+                            return Err(
+                                self.err(i.at, format!("'{}' is not a resource loop", rg.symbol))
+                            );
+                        }
+                        _ => {}
+                    }
+                    if self.target != Scope::Subscription || rg.scope.is_some() {
+                        return Err(unsupported(
+                            self.src,
+                            e.at,
+                            "module scopes naming a resource group resource outside a subscription-scope template, or one declared with its own scope,",
+                        ));
+                    }
+                    t.scope = Scope::ResourceGroup;
+                    t.group = Some(Group::Resource(rg.symbol, index));
+                }
+                _ => return Err(other()),
+            }
+        }
+        if module.scope != t.scope {
+            return Err(self.err(
+                at,
+                format!(
+                    "module '{}' has targetScope '{}' and cannot be deployed to a {} scope",
+                    r.symbol,
+                    module.scope.name(),
+                    t.scope.name()
+                ),
+            ));
+        }
+        // The official compiler's rules (BCP113-BCP116).
+        use Scope::*;
+        let reachable = match t.scope {
+            Tenant => true,
+            ManagementGroup => matches!(self.target, Tenant | ManagementGroup),
+            Subscription if t.subscription.is_some() => true,
+            Subscription => matches!(self.target, Subscription | ResourceGroup),
+            ResourceGroup if t.subscription.is_some() => true,
+            ResourceGroup if t.group.is_some() => {
+                matches!(self.target, Subscription | ResourceGroup)
+            }
+            ResourceGroup => self.target == ResourceGroup,
+        };
+        if !reachable {
+            return Err(self.err(
+                at,
+                format!(
+                    "a template with targetScope '{}' cannot deploy a module to this {} scope",
+                    self.target.name(),
+                    t.scope.name()
+                ),
+            ));
+        }
+        Ok(t)
+    }
+
+    /// A module's scope, lowered (in the module's loop, when it has one).
+    fn module_placement(&self, r: &Resource<'a>) -> Result<ModulePlacement, CompileError> {
+        let t = self.module_target(r)?;
+        let group = match t.group {
+            None => None,
+            Some(Group::Name(e)) => Some(self.lower(e)?),
+            Some(Group::Resource(symbol, index)) => {
+                let rg = self.resource(symbol);
+                Some(match (index, rg.looped) {
+                    (Some(i), Some(l)) => {
+                        let position = self.lower(i)?;
+                        self.in_loop(rg, l, position, || self.lower(rg.name))?
+                    }
+                    _ => self.lower(rg.name)?,
+                })
+            }
+        };
+        Ok(ModulePlacement {
+            scope: t.scope,
+            subscription: t.subscription.map(|e| self.lower(e)).transpose()?,
+            group,
+            management_group: t.management_group.map(|e| self.lower(e)).transpose()?,
         })
+    }
+
+    /// Whether `scope` is the template's own scope (`resourceGroup()` in a resource group
+    /// template, `subscription()` in a subscription template...).
+    fn is_target_scope(&self, scope: &Expr) -> bool {
+        matches!(&scope.kind, ExprKind::Call { name, args }
+            if args.is_empty() && name == self.target.name())
     }
 
     /// The module `e` names, `m` or `m[i]` (an element of a module loop, with its index).
@@ -1231,6 +1377,9 @@ impl<'a> Emitter<'a> {
                 &format!("lambda functions ('{name}')"),
             ));
         }
+        if !self.scope_function_available(name, args.len()) {
+            return Err(self.scope_function_error(at, name, args.len()));
+        }
         if !FUNCTIONS.contains(&name) && !name.starts_with("list") {
             return Err(self.err(at, format!("unknown function '{name}()'")));
         }
@@ -1484,107 +1633,231 @@ impl<'a> Emitter<'a> {
 
     fn resource_id(&self, r: &Resource<'a>) -> Result<Ax, CompileError> {
         if r.module.is_some() {
-            let args = vec![Ax::Str(r.ty.clone()), self.lower(r.name)?];
-            return Ok(match self.module_scope(r)? {
-                None => Ax::call("resourceId", args),
-                Some((sub, rg)) => {
-                    let sub = sub.unwrap_or_else(|| {
-                        Ax::Prop(
-                            Box::new(Ax::call("subscription", vec![])),
-                            "subscriptionId".into(),
-                        )
-                    });
-                    let mut all = vec![group_id(sub, rg)];
-                    all.extend(args);
-                    Ax::call("extensionResourceId", all)
-                }
-            });
+            return self.module_id(r);
         }
         let mut args = vec![Ax::Str(r.ty.clone())];
         args.extend(self.segments(r)?);
-        if let Some((function, scope_args)) = self.existing_scope(r)? {
-            let mut all = scope_args;
-            all.extend(args);
-            return Ok(Ax::call(function, all));
-        }
-        match self.scope(r)? {
-            Some(scope) => {
-                args.insert(0, scope);
-                Ok(Ax::Call("extensionResourceId".into(), args))
+        Ok(match self.place(r)? {
+            Place::Here => self.id_here(args),
+            Place::Elsewhere(function, leading) => {
+                let mut all = leading;
+                all.extend(args);
+                Ax::call(function, all)
             }
-            None => Ok(Ax::Call("resourceId".into(), args)),
-        }
-    }
-
-    /// An existing resource in another resource group or at the subscription
-    /// (`scope: resourceGroup(sub, rg)`, `scope: subscription()`): the id function and its
-    /// leading arguments.
-    fn existing_scope(
-        &self,
-        r: &Resource<'a>,
-    ) -> Result<Option<(&'static str, Vec<Ax>)>, CompileError> {
-        if !r.existing {
-            return Ok(None);
-        }
-        let Some(scope) = r.scope else {
-            // A child lives where its parent lives.
-            return match r.parent {
-                Some(p) => self.existing_scope(self.resource(p)),
-                None => Ok(None),
-            };
-        };
-        let ExprKind::Call { name, args } = &scope.kind else {
-            return Ok(None);
-        };
-        let lowered = args
-            .iter()
-            .map(|a| self.lower(a))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(match (name.as_str(), lowered.as_slice()) {
-            ("resourceGroup", []) => None,
-            // The fully qualified id, as the official compiler writes it for another group.
-            ("resourceGroup", [rg]) => Some((
-                "extensionResourceId",
-                vec![group_id(
-                    Ax::Prop(
-                        Box::new(Ax::call("subscription", vec![])),
-                        "subscriptionId".into(),
-                    ),
-                    rg.clone(),
-                )],
-            )),
-            ("resourceGroup", [sub, rg]) => Some((
-                "extensionResourceId",
-                vec![group_id(sub.clone(), rg.clone())],
-            )),
-            ("subscription", [] | [_]) => Some(("subscriptionResourceId", lowered)),
-            _ => None,
+            Place::Extension(scope) => {
+                args.insert(0, scope);
+                Ax::call("extensionResourceId", args)
+            }
         })
     }
 
-    /// The id of the resource an extension resource applies to (`scope: storage`).
-    fn scope(&self, r: &Resource<'a>) -> Result<Option<Ax>, CompileError> {
-        let Some(scope) = r.scope else {
-            return Ok(None);
+    /// The id of a resource at the template's own scope: `resourceId(type, names...)` in a
+    /// resource group, `subscriptionResourceId(...)`, `extensionResourceId(managementGroup().id,
+    /// ...)`, `tenantResourceId(...)`.
+    fn id_here(&self, args: Vec<Ax>) -> Ax {
+        match self.target {
+            Scope::ResourceGroup => Ax::call("resourceId", args),
+            Scope::Subscription => Ax::call("subscriptionResourceId", args),
+            Scope::ManagementGroup => {
+                let mut all = vec![Ax::Prop(
+                    Box::new(Ax::call("managementGroup", vec![])),
+                    "id".into(),
+                )];
+                all.extend(args);
+                Ax::call("extensionResourceId", all)
+            }
+            Scope::Tenant => Ax::call("tenantResourceId", args),
+        }
+    }
+
+    /// The id of a module's nested deployment, at the scope it deploys to.
+    fn module_id(&self, r: &Resource<'a>) -> Result<Ax, CompileError> {
+        let args = vec![Ax::Str(r.ty.clone()), self.lower(r.name)?];
+        let p = self.module_placement(r)?;
+        let with = |function: &str, leading: Vec<Ax>| {
+            let mut all = leading;
+            all.extend(args.clone());
+            Ax::call(function, all)
         };
-        if self.existing_scope(r)?.is_some() {
-            return Ok(None);
+        Ok(match p.scope {
+            Scope::Tenant => with("tenantResourceId", vec![]),
+            Scope::ManagementGroup => match p.management_group {
+                Some(mg) => with("extensionResourceId", vec![management_group_id(mg)]),
+                None => with(
+                    "extensionResourceId",
+                    vec![Ax::Prop(
+                        Box::new(Ax::call("managementGroup", vec![])),
+                        "id".into(),
+                    )],
+                ),
+            },
+            Scope::Subscription => with(
+                "subscriptionResourceId",
+                p.subscription.into_iter().collect(),
+            ),
+            Scope::ResourceGroup => match (p.subscription, p.group) {
+                (None, None) => with("resourceId", vec![]),
+                (sub, Some(rg)) => with(
+                    "extensionResourceId",
+                    vec![group_id(sub.unwrap_or_else(subscription_id), rg)],
+                ),
+                (Some(_), None) => unreachable!("resourceGroup(sub, rg) names both"),
+            },
+        })
+    }
+
+    /// Where a resource lives: its `scope`, or its parent's. A resource deployed here lives at
+    /// the template's scope, at the tenant (`scope: tenant()`) or on another resource of this
+    /// file (an extension resource); an existing one may live in any scope.
+    fn place(&self, r: &Resource<'a>) -> Result<Place, CompileError> {
+        let Some(scope) = r.scope else {
+            // A child lives where its parent lives.
+            let Some(p) = r.parent else {
+                return Ok(Place::Here);
+            };
+            let parent = self.resource(p);
+            return match (r.parent_index, parent.looped) {
+                (Some(index), Some(l)) => {
+                    let position = self.lower(index)?;
+                    self.in_loop(parent, l, position, || self.place(parent))
+                }
+                _ => self.place(parent),
+            };
+        };
+        if let ExprKind::Call { name, args } = &scope.kind
+            && matches!(
+                name.as_str(),
+                "resourceGroup" | "subscription" | "managementGroup" | "tenant"
+            )
+        {
+            let place = self.scope_call(scope.at, name, args)?;
+            let deployable = match &place {
+                Place::Here => true,
+                Place::Elsewhere(f, leading) => *f == "tenantResourceId" && leading.is_empty(),
+                Place::Extension(_) => false,
+            };
+            if !r.existing && !deployable {
+                return Err(unsupported(
+                    self.src,
+                    scope.at,
+                    "scopes other than a resource of this file",
+                ));
+            }
+            return Ok(place);
         }
         match self.resource_symbol(scope) {
             Some(target) if target.module.is_some() => Err(self.err(
                 scope.at,
                 "the scope of a resource is a resource or a resource group, not a module",
             )),
-            Some(target) => Ok(Some(self.resource_id(target)?)),
-            None if matches!(&scope.kind, ExprKind::Call { name, args } if name == "resourceGroup" && args.is_empty()) => {
-                Ok(None)
+            // An existing resource in a resource group this subscription template deploys.
+            Some(target) if target.ty.eq_ignore_ascii_case(RESOURCE_GROUP_TYPE) => {
+                if !r.existing
+                    || self.target != Scope::Subscription
+                    || target.scope.is_some()
+                    || target.looped.is_some()
+                {
+                    return Err(unsupported(
+                        self.src,
+                        scope.at,
+                        "resource scopes naming a resource group resource, other than for an existing resource in a subscription-scope template,",
+                    ));
+                }
+                Ok(Place::Elsewhere(
+                    "extensionResourceId",
+                    vec![group_id(subscription_id(), self.lower(target.name)?)],
+                ))
             }
+            Some(target) => Ok(Place::Extension(self.resource_id(target)?)),
             None => Err(unsupported(
                 self.src,
                 scope.at,
                 "scopes other than a resource of this file",
             )),
         }
+    }
+
+    /// A scope function as a resource's `scope`, where the template's scope allows it (the
+    /// official compiler's overloads).
+    fn scope_call(&self, at: usize, name: &str, args: &[Expr]) -> Result<Place, CompileError> {
+        let lowered = args
+            .iter()
+            .map(|a| self.lower(a))
+            .collect::<Result<Vec<_>, _>>()?;
+        let here = |s: Scope| self.target == s;
+        let place = match (name, lowered.as_slice()) {
+            ("resourceGroup", []) if here(Scope::ResourceGroup) => Place::Here,
+            ("resourceGroup", [rg]) if here(Scope::ResourceGroup) || here(Scope::Subscription) => {
+                Place::Elsewhere(
+                    "extensionResourceId",
+                    vec![group_id(subscription_id(), rg.clone())],
+                )
+            }
+            ("resourceGroup", [sub, rg]) => Place::Elsewhere(
+                "extensionResourceId",
+                vec![group_id(sub.clone(), rg.clone())],
+            ),
+            ("subscription", []) if here(Scope::Subscription) => Place::Here,
+            ("subscription", []) if here(Scope::ResourceGroup) => {
+                Place::Elsewhere("subscriptionResourceId", vec![])
+            }
+            ("subscription", [sub]) => {
+                Place::Elsewhere("subscriptionResourceId", vec![sub.clone()])
+            }
+            ("managementGroup", []) if here(Scope::ManagementGroup) => Place::Here,
+            ("managementGroup", [mg]) => {
+                Place::Elsewhere("extensionResourceId", vec![management_group_id(mg.clone())])
+            }
+            ("tenant", []) if here(Scope::Tenant) => Place::Here,
+            ("tenant", []) => Place::Elsewhere("tenantResourceId", vec![]),
+            _ => return Err(self.scope_function_error(at, name, args.len())),
+        };
+        Ok(place)
+    }
+
+    /// Whether the template's scope has an overload of `name` with `arity` arguments (the scope
+    /// functions have some at some target scopes only; every other function is available).
+    fn scope_function_available(&self, name: &str, arity: usize) -> bool {
+        match (name, arity) {
+            ("resourceGroup", 0) => self.target == Scope::ResourceGroup,
+            ("resourceGroup", 1) => {
+                matches!(self.target, Scope::ResourceGroup | Scope::Subscription)
+            }
+            ("subscription", 0) => {
+                matches!(self.target, Scope::ResourceGroup | Scope::Subscription)
+            }
+            ("managementGroup", 0) => self.target == Scope::ManagementGroup,
+            _ => true,
+        }
+    }
+
+    /// A scope function called where the template's scope has no such overload.
+    fn scope_function_error(&self, at: usize, name: &str, arity: usize) -> CompileError {
+        self.err(
+            at,
+            format!(
+                "{name}() with {arity} argument{} is not available in a template with targetScope '{}'",
+                if arity == 1 { "" } else { "s" },
+                self.target.name()
+            ),
+        )
+    }
+
+    /// The property that tells ARM where a deployed resource goes: the resource it extends, or
+    /// "/" for a tenant resource deployed from another scope.
+    fn scope_property(&self, r: &Resource<'a>) -> Result<Option<Ax>, CompileError> {
+        if r.scope.is_none() && r.parent.is_none() {
+            return Ok(None);
+        }
+        Ok(match self.place(r)? {
+            Place::Extension(id) => Some(id),
+            Place::Elsewhere("tenantResourceId", leading)
+                if leading.is_empty() && self.target != Scope::Tenant =>
+            {
+                Some(Ax::str("/"))
+            }
+            _ => None,
+        })
     }
 
     /// Resources `e` refers to, directly or through variables.
@@ -1753,18 +2026,19 @@ impl<'a> Emitter<'a> {
         }
         // By resource; a dependency on a whole loop covers those on its elements; an element
         // written twice is listed twice, as the official compiler lists it.
-        let mut by_symbol: std::collections::BTreeMap<&str, Vec<Dep<'a>>> = Default::default();
+        let mut by_symbol: std::collections::BTreeMap<(SortKey, &str), Vec<Dep<'a>>> =
+            Default::default();
         for d in deployed {
             if d.symbol == r.symbol {
                 continue;
             }
-            let group = by_symbol.entry(d.symbol).or_default();
+            let group = by_symbol.entry((sort_key(d.symbol), d.symbol)).or_default();
             if !group.iter().any(|g| g.same(&d)) {
                 group.push(d);
             }
         }
         let mut out = Vec::new();
-        for (symbol, group) in by_symbol {
+        for ((_, symbol), group) in by_symbol {
             let target = self.resource(symbol);
             if group.iter().any(|d| d.index.is_none()) || target.looped.is_none() {
                 // A dependency on a loop is on the whole collection, by its copy name.
@@ -1834,17 +2108,8 @@ impl<'a> Emitter<'a> {
         let mut outputs = Map::new();
         for s in stmts {
             match &s.kind {
-                StmtKind::TargetScope(scope) => match &scope.kind {
-                    ExprKind::Str { parts, holes }
-                        if holes.is_empty() && parts[0] == "resourceGroup" => {}
-                    _ => {
-                        return Err(unsupported(
-                            self.src,
-                            scope.at,
-                            "target scopes other than 'resourceGroup'",
-                        ));
-                    }
-                },
+                // Read before (`scope::declared`).
+                StmtKind::TargetScope(_) => {}
                 StmtKind::Metadata { name, value } => {
                     self.no_decorators(s)?;
                     metadata.insert(name.clone(), self.constant(value)?);
@@ -1934,7 +2199,7 @@ impl<'a> Emitter<'a> {
             variables = all;
         }
         let mut t = Map::new();
-        t.insert("$schema".into(), Value::from(SCHEMA));
+        t.insert("$schema".into(), Value::from(self.target.schema()));
         t.insert("contentVersion".into(), Value::from("1.0.0.0"));
         t.insert("metadata".into(), Value::Object(metadata));
         if !parameters.is_empty() {
@@ -2167,7 +2432,7 @@ impl<'a> Emitter<'a> {
         if let Some(module) = r.module {
             return self.module_body_json(r, module, o);
         }
-        if let Some(scope) = self.scope(r)? {
+        if let Some(scope) = self.scope_property(r)? {
             o.insert("scope".into(), scope.to_json());
         }
         o.insert("name".into(), self.full_name(r)?.to_json());
@@ -2204,11 +2469,50 @@ impl<'a> Emitter<'a> {
         mut o: Map<String, Value>,
     ) -> Result<Value, CompileError> {
         o.insert("name".into(), self.lower(r.name)?.to_json());
-        if let Some((sub, rg)) = self.module_scope(r)? {
-            if let Some(sub) = sub {
-                o.insert("subscriptionId".into(), sub.to_json());
+        // Where the deployment goes (the official compiler's properties for each scope).
+        let p = self.module_placement(r)?;
+        match p.scope {
+            Scope::Tenant if self.target != Scope::Tenant => {
+                o.insert("scope".into(), Value::from("/"));
             }
-            o.insert("resourceGroup".into(), rg.to_json());
+            Scope::Tenant => {}
+            Scope::ManagementGroup => {
+                if let Some(mg) = p.management_group {
+                    // Unqualified: only tenant and management group templates name one.
+                    let id = Ax::call(
+                        "format",
+                        vec![Ax::str("Microsoft.Management/managementGroups/{0}"), mg],
+                    );
+                    o.insert("scope".into(), id.to_json());
+                }
+            }
+            Scope::Subscription => match p.subscription {
+                Some(sub) => {
+                    o.insert("subscriptionId".into(), sub.to_json());
+                }
+                None if self.target == Scope::ResourceGroup => {
+                    o.insert("subscriptionId".into(), subscription_id().to_json());
+                }
+                None => {}
+            },
+            Scope::ResourceGroup => {
+                if let Some(sub) = p.subscription {
+                    o.insert("subscriptionId".into(), sub.to_json());
+                }
+                if let Some(rg) = p.group {
+                    o.insert("resourceGroup".into(), rg.to_json());
+                }
+            }
+        }
+        // A deployment to a scope other than a resource group needs a location.
+        if p.scope != Scope::ResourceGroup {
+            let of = if self.target == Scope::ResourceGroup {
+                "resourceGroup"
+            } else {
+                "deployment"
+            };
+            let location = Ax::Prop(Box::new(Ax::call(of, vec![])), "location".into());
+            o.insert("location".into(), location.to_json());
         }
         let mut properties = Map::new();
         properties.insert(
@@ -2241,6 +2545,85 @@ impl<'a> Emitter<'a> {
         }
         Ok(Value::Object(o))
     }
+}
+
+/// Where a resource lives.
+enum Place {
+    /// At the template's own scope.
+    Here,
+    /// Elsewhere: its id is this function with these leading arguments, then its type and
+    /// names (`extensionResourceId(<group id>, ...)`, `subscriptionResourceId(<sub>, ...)`,
+    /// `tenantResourceId(...)`).
+    Elsewhere(&'static str, Vec<Ax>),
+    /// An extension resource: the id of the resource it extends.
+    Extension(Ax),
+}
+
+/// How the official compiler orders dependencies: by symbolic name, in .NET's default
+/// (culture-aware) string order: letters without case first (`hubrg` < `hubVNET`), punctuation
+/// before digits before letters, then lower case before upper case.
+type SortKey = (Vec<(u8, u32)>, Vec<bool>);
+
+fn sort_key(name: &str) -> SortKey {
+    let primary = name
+        .chars()
+        .map(|c| {
+            let class = if c.is_alphabetic() {
+                2
+            } else if c.is_ascii_digit() {
+                1
+            } else {
+                0
+            };
+            let folded = c.to_lowercase().next().unwrap_or(c);
+            // ICU's root order puts the low line before other punctuation.
+            (class, if c == '_' { 0 } else { folded as u32 })
+        })
+        .collect();
+    let tertiary = name.chars().map(char::is_uppercase).collect();
+    (primary, tertiary)
+}
+
+/// The type of a resource group; a module may name one as its scope.
+const RESOURCE_GROUP_TYPE: &str = "Microsoft.Resources/resourceGroups";
+
+/// Where a module deploys, as written.
+struct ModuleTarget<'a> {
+    scope: Scope,
+    subscription: Option<&'a Expr>,
+    group: Option<Group<'a>>,
+    management_group: Option<&'a Expr>,
+}
+
+/// The resource group a module deploys to.
+enum Group<'a> {
+    /// `resourceGroup(name)`, `resourceGroup(sub, name)`.
+    Name(&'a Expr),
+    /// A resource group of this file (`scope: rg`, `scope: rgs[i]`).
+    Resource(&'a str, Option<&'a Expr>),
+}
+
+/// Where a module deploys, lowered.
+struct ModulePlacement {
+    scope: Scope,
+    subscription: Option<Ax>,
+    group: Option<Ax>,
+    management_group: Option<Ax>,
+}
+
+fn subscription_id() -> Ax {
+    Ax::Prop(
+        Box::new(Ax::call("subscription", vec![])),
+        "subscriptionId".into(),
+    )
+}
+
+/// `tenantResourceId('Microsoft.Management/managementGroups', name)`.
+fn management_group_id(name: Ax) -> Ax {
+    Ax::call(
+        "tenantResourceId",
+        vec![Ax::str("Microsoft.Management/managementGroups"), name],
+    )
 }
 
 fn is_load_function(name: &str) -> bool {

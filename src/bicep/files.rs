@@ -12,6 +12,7 @@ use std::rc::Rc;
 use serde_json::Value;
 
 use super::CompileError;
+use super::scope::Scope;
 use super::syntax::{Stmt, StmtKind, unsupported};
 
 /// How deeply modules may nest (a.bicep → b.bicep → ...); a cycle is reported as one.
@@ -180,6 +181,8 @@ pub struct ModuleTemplate {
     pub outputs: Vec<(String, bool)>,
     /// How many templates this one embeds, itself included.
     pub weight: usize,
+    /// What it deploys to (from its `$schema`).
+    pub scope: Scope,
 }
 
 impl ModuleTemplate {
@@ -187,6 +190,13 @@ impl ModuleTemplate {
         let Value::Object(t) = &template else {
             return Err("the template is not a JSON object".into());
         };
+        // The official compiler reads a module's scope from its schema, and refuses a module
+        // whose schema names none.
+        let scope = t
+            .get("$schema")
+            .and_then(Value::as_str)
+            .and_then(Scope::from_schema)
+            .ok_or("the template's $schema names no deployment template schema")?;
         let mut params = Vec::new();
         match t.get("parameters") {
             None => {}
@@ -218,6 +228,7 @@ impl ModuleTemplate {
             params,
             outputs,
             weight,
+            scope,
         })
     }
 

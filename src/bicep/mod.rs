@@ -10,14 +10,21 @@
 //! ([`compile_file`], [`compile_with`]); the files are read through a [`FileLoader`], and a
 //! path leading outside the folder is an error.
 //!
+//! Every target scope compiles (`targetScope = 'subscription'`, `'managementGroup'`,
+//! `'tenant'`): the schema, resource ids at that scope, and modules deployed to other scopes
+//! (`scope: resourceGroup(...)`, a resource group of the file, `subscription(...)`,
+//! `managementGroup(...)`, `tenant()`) as the official compiler writes them; [`target_scope`]
+//! reads a file's scope without compiling it.
+//!
 //! Anything outside that subset (registry modules, user-defined types, lambdas,
-//! imports, other target scopes, reads of a whole resource collection...) is rejected with an
-//! error naming the construct and its line and column; the compiler never guesses.
+//! imports, the `local` target scope, reads of a whole resource collection...) is rejected with
+//! an error naming the construct and its line and column; the compiler never guesses.
 
 mod arm;
 mod emit;
 mod files;
 mod lexer;
+mod scope;
 mod syntax;
 
 pub use files::{FileLoader, Folder, LoadError, MAX_MODULE_DEPTH, NoFiles};
@@ -130,6 +137,17 @@ pub fn parameters(src: &str) -> Result<Vec<Parameter>, CompileError> {
             Some(p)
         })
         .collect())
+}
+
+/// The target scope a Bicep source declares (`targetScope = '...'`), without compiling it:
+/// `"resourceGroup"`, `"subscription"`, `"managementGroup"` or `"tenant"`; `"resourceGroup"`
+/// when there is no `targetScope` statement. Statements beyond the compiled subset are skipped,
+/// not rejected. Errors are lexical, a `targetScope` that does not parse, is not one literal
+/// string naming a scope, or is declared twice (with its line and column).
+pub fn target_scope(src: &str) -> Result<String, CompileError> {
+    let tokens = lexer::tokenize(src)?;
+    let stmts = syntax::parse_parameters(src, tokens)?;
+    Ok(scope::declared(src, &stmts)?.name().to_string())
 }
 
 /// Compiles Bicep source to an ARM template. It reads no other file: modules and the `load*`
@@ -466,7 +484,12 @@ mod tests {
                 14,
                 "must be the whole value",
             ),
-            ("targetScope = 'subscription'\n", 1, 15, "target scopes"),
+            (
+                "targetScope = 'local'\n",
+                1,
+                15,
+                "target scopes like 'local'",
+            ),
             ("type t = string\n", 1, 1, "user-defined types"),
             ("param p string[]\n", 1, 9, "typed-array types"),
             ("var x = y\n", 1, 9, "'y' is not declared"),
@@ -510,7 +533,7 @@ mod tests {
             ),
             (
                 "mods/plain.json",
-                r#"{"$schema": "x", "contentVersion": "1.0.0.0", "parameters": {"p": {"type": "string"}}, "resources": [], "outputs": {"o": {"type": "string", "value": "[parameters('p')]"}}}"#,
+                r#"{"$schema": "https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#", "contentVersion": "1.0.0.0", "parameters": {"p": {"type": "string"}}, "resources": [], "outputs": {"o": {"type": "string", "value": "[parameters('p')]"}}}"#,
             ),
         ]);
         let src = "param n string\n\
@@ -623,6 +646,7 @@ mod tests {
             ("sub/b.bicep", "module a '../a.bicep' = {\n  name: 'a'\n}\n"),
             ("bad.bicep", "var x = \n"),
             ("scoped.bicep", "targetScope = 'subscription'\n"),
+            ("nojson.json", r#"{"resources": []}"#),
         ]);
         let cases = [
             (
@@ -659,7 +683,7 @@ mod tests {
                 "module m 'm.bicep' = {\n  name: 'm'\n  scope: subscription()\n  params: {\n    p: 'a'\n  }\n}\n",
                 3,
                 10,
-                "module scopes other than a resource group",
+                "module 'm' has targetScope 'resourceGroup' and cannot be deployed to a subscription scope",
             ),
             (
                 "module m 'nope.bicep' = {\n  name: 'm'\n}\n",
@@ -712,8 +736,14 @@ mod tests {
             (
                 "module m 'scoped.bicep' = {\n  name: 'm'\n}\n",
                 1,
+                1,
+                "module 'm' has targetScope 'subscription' and cannot be deployed to a resourceGroup scope",
+            ),
+            (
+                "module m 'nojson.json' = {\n  name: 'm'\n}\n",
+                1,
                 10,
-                "target scopes other than 'resourceGroup' are not supported",
+                "names no deployment template schema",
             ),
             (
                 "module m 'm.txt' = {\n  name: 'm'\n}\n",
@@ -827,5 +857,255 @@ mod tests {
             "{e}"
         );
         assert_eq!((e.line, e.column), (1, 9));
+    }
+
+    fn scoped_files() -> std::collections::HashMap<String, String> {
+        files(&[
+            (
+                "rg.bicep",
+                "param p string = ''\nresource st 'Microsoft.Storage/storageAccounts@2023-05-01' = {\n  name: 'st'\n  location: resourceGroup().location\n}\noutput o string = st.id\n",
+            ),
+            (
+                "sub.bicep",
+                "targetScope = 'subscription'\nresource g 'Microsoft.Resources/resourceGroups@2022-09-01' = {\n  name: 'g'\n  location: deployment().location\n}\noutput o string = g.id\n",
+            ),
+            ("mg.bicep", "targetScope = 'managementGroup'\n"),
+        ])
+    }
+
+    #[test]
+    fn subscription_templates_deploy_groups_and_modules_into_them() {
+        let src = "targetScope = 'subscription'\n\
+             param rgName string\n\
+             param location string = deployment().location\n\
+             resource rg 'Microsoft.Resources/resourceGroups@2022-09-01' = {\n  name: rgName\n  location: location\n}\n\
+             resource def 'Microsoft.Authorization/roleDefinitions@2022-04-01' existing = {\n  name: 'reader'\n}\n\
+             resource kv 'Microsoft.KeyVault/vaults@2023-07-01' existing = {\n  name: 'kv'\n  scope: rg\n}\n\
+             resource assignment 'Microsoft.Authorization/roleAssignments@2022-04-01' = {\n  name: guid(subscription().id, 'x')\n  properties: {\n    roleDefinitionId: def.id\n    vault: kv.id\n  }\n}\n\
+             module inGroup 'rg.bicep' = {\n  name: 'in-group'\n  scope: rg\n  params: {\n    p: assignment.id\n  }\n}\n\
+             module byName 'rg.bicep' = {\n  name: 'by-name'\n  scope: resourceGroup('other')\n  params: {\n    p: inGroup.outputs.o\n  }\n}\n\
+             module atSub 'sub.bicep' = {\n  name: 'at-sub'\n  scope: subscription()\n}\n\
+             module here 'sub.bicep' = {\n  name: 'here'\n}\n\
+             output o string = atSub.outputs.o\n";
+        let t = compile_with(src, "main.bicep", &scoped_files()).expect("compiles");
+        assert_eq!(
+            t["$schema"],
+            "https://schema.management.azure.com/schemas/2018-05-01/subscriptionDeploymentTemplate.json#"
+        );
+        assert_eq!(
+            t["parameters"]["location"]["defaultValue"],
+            "[deployment().location]"
+        );
+        let r = t["resources"].as_array().expect("resources");
+        assert_eq!(r.len(), 6, "{t}");
+        assert_eq!(r[0]["type"], "Microsoft.Resources/resourceGroups");
+        assert_eq!(r[0]["name"], "[parameters('rgName')]");
+        let group =
+            "[subscriptionResourceId('Microsoft.Resources/resourceGroups', parameters('rgName'))]";
+        // Ids at the subscription; an existing resource in the group by its full id.
+        assert_eq!(
+            r[1]["properties"],
+            json!({
+                "roleDefinitionId": "[subscriptionResourceId('Microsoft.Authorization/roleDefinitions', 'reader')]",
+                "vault": "[extensionResourceId(format('/subscriptions/{0}/resourceGroups/{1}', subscription().subscriptionId, parameters('rgName')), 'Microsoft.KeyVault/vaults', 'kv')]"
+            })
+        );
+        // Through the existing vault, the assignment waits for the group it lives in.
+        assert_eq!(r[1]["dependsOn"], json!([group]));
+        let assignment = "[subscriptionResourceId('Microsoft.Authorization/roleAssignments', guid(subscription().id, 'x'))]";
+        // A module in a resource group: `resourceGroup`, no location, the group as dependency.
+        let in_group = &r[2];
+        assert_eq!(in_group["resourceGroup"], "[parameters('rgName')]");
+        assert!(in_group.get("location").is_none(), "{in_group}");
+        assert_eq!(in_group["dependsOn"], json!([assignment, group]));
+        assert_eq!(
+            in_group["properties"]["parameters"]["p"]["value"],
+            assignment
+        );
+        assert_eq!(
+            in_group["properties"]["template"]["$schema"],
+            "https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#"
+        );
+        let in_group_id = "extensionResourceId(format('/subscriptions/{0}/resourceGroups/{1}', subscription().subscriptionId, parameters('rgName')), 'Microsoft.Resources/deployments', 'in-group')";
+        let by_name = &r[3];
+        assert_eq!(by_name["resourceGroup"], "other");
+        assert_eq!(
+            by_name["properties"]["parameters"]["p"]["value"],
+            format!("[reference({in_group_id}, '2025-04-01').outputs.o.value]")
+        );
+        assert_eq!(by_name["dependsOn"], json!([format!("[{in_group_id}]")]));
+        // Modules at the subscription: a location, no group.
+        for (m, name) in [(&r[4], "at-sub"), (&r[5], "here")] {
+            assert_eq!(m["name"], name);
+            assert_eq!(m["location"], "[deployment().location]");
+            assert!(m.get("resourceGroup").is_none() && m.get("subscriptionId").is_none());
+            assert_eq!(
+                m["properties"]["template"]["outputs"]["o"]["value"],
+                "[subscriptionResourceId('Microsoft.Resources/resourceGroups', 'g')]"
+            );
+        }
+        assert_eq!(
+            t["outputs"]["o"]["value"],
+            "[reference(subscriptionResourceId('Microsoft.Resources/deployments', 'at-sub'), '2025-04-01').outputs.o.value]"
+        );
+    }
+
+    #[test]
+    fn what_a_scope_cannot_do_is_an_error_with_its_position() {
+        let fs = scoped_files();
+        let sub = "targetScope = 'subscription'\n";
+        let cases = [
+            (
+                format!("{sub}var x = resourceGroup().location\n"),
+                2,
+                9,
+                "resourceGroup() with 0 arguments is not available in a template with targetScope 'subscription'",
+            ),
+            (
+                format!("{sub}module m 'rg.bicep' = {{\n  name: 'm'\n}}\n"),
+                2,
+                1,
+                "module 'm' has targetScope 'resourceGroup' and cannot be deployed to a subscription scope",
+            ),
+            (
+                format!("{sub}module m 'mg.bicep' = {{\n  name: 'm'\n  scope: managementGroup('x')\n}}\n"),
+                4,
+                10,
+                "a template with targetScope 'subscription' cannot deploy a module to this managementGroup scope",
+            ),
+            (
+                format!("{sub}resource r 'A.B/c@1' = {{\n  name: 'r'\n  scope: resourceGroup('g')\n}}\n"),
+                4,
+                10,
+                "scopes other than a resource of this file are not supported",
+            ),
+            (
+                format!("{sub}resource r 'A.B/c@1' existing = {{\n  name: 'r'\n  scope: resourceGroup()\n}}\n"),
+                4,
+                10,
+                "resourceGroup() with 0 arguments is not available",
+            ),
+            (
+                format!("{sub}resource g 'Microsoft.Resources/resourceGroups@1' = [for x in ['a']: {{\n  name: x\n}}]\nmodule m 'rg.bicep' = {{\n  name: 'm'\n  scope: g\n}}\n"),
+                7,
+                10,
+                "'g' is a loop of resource groups",
+            ),
+            (
+                "module m 'rg.bicep' = {\n  name: 'm'\n  scope: resourceGroup('a', 'b', 'c')\n}\n".to_string(),
+                3,
+                10,
+                "module scopes other than",
+            ),
+            (
+                "var x = managementGroup().id\n".to_string(),
+                1,
+                9,
+                "managementGroup() with 0 arguments is not available in a template with targetScope 'resourceGroup'",
+            ),
+            (
+                "targetScope = 'tenant'\nmodule m 'mg.bicep' = {\n  name: 'm'\n  scope: managementGroup()\n}\n".to_string(),
+                4,
+                10,
+                "managementGroup() with 0 arguments is not available in a template with targetScope 'tenant'",
+            ),
+            (format!("{sub}targetScope = 'tenant'\n"), 2, 1, "declared more than once"),
+            ("targetScope = 'sub${x}'\n".to_string(), 1, 15, "a literal string"),
+            ("targetScope = 'group'\n".to_string(), 1, 15, "'group' is not a target scope"),
+        ];
+        for (src, line, column, what) in cases {
+            let e = compile_with(&src, "main.bicep", &fs).expect_err(&src);
+            assert!(e.message.contains(what), "{src}: {e}");
+            assert_eq!((e.line, e.column), (line, column), "{src}: {e}");
+        }
+    }
+
+    #[test]
+    fn management_group_and_tenant_templates_follow_the_official_forms() {
+        let fs = scoped_files();
+        let src = "targetScope = 'managementGroup'\n\
+             resource pol 'Microsoft.Authorization/policyDefinitions@2021-06-01' = {\n  name: 'p'\n}\n\
+             resource alias 'Microsoft.Subscription/aliases@2021-10-01' = {\n  scope: tenant()\n  name: 'a'\n}\n\
+             module s 'sub.bicep' = {\n  name: 's'\n  scope: subscription('0000')\n}\n\
+             module g 'rg.bicep' = {\n  name: 'g'\n  scope: resourceGroup('0000', 'grp')\n  params: {\n    p: pol.id\n  }\n}\n\
+             output id string = pol.id\noutput sub string = alias.properties.subscriptionId\n";
+        let t = compile_with(src, "main.bicep", &fs).expect("compiles");
+        assert_eq!(
+            t["$schema"],
+            "https://schema.management.azure.com/schemas/2019-08-01/managementGroupDeploymentTemplate.json#"
+        );
+        let pol = "[extensionResourceId(managementGroup().id, 'Microsoft.Authorization/policyDefinitions', 'p')]";
+        assert_eq!(t["outputs"]["id"]["value"], pol);
+        assert_eq!(
+            t["outputs"]["sub"]["value"],
+            "[reference(tenantResourceId('Microsoft.Subscription/aliases', 'a'), '2021-10-01').subscriptionId]"
+        );
+        let r = t["resources"].as_array().expect("resources");
+        assert_eq!(r[1]["scope"], "/");
+        assert_eq!(r[2]["subscriptionId"], "0000");
+        assert_eq!(r[2]["location"], "[deployment().location]");
+        assert_eq!(r[3]["subscriptionId"], "0000");
+        assert_eq!(r[3]["resourceGroup"], "grp");
+        assert!(r[3].get("location").is_none());
+        assert_eq!(r[3]["dependsOn"], json!([pol]));
+
+        let src = "targetScope = 'tenant'\n\
+             resource mg 'Microsoft.Management/managementGroups@2021-04-01' = {\n  name: 'mg'\n}\n\
+             module m 'mg.bicep' = {\n  name: 'm'\n  scope: managementGroup('mg')\n}\n\
+             output id string = mg.id\n";
+        let t = compile_with(src, "main.bicep", &fs).expect("compiles");
+        assert_eq!(
+            t["$schema"],
+            "https://schema.management.azure.com/schemas/2019-08-01/tenantDeploymentTemplate.json#"
+        );
+        assert_eq!(
+            t["outputs"]["id"]["value"],
+            "[tenantResourceId('Microsoft.Management/managementGroups', 'mg')]"
+        );
+        let m = &t["resources"][1];
+        assert_eq!(
+            m["scope"],
+            "[format('Microsoft.Management/managementGroups/{0}', 'mg')]"
+        );
+        assert_eq!(m["location"], "[deployment().location]");
+
+        // From a resource group, a module at the subscription names it, with the group's
+        // location.
+        let src = "module s 'sub.bicep' = {\n  name: 's'\n  scope: subscription()\n}\noutput o string = s.outputs.o\n";
+        let t = compile_with(src, "main.bicep", &fs).expect("compiles");
+        let s = &t["resources"][0];
+        assert_eq!(s["subscriptionId"], "[subscription().subscriptionId]");
+        assert_eq!(s["location"], "[resourceGroup().location]");
+        assert_eq!(
+            t["outputs"]["o"]["value"],
+            "[reference(subscriptionResourceId('Microsoft.Resources/deployments', 's'), '2025-04-01').outputs.o.value]"
+        );
+    }
+
+    #[test]
+    fn the_target_scope_is_read_without_compiling() {
+        assert_eq!(
+            target_scope("param p string\n").as_deref(),
+            Ok("resourceGroup")
+        );
+        assert_eq!(
+            target_scope("// a comment\ntargetScope = 'subscription'\ntype t = string\nresource r 'A.B/c@1' = {\n  name: 'x'\n}\n")
+                .as_deref(),
+            Ok("subscription")
+        );
+        assert_eq!(
+            target_scope("targetScope='managementGroup'\n").as_deref(),
+            Ok("managementGroup")
+        );
+        assert_eq!(
+            target_scope("targetScope = 'tenant'").as_deref(),
+            Ok("tenant")
+        );
+        let e = target_scope("targetScope = 'nope'\n").expect_err("unknown");
+        assert_eq!((e.line, e.column), (1, 15), "{e}");
+        let e = target_scope("targetScope = concat('a')\n").expect_err("computed");
+        assert!(e.message.contains("literal string"), "{e}");
+        let e = target_scope("targetScope 'x'\n").expect_err("no =");
+        assert_eq!(e.line, 1, "{e}");
     }
 }

@@ -185,9 +185,9 @@ pub fn parse(src: &str, tokens: Vec<Token>) -> Result<Vec<Stmt>, CompileError> {
     nested::flatten(src, stmts)
 }
 
-/// The `param` statements of a source, tolerating everything else: other statements are
-/// skipped by their brackets, and a default outside the expression grammar keeps only its
-/// text. For describing templates that only the official compiler may compile.
+/// The `param` and `targetScope` statements of a source, tolerating everything else: other
+/// statements are skipped by their brackets, and a default outside the expression grammar keeps
+/// only its text. For describing templates that only the official compiler may compile.
 pub fn parse_parameters(src: &str, tokens: Vec<Token>) -> Result<Vec<Stmt>, CompileError> {
     let mut p = Parser {
         src,
@@ -207,6 +207,15 @@ pub fn parse_parameters(src: &str, tokens: Vec<Token>) -> Result<Vec<Stmt>, Comp
         if matches!(p.peek(), Tok::Ident(k) if k == "param") {
             let at = p.bump().at;
             let kind = p.param(true)?;
+            out.push(Stmt {
+                decorators,
+                kind,
+                at,
+            });
+        } else if matches!(p.peek(), Tok::Ident(k) if k == "targetScope") {
+            let at = p.bump().at;
+            p.expect_punct("=")?;
+            let kind = StmtKind::TargetScope(p.expr()?);
             out.push(Stmt {
                 decorators,
                 kind,

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use super::params::{ParamSpec, ParamType};
-use super::{Template, leading_comment, name_of};
+use super::{TargetScope, Template, leading_comment, name_of};
 use crate::domain::ProviderType;
 
 pub fn load(path: &Path) -> Template {
@@ -36,6 +36,20 @@ pub fn load(path: &Path) -> Template {
     (template.title, template.description) = leading_comment(&source);
     if template.title.is_empty() {
         template.title = template.name.clone();
+    }
+    match crate::bicep::target_scope(&source) {
+        Ok(scope) => {
+            template.target_scope = match scope.as_str() {
+                "subscription" => TargetScope::Subscription,
+                "managementGroup" => TargetScope::ManagementGroup,
+                "tenant" => TargetScope::Tenant,
+                _ => TargetScope::ResourceGroup,
+            }
+        }
+        Err(e) => {
+            template.error = Some(format!("invalid Bicep at {e}"));
+            return template;
+        }
     }
     match parameters(&source) {
         Ok(mut params) => {
