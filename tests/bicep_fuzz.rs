@@ -178,6 +178,9 @@ proptest! {
                 Just("var sc = resourceGroup().location".to_string()),
                 Just("var ss = subscription().id".to_string()),
                 Just("output ox string = mx.outputs.o".to_string()),
+                Just("var nn = r!.properties!.x!".to_string()),
+                Just("output on2 string = ml[0]!.outputs.o!".to_string()),
+                Just("  properties: { a: !(p! != v!), b: md!.outputs!.o }".to_string()),
                 "[a-z(){}'$\\[\\]:=., ]{0,30}",
             ],
             0..30,
@@ -281,6 +284,7 @@ fn pathological_nesting_is_an_error_not_a_stack_overflow() {
     let cases = [
         format!("var x = {}1{}", "(".repeat(n), ")".repeat(n)),
         format!("var x = {}1", "!".repeat(n)),
+        format!("var x = 1{}", "!".repeat(n)),
         format!("var x = 1{}", " + 1".repeat(n)),
         format!("var x = {{}}{}", ".a".repeat(n)),
         format!("var x = {}", "[".repeat(n)),

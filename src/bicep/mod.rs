@@ -263,6 +263,50 @@ mod tests {
     }
 
     #[test]
+    fn non_null_assertions_emit_the_inner_expression() {
+        // `x!` only narrows a type: the official compiler writes the expression it asserts.
+        let with = |bang: &str| {
+            format!(
+                "param o object
+                 param xs array = []
+                 resource sa 'Microsoft.Storage/storageAccounts@2023-01-01' = {{
+  name: 's'
+}}
+                 resource r 'A.B/c@1' = {{
+  name: o{b}.name
+  properties: {{
+    a: sa{b}.properties{b}.primaryEndpoints.blob
+    b: (o{b}){b}.x[0]{b}
+    c: !(o{b}.f{b})
+    d: o{b}.y{b} != xs[0]{b}
+    e: -length(xs{b}){b}
+  }}
+}}
+                 output n string = toLower(o{b}.name{b})
+",
+                b = bang
+            )
+        };
+        let plain = compile(&with("")).expect("compiles without");
+        let asserted = compile(&with("!")).expect("compiles with");
+        assert_eq!(asserted, plain);
+        let r = &asserted["resources"][1];
+        assert_eq!(r["name"], "[parameters('o').name]");
+        assert_eq!(
+            r["properties"]["a"],
+            "[reference(resourceId('Microsoft.Storage/storageAccounts', 's'), '2023-01-01').primaryEndpoints.blob]"
+        );
+        assert_eq!(
+            r["properties"]["d"],
+            "[not(equals(parameters('o').y, parameters('xs')[0]))]"
+        );
+        assert_eq!(
+            r["dependsOn"],
+            json!(["[resourceId('Microsoft.Storage/storageAccounts', 's')]"])
+        );
+    }
+
+    #[test]
     fn loops_become_copy_loops() {
         let t = compile(
             "param names array\n\

@@ -862,16 +862,10 @@ impl<'a> Parser<'a> {
                     kind: ExprKind::Ident(format!("{base}::{name}")),
                     at: e.at,
                 };
-            } else if self.is_punct("!") && self.pos > 0 {
-                // Non-null assertion (`x!`) only right after an operand, before a delimiter.
-                let next = self.tokens.get(self.pos + 1).map(|t| &t.tok);
-                if matches!(
-                    next,
-                    Some(Tok::Newline | Tok::Eof | Tok::Punct(")" | "]" | "}" | "," | "." | ":"))
-                ) {
-                    return Err(unsupported(self.src, self.at(), "non-null assertions (!)"));
-                }
-                break;
+            } else if self.is_punct("!") {
+                // Non-null assertion (`x!`): a type-level construct; the official compiler
+                // emits the inner expression unchanged.
+                self.bump();
             } else {
                 break;
             }
