@@ -533,9 +533,10 @@ async fn a_bicep_template_beyond_the_subset_fails_with_the_construct_and_its_pos
     server.with(|s| assert_eq!(s.deployment_puts, 0, "nothing reached ARM"));
 }
 
-/// A subscription-scope ARM template deploys with the subscription-level deployment API: no
-/// resource group in the request (the template creates its own), a location for ARM's record;
-/// the listing says the template's scope, and a destroy deletes the group it created.
+/// A subscription-scope template (ARM JSON, then Bicep) deploys with the subscription-level
+/// deployment API: no resource group in the request (the template creates its own), a location
+/// for ARM's record; the listing says the template's scope, and a destroy deletes the group it
+/// created.
 #[tokio::test]
 async fn a_subscription_scope_template_creates_its_resource_group_and_is_destroyed() {
     let server = ArmServer::start();
@@ -548,7 +549,7 @@ async fn a_subscription_scope_template_creates_its_resource_group_and_is_destroy
     let d = Daemon::start(
         DaemonConfig::new(Some(&db.url), dir.path(), templates)
             .with_arm(&server)
-            .set("MULTICLOUD__SECRETS__KEY", SECRETS_KEY),
+            .set("MULTICLOUD__AZURE__BICEP_COMPILER", "native"),
     )
     .await;
     let azure = azure_provider(&d).await;
@@ -606,15 +607,39 @@ async fn a_subscription_scope_template_creates_its_resource_group_and_is_destroy
     assert_eq!(s, 200, "{list}");
     assert!(list.to_string().contains("rg-made"), "{list}");
 
-    let r = reqwest::Client::new()
-        .delete(d.url(&format!("/deployments/{id}")))
-        .send()
-        .await
-        .expect("DELETE");
-    assert_eq!(r.status().as_u16(), 202);
+    let (s, b) = d.delete(&format!("/deployments/{id}")).await;
+    assert_eq!(s, 202, "{b}");
     let st = d.wait_terminal(&id, T).await;
     assert_eq!(st["status"], "destroyed", "{st}\n{}", d.log_text());
     assert!(server.with(|s| !s.resource_groups.contains_key("rg-made")));
+
+    // The same from Bicep: `targetScope = 'subscription'` is read by the catalog, compiled to
+    // the subscription deployment schema by the built-in compiler, and deployed at that scope.
+    let (s, t) = d.get("/templates/azure/rg-from-bicep").await;
+    assert_eq!(s, 200, "{t}");
+    assert_eq!(t["data"]["target_scope"], "subscription", "{t}");
+    assert_eq!(t["data"]["format"], "bicep", "{t}");
+    let (s, b) = d
+        .post_json("/deploy", &json!({"template_name": "rg-from-bicep", "provider_type": "bicep", "subscription_id": SUB,
+            "location": "northeurope", "parameters": {"groupName": "rg-bicep-made"}}))
+        .await;
+    assert_eq!(s, 202, "{b}");
+    let id = b["data"]["deployment_id"].as_str().expect("id").to_string();
+    let st = d.wait_terminal(&id, T).await;
+    assert_eq!(st["status"], "completed", "{st}\n{}", d.log_text());
+    assert_eq!(st["outputs"]["groupName"], "rg-bicep-made");
+    server.with(|s| {
+        assert!(
+            s.deployments
+                .contains_key(&format!("{SUB}/-/multicloud-{id}"))
+        );
+        assert!(s.resource_groups.contains_key("rg-bicep-made"));
+    });
+    let (s, b) = d.delete(&format!("/deployments/{id}")).await;
+    assert_eq!(s, 202, "{b}");
+    let st = d.wait_terminal(&id, T).await;
+    assert_eq!(st["status"], "destroyed", "{st}");
+    assert!(server.with(|s| !s.resource_groups.contains_key("rg-bicep-made")));
 }
 
 /// A Bicep template with a local module deploys through the built-in compiler: the module is
@@ -662,12 +687,8 @@ async fn a_bicep_template_with_a_local_module_deploys_and_a_registry_module_is_r
         server.with(|s| s.resources.contains(&account)),
         "the module's resource exists"
     );
-    let r = reqwest::Client::new()
-        .delete(d.url(&format!("/deployments/{id}")))
-        .send()
-        .await
-        .expect("DELETE");
-    assert_eq!(r.status().as_u16(), 202);
+    let (s, b) = d.delete(&format!("/deployments/{id}")).await;
+    assert_eq!(s, 202, "{b}");
     let st = d.wait_terminal(&id, T).await;
     assert_eq!(st["status"], "destroyed", "{st}");
     assert!(server.with(|s| !s.resources.contains(&account)));
@@ -689,53 +710,4 @@ async fn a_bicep_template_with_a_local_module_deploys_and_a_registry_module_is_r
         "nothing reached ARM"
     );
     assert!(server.with(|s| !s.resource_groups.contains_key("rg-remote")));
-}
-
-/// The same from Bicep: `targetScope = 'subscription'` is read by the catalog, compiled to the
-/// subscription deployment schema by the built-in compiler, and deployed at that scope.
-#[tokio::test]
-async fn a_subscription_scope_bicep_template_compiles_and_deploys_at_that_scope() {
-    let server = ArmServer::start();
-    let db = TestDb::new();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let templates = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/templates-subscription"
-    );
-    let d = Daemon::start(
-        DaemonConfig::new(Some(&db.url), dir.path(), templates)
-            .with_arm(&server)
-            .set("MULTICLOUD__AZURE__BICEP_COMPILER", "native"),
-    )
-    .await;
-    let (s, t) = d.get("/templates/azure/rg-from-bicep").await;
-    assert_eq!(s, 200, "{t}");
-    assert_eq!(t["data"]["target_scope"], "subscription", "{t}");
-    assert_eq!(t["data"]["format"], "bicep", "{t}");
-
-    let (s, b) = d
-        .post_json("/deploy", &json!({"template_name": "rg-from-bicep", "provider_type": "bicep", "subscription_id": SUB,
-            "location": "northeurope", "parameters": {"groupName": "rg-bicep-made"}}))
-        .await;
-    assert_eq!(s, 202, "{b}");
-    let id = b["data"]["deployment_id"].as_str().expect("id").to_string();
-    let st = d.wait_terminal(&id, T).await;
-    assert_eq!(st["status"], "completed", "{st}\n{}", d.log_text());
-    assert_eq!(st["outputs"]["groupName"], "rg-bicep-made");
-    server.with(|s| {
-        assert!(
-            s.deployments
-                .contains_key(&format!("{SUB}/-/multicloud-{id}"))
-        );
-        assert!(s.resource_groups.contains_key("rg-bicep-made"));
-    });
-    let r = reqwest::Client::new()
-        .delete(d.url(&format!("/deployments/{id}")))
-        .send()
-        .await
-        .expect("DELETE");
-    assert_eq!(r.status().as_u16(), 202);
-    let st = d.wait_terminal(&id, T).await;
-    assert_eq!(st["status"], "destroyed", "{st}");
-    assert!(server.with(|s| !s.resource_groups.contains_key("rg-bicep-made")));
 }

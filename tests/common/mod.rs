@@ -384,6 +384,16 @@ impl Daemon {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    pub async fn delete(&self, path: &str) -> (u16, Value) {
+        let r = reqwest::Client::new()
+            .delete(self.url(path))
+            .send()
+            .await
+            .expect("DELETE");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
     pub async fn deploy(&self, template: &str, provider: &str, params: Value) -> String {
         let (status, body) = self
             .post_json("/deploy", &json!({"template_name": template, "provider_type": provider, "parameters": params}))
