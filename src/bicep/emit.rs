@@ -2445,18 +2445,7 @@ impl<'a> Emitter<'a> {
             }
             o.insert(p.key.clone(), self.lower_json(&p.value)?.to_json());
         }
-        let deps = self.depends_on(r)?;
-        if !deps.is_empty() {
-            o.insert("dependsOn".into(), Value::Array(deps));
-        }
-        let meta = self.description_metadata(r.decorators, &["description", "batchSize"])?;
-        if r.looped.is_none() && r.decorators.iter().any(|d| d.name == "batchSize") {
-            return Err(self.err(r.at, "@batchSize applies to resource loops only"));
-        }
-        if !meta.is_empty() {
-            o.insert("metadata".into(), Value::Object(meta));
-        }
-        Ok(Value::Object(o))
+        self.finish_declaration(r, o, "resource")
     }
 }
 
@@ -2532,13 +2521,24 @@ impl<'a> Emitter<'a> {
         }
         properties.insert("template".into(), module.template.clone());
         o.insert("properties".into(), Value::Object(properties));
+        self.finish_declaration(r, o, "module")
+    }
+
+    /// The end of a resource's or module's JSON: its inferred `dependsOn`, its `@description`
+    /// as metadata, and `@batchSize` allowed on loops only.
+    fn finish_declaration(
+        &self,
+        r: &Resource<'a>,
+        mut o: Map<String, Value>,
+        what: &str,
+    ) -> Result<Value, CompileError> {
         let deps = self.depends_on(r)?;
         if !deps.is_empty() {
             o.insert("dependsOn".into(), Value::Array(deps));
         }
         let meta = self.description_metadata(r.decorators, &["description", "batchSize"])?;
         if r.looped.is_none() && r.decorators.iter().any(|d| d.name == "batchSize") {
-            return Err(self.err(r.at, "@batchSize applies to module loops only"));
+            return Err(self.err(r.at, format!("@batchSize applies to {what} loops only")));
         }
         if !meta.is_empty() {
             o.insert("metadata".into(), Value::Object(meta));

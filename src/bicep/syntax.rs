@@ -456,34 +456,8 @@ impl<'a> Parser<'a> {
                 let parsed = self.primary();
                 self.resource_body = None;
                 let nested = std::mem::replace(&mut self.nested, outer);
-                let (body, looped) = match parsed?.kind {
-                    ExprKind::Object(props) => (props, None),
-                    ExprKind::For(l) if condition.is_none() => {
-                        let ForLoop {
-                            item,
-                            index,
-                            source,
-                            condition: loop_condition,
-                            body,
-                        } = *l;
-                        match body.kind {
-                            ExprKind::Object(props) => (
-                                props,
-                                Some(ResourceLoop {
-                                    item,
-                                    index,
-                                    source,
-                                    condition: loop_condition,
-                                    at: body_at,
-                                }),
-                            ),
-                            _ => {
-                                return Err(self.err(body.at, "expected the resource body { ... }"));
-                            }
-                        }
-                    }
-                    _ => return Err(self.err(body_at, "expected the resource body { ... }")),
-                };
+                let (body, looped) =
+                    self.declaration_body(parsed?, condition.is_none(), body_at, "resource")?;
                 StmtKind::Resource {
                     name,
                     type_ref,
@@ -520,32 +494,9 @@ impl<'a> Parser<'a> {
                 self.skip_newlines();
                 let condition = self.if_condition()?;
                 let body_at = self.at();
-                let (body, looped) = match self.primary()?.kind {
-                    ExprKind::Object(props) => (props, None),
-                    ExprKind::For(l) if condition.is_none() => {
-                        let ForLoop {
-                            item,
-                            index,
-                            source,
-                            condition: loop_condition,
-                            body,
-                        } = *l;
-                        match body.kind {
-                            ExprKind::Object(props) => (
-                                props,
-                                Some(ResourceLoop {
-                                    item,
-                                    index,
-                                    source,
-                                    condition: loop_condition,
-                                    at: body_at,
-                                }),
-                            ),
-                            _ => return Err(self.err(body.at, "expected the module body { ... }")),
-                        }
-                    }
-                    _ => return Err(self.err(body_at, "expected the module body { ... }")),
-                };
+                let parsed = self.primary()?;
+                let (body, looped) =
+                    self.declaration_body(parsed, condition.is_none(), body_at, "module")?;
                 StmtKind::Module {
                     name,
                     path,
@@ -1019,6 +970,43 @@ impl<'a> Parser<'a> {
     }
 
     /// `if (condition)` before a resource body, if there.
+    /// The body of a resource or module declaration: an object, or (`loop_allowed`: the
+    /// declaration has no `if`) a `[for ...: { ... }]` loop over one.
+    fn declaration_body(
+        &self,
+        parsed: Expr,
+        loop_allowed: bool,
+        body_at: usize,
+        what: &str,
+    ) -> Result<(Vec<Property>, Option<ResourceLoop>), CompileError> {
+        match parsed.kind {
+            ExprKind::Object(props) => Ok((props, None)),
+            ExprKind::For(l) if loop_allowed => {
+                let ForLoop {
+                    item,
+                    index,
+                    source,
+                    condition,
+                    body,
+                } = *l;
+                match body.kind {
+                    ExprKind::Object(props) => Ok((
+                        props,
+                        Some(ResourceLoop {
+                            item,
+                            index,
+                            source,
+                            condition,
+                            at: body_at,
+                        }),
+                    )),
+                    _ => Err(self.err(body.at, format!("expected the {what} body {{ ... }}"))),
+                }
+            }
+            _ => Err(self.err(body_at, format!("expected the {what} body {{ ... }}"))),
+        }
+    }
+
     fn if_condition(&mut self) -> Result<Option<Expr>, CompileError> {
         if !matches!(self.peek(), Tok::Ident(s) if s == "if") {
             return Ok(None);
