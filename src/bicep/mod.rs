@@ -28,6 +28,7 @@ mod scope;
 mod syntax;
 
 pub use files::{FileLoader, Folder, LoadError, MAX_MODULE_DEPTH, NoFiles};
+pub use scope::Scope;
 
 use serde_json::Value;
 

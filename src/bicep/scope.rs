@@ -4,9 +4,11 @@
 use super::CompileError;
 use super::syntax::{Expr, ExprKind, Stmt, StmtKind};
 
-/// The deployment scope of a template.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The deployment scope of a template (serialized as Bicep names it: `resourceGroup`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub enum Scope {
+    #[default]
     ResourceGroup,
     Subscription,
     ManagementGroup,
@@ -24,7 +26,8 @@ impl Scope {
         }
     }
 
-    fn from_name(name: &str) -> Option<Scope> {
+    /// The scope Bicep names `name`.
+    pub fn from_name(name: &str) -> Option<Scope> {
         [
             Scope::ResourceGroup,
             Scope::Subscription,

@@ -44,7 +44,7 @@ pub fn load(path: &Path) -> Template {
         template.error = Some("not an ARM template (no $schema or resources)".into());
         return template;
     }
-    match super::TargetScope::from_arm_schema(schema) {
+    match super::TargetScope::from_schema(schema) {
         Some(scope) => template.target_scope = scope,
         None => {
             template.error = Some(format!(

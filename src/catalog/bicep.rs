@@ -38,14 +38,7 @@ pub fn load(path: &Path) -> Template {
         template.title = template.name.clone();
     }
     match crate::bicep::target_scope(&source) {
-        Ok(scope) => {
-            template.target_scope = match scope.as_str() {
-                "subscription" => TargetScope::Subscription,
-                "managementGroup" => TargetScope::ManagementGroup,
-                "tenant" => TargetScope::Tenant,
-                _ => TargetScope::ResourceGroup,
-            }
-        }
+        Ok(scope) => template.target_scope = TargetScope::from_name(&scope).unwrap_or_default(),
         Err(e) => {
             template.error = Some(format!("invalid Bicep at {e}"));
             return template;

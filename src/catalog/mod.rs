@@ -45,39 +45,9 @@ pub struct Template {
 }
 
 /// The scope an ARM deployment is made at: a resource group (the default), the subscription
-/// (the template creates its resource groups itself), a management group or the tenant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub enum TargetScope {
-    #[default]
-    ResourceGroup,
-    Subscription,
-    ManagementGroup,
-    Tenant,
-}
-
-impl TargetScope {
-    /// The scope an ARM template's `$schema` declares (`.../subscriptionDeploymentTemplate.json#`).
-    pub fn from_arm_schema(schema: &str) -> Option<TargetScope> {
-        let file = schema.rsplit('/').next()?.trim_end_matches('#');
-        Some(match file.to_ascii_lowercase().as_str() {
-            "deploymenttemplate.json" => TargetScope::ResourceGroup,
-            "subscriptiondeploymenttemplate.json" => TargetScope::Subscription,
-            "managementgroupdeploymenttemplate.json" => TargetScope::ManagementGroup,
-            "tenantdeploymenttemplate.json" => TargetScope::Tenant,
-            _ => return None,
-        })
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TargetScope::ResourceGroup => "resourceGroup",
-            TargetScope::Subscription => "subscription",
-            TargetScope::ManagementGroup => "managementGroup",
-            TargetScope::Tenant => "tenant",
-        }
-    }
-}
+/// (the template creates its resource groups itself), a management group or the tenant. The
+/// built-in Bicep compiler's type: one reading of `targetScope` and of ARM `$schema`s.
+pub use crate::bicep::Scope as TargetScope;
 
 impl Template {
     /// Reads the template's source from disk.

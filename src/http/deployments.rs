@@ -175,7 +175,7 @@ fn parse_deploy(
                 "template_name",
                 format!(
                     "the template deploys at {} scope, which this daemon does not deploy (resource group and subscription scopes only)",
-                    other.as_str()
+                    other.name()
                 ),
             ),
         }

@@ -193,7 +193,7 @@ impl ArmRun {
             other => Err(EngineError::Failed(format!(
                 "{} deploys at {} scope, which this daemon does not deploy",
                 self.job.template.file_name,
-                other.as_str()
+                other.name()
             ))),
         }
     }
