@@ -181,6 +181,47 @@ fn load_or_generate(path: &std::path::Path) -> Result<SecretKey, SecretsError> {
     }
 }
 
+/// Seals bytes for storage (a saved plan holds variable values in clear): with a key, `1` +
+/// a random 24-byte nonce + XChaCha20-Poly1305 ciphertext; without one, `0` + the bytes (only
+/// used when nothing sensitive can be in them: see the deploy handler).
+pub fn seal_bytes(key: Option<&SecretKey>, plain: &[u8]) -> Vec<u8> {
+    use rand::RngCore;
+    match key {
+        None => {
+            let mut out = vec![0u8];
+            out.extend_from_slice(plain);
+            out
+        }
+        Some(k) => {
+            let mut nonce = [0u8; 24];
+            rand::rng().fill_bytes(&mut nonce);
+            let ct = k
+                .cipher
+                .encrypt(XNonce::from_slice(&nonce), plain)
+                .unwrap_or_default();
+            let mut out = vec![1u8];
+            out.extend_from_slice(&nonce);
+            out.extend_from_slice(&ct);
+            out
+        }
+    }
+}
+
+/// Opens bytes sealed by [`seal_bytes`].
+pub fn open_bytes(key: Option<&SecretKey>, sealed: &[u8]) -> Result<Vec<u8>, SecretsError> {
+    match sealed.split_first() {
+        Some((0, plain)) => Ok(plain.to_vec()),
+        Some((1, rest)) if rest.len() > 24 => {
+            let (nonce, ct) = rest.split_at(24);
+            key.ok_or(SecretsError::Decrypt)?
+                .cipher
+                .decrypt(XNonce::from_slice(nonce), ct)
+                .map_err(|_| SecretsError::Decrypt)
+        }
+        _ => Err(SecretsError::Decrypt),
+    }
+}
+
 /// Whether a stored value is an encrypted one.
 pub fn is_encrypted(v: &Value) -> bool {
     v.get(MARKER).and_then(Value::as_str).is_some()
@@ -229,6 +270,21 @@ mod tests {
 
     fn key(byte: u8) -> SecretKey {
         SecretKey::from_base64(&B64.encode([byte; 32])).expect("key")
+    }
+
+    #[test]
+    fn bytes_round_trip_sealed_and_a_wrong_key_is_refused() {
+        let plan = b"plan file with a password=hunter22".to_vec();
+        let sealed = seal_bytes(Some(&key(1)), &plan);
+        assert!(!sealed.windows(8).any(|w| w == b"hunter22"));
+        assert_eq!(open_bytes(Some(&key(1)), &sealed).expect("open"), plan);
+        assert!(open_bytes(Some(&key(2)), &sealed).is_err());
+        assert!(open_bytes(None, &sealed).is_err());
+        assert_eq!(
+            open_bytes(None, &seal_bytes(None, &plan)).expect("clear"),
+            plan
+        );
+        assert!(open_bytes(None, &[]).is_err());
     }
 
     #[test]

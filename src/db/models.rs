@@ -4,8 +4,11 @@
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 
-use super::schema::{deployment_logs, deployments};
-use crate::domain::{Deployment, DeploymentId, LogLine, NewDeployment, ProviderType, UnknownValue};
+use super::schema::{deployment_logs, deployments, runs};
+use crate::domain::{
+    Deployment, DeploymentId, LogLine, NewDeployment, NewRun, PlanSummary, ProviderType, Run,
+    RunId, UnknownValue,
+};
 
 #[derive(Debug, Clone, Queryable, QueryableByName, Selectable)]
 #[diesel(table_name = deployments, check_for_backend(diesel::pg::Pg))]
@@ -32,6 +35,8 @@ pub struct DeploymentRow {
     pub started_at: Option<DateTime<Utc>>,
     pub completed_at: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
+    pub applied_run_id: Option<String>,
+    pub drift: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Insertable)]
@@ -102,6 +107,116 @@ impl TryFrom<DeploymentRow> for Deployment {
             started_at: row.started_at,
             completed_at: row.completed_at,
             updated_at: row.updated_at,
+            applied_run_id: row.applied_run_id,
+            drift: row.drift,
+        })
+    }
+}
+
+/// A run as stored, without its saved plan's bytes (they are read only to apply them).
+#[derive(Debug, Clone, Queryable, QueryableByName, Selectable)]
+#[diesel(table_name = runs, check_for_backend(diesel::pg::Pg))]
+pub struct RunRow {
+    pub run_id: String,
+    pub queue_seq: i64,
+    pub deployment_id: String,
+    pub kind: String,
+    pub status: String,
+    pub auto_apply: bool,
+    pub approved_at: Option<DateTime<Utc>>,
+    pub parameters: serde_json::Value,
+    pub template_hash: Option<String>,
+    pub plan_summary: Option<serde_json::Value>,
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    #[diesel(select_expression = runs::saved_plan.is_not_null())]
+    #[diesel(select_expression_type = diesel::dsl::IsNotNull<runs::saved_plan>)]
+    pub has_saved_plan: bool,
+    pub outputs: Option<serde_json::Value>,
+    pub error_message: Option<String>,
+    pub progress: i16,
+    pub attempts: i32,
+    pub lease_owner: Option<String>,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub cancel_requested_at: Option<DateTime<Utc>>,
+    pub requested_by: Option<String>,
+    pub approved_by: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = runs)]
+pub struct NewRunRow {
+    pub run_id: String,
+    pub deployment_id: String,
+    pub kind: String,
+    pub auto_apply: bool,
+    pub parameters: serde_json::Value,
+    pub template_hash: Option<String>,
+    pub requested_by: Option<String>,
+}
+
+impl NewRunRow {
+    pub fn new(deployment_id: &str, r: &NewRun) -> NewRunRow {
+        NewRunRow {
+            run_id: r.id.to_string(),
+            deployment_id: deployment_id.to_string(),
+            kind: r.kind.as_str().into(),
+            auto_apply: r.auto_apply,
+            parameters: serde_json::Value::Object(r.parameters.clone()),
+            template_hash: r.template_hash.clone(),
+            requested_by: r.requested_by.clone(),
+        }
+    }
+}
+
+impl TryFrom<RunRow> for Run {
+    type Error = UnknownValue;
+
+    fn try_from(row: RunRow) -> Result<Self, Self::Error> {
+        let unknown = |kind: &'static str, value: &str| UnknownValue {
+            kind,
+            value: value.to_string(),
+        };
+        let id = RunId::parse(&row.run_id).ok_or_else(|| unknown("run id", &row.run_id))?;
+        let deployment_id = DeploymentId::parse(&row.deployment_id)
+            .ok_or_else(|| unknown("deployment id", &row.deployment_id))?;
+        let plan_summary = match row.plan_summary {
+            None => None,
+            Some(v) => Some(
+                serde_json::from_value::<PlanSummary>(v)
+                    .map_err(|e| unknown("plan summary", &e.to_string()))?,
+            ),
+        };
+        Ok(Run {
+            id,
+            seq: row.queue_seq,
+            deployment_id,
+            kind: row.kind.parse()?,
+            status: row.status.parse()?,
+            auto_apply: row.auto_apply,
+            approved_at: row.approved_at,
+            parameters: match row.parameters {
+                serde_json::Value::Object(map) => map,
+                _ => serde_json::Map::new(),
+            },
+            template_hash: row.template_hash,
+            plan_summary,
+            has_saved_plan: row.has_saved_plan,
+            outputs: row.outputs,
+            error_message: row.error_message,
+            progress: row.progress.clamp(0, 100) as u8,
+            attempts: row.attempts.max(0) as u32,
+            lease_owner: row.lease_owner,
+            cancel_requested_at: row.cancel_requested_at,
+            requested_by: row.requested_by,
+            approved_by: row.approved_by,
+            created_at: row.created_at,
+            started_at: row.started_at,
+            completed_at: row.completed_at,
+            updated_at: row.updated_at,
         })
     }
 }
@@ -110,6 +225,7 @@ impl TryFrom<DeploymentRow> for Deployment {
 #[diesel(table_name = deployment_logs, check_for_backend(diesel::pg::Pg))]
 pub struct LogRow {
     pub seq: i64,
+    pub run_id: String,
     pub at: DateTime<Utc>,
     pub stream: String,
     pub line: String,
@@ -119,6 +235,7 @@ impl From<LogRow> for LogLine {
     fn from(r: LogRow) -> Self {
         LogLine {
             seq: r.seq,
+            run_id: r.run_id,
             at: r.at,
             stream: r.stream,
             line: r.line,
@@ -130,6 +247,7 @@ impl From<LogRow> for LogLine {
 #[diesel(table_name = deployment_logs)]
 pub struct NewLogRow<'a> {
     pub deployment_id: &'a str,
+    pub run_id: &'a str,
     pub seq: i64,
     pub at: chrono::DateTime<chrono::Utc>,
     pub stream: &'a str,

@@ -7,6 +7,7 @@ diesel::table! {
         at -> Timestamptz,
         stream -> Text,
         line -> Text,
+        run_id -> Text,
     }
 }
 
@@ -34,6 +35,37 @@ diesel::table! {
         started_at -> Nullable<Timestamptz>,
         completed_at -> Nullable<Timestamptz>,
         updated_at -> Timestamptz,
+        applied_run_id -> Nullable<Text>,
+        drift -> Nullable<Jsonb>,
+    }
+}
+
+diesel::table! {
+    runs (run_id) {
+        run_id -> Text,
+        queue_seq -> Int8,
+        deployment_id -> Text,
+        kind -> Text,
+        status -> Text,
+        auto_apply -> Bool,
+        approved_at -> Nullable<Timestamptz>,
+        parameters -> Jsonb,
+        template_hash -> Nullable<Text>,
+        plan_summary -> Nullable<Jsonb>,
+        saved_plan -> Nullable<Bytea>,
+        outputs -> Nullable<Jsonb>,
+        error_message -> Nullable<Text>,
+        progress -> Int2,
+        attempts -> Int4,
+        lease_owner -> Nullable<Text>,
+        lease_expires_at -> Nullable<Timestamptz>,
+        cancel_requested_at -> Nullable<Timestamptz>,
+        requested_by -> Nullable<Text>,
+        approved_by -> Nullable<Text>,
+        created_at -> Timestamptz,
+        started_at -> Nullable<Timestamptz>,
+        completed_at -> Nullable<Timestamptz>,
+        updated_at -> Timestamptz,
     }
 }
 
@@ -50,5 +82,6 @@ diesel::table! {
 
 diesel::joinable!(deployment_logs -> deployments (deployment_id));
 diesel::joinable!(terraform_states -> deployments (deployment_id));
+diesel::joinable!(runs -> deployments (deployment_id));
 
-diesel::allow_tables_to_appear_in_same_query!(deployment_logs, deployments, terraform_states,);
+diesel::allow_tables_to_appear_in_same_query!(deployment_logs, deployments, runs, terraform_states,);

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use rand::RngCore;
 use serde::Serialize;
 
-use super::ProviderType;
+use super::{PlanSummary, ProviderType, RunStatus};
 
 /// A stored value that is not one this version knows (a newer daemon wrote it, or a hand edit).
 #[derive(Debug, Clone, thiserror::Error)]
@@ -56,6 +56,8 @@ impl fmt::Display for DeploymentId {
 pub enum DeploymentStatus {
     Pending,
     Running,
+    /// Its first run planned and waits for a decision (`auto_apply: false`).
+    Planned,
     Completed,
     Failed,
     Cancelled,
@@ -63,9 +65,10 @@ pub enum DeploymentStatus {
 }
 
 impl DeploymentStatus {
-    pub const ALL: [DeploymentStatus; 6] = [
+    pub const ALL: [DeploymentStatus; 7] = [
         DeploymentStatus::Pending,
         DeploymentStatus::Running,
+        DeploymentStatus::Planned,
         DeploymentStatus::Completed,
         DeploymentStatus::Failed,
         DeploymentStatus::Cancelled,
@@ -76,6 +79,7 @@ impl DeploymentStatus {
         match self {
             DeploymentStatus::Pending => "pending",
             DeploymentStatus::Running => "running",
+            DeploymentStatus::Planned => "planned",
             DeploymentStatus::Completed => "completed",
             DeploymentStatus::Failed => "failed",
             DeploymentStatus::Cancelled => "cancelled",
@@ -83,7 +87,8 @@ impl DeploymentStatus {
         }
     }
 
-    /// A run has ended; nothing moves it except a queued destroy.
+    /// A run has ended; nothing moves it except a new run. (A planned deployment waits for a
+    /// decision: nothing happens to it by itself either.)
     pub fn is_terminal(self) -> bool {
         !matches!(self, DeploymentStatus::Pending | DeploymentStatus::Running)
     }
@@ -96,9 +101,10 @@ impl DeploymentStatus {
             (self, next),
             (Pending, Running)
                 | (Pending, Cancelled)
-                | (Running, Completed | Failed | Cancelled | Destroyed)
+                | (Running, Completed | Failed | Cancelled | Destroyed | Planned)
                 | (Running, Pending) // lease released on shutdown, run again later
-                | (Completed | Failed, Pending) // destroy queued
+                | (Planned, Pending | Cancelled) // applied or discarded
+                | (Completed | Failed | Cancelled, Pending) // destroy or update queued
         )
     }
 }
@@ -175,6 +181,10 @@ pub struct Deployment {
     pub started_at: Option<DateTime<Utc>>,
     pub completed_at: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
+    /// The run whose apply the deployment's parameters and outputs come from.
+    pub applied_run_id: Option<String>,
+    /// The last drift check's result.
+    pub drift: Option<serde_json::Value>,
 }
 
 impl Deployment {
@@ -203,6 +213,7 @@ pub struct NewDeployment {
 #[derive(Debug, Clone, Serialize)]
 pub struct LogLine {
     pub seq: i64,
+    pub run_id: String,
     pub at: DateTime<Utc>,
     pub stream: String,
     pub line: String,
@@ -216,22 +227,86 @@ pub struct NewLogLine {
     pub line: String,
 }
 
-/// How a run ended, as the deployment actor reports it to persistence.
+/// Filters of `GET /deployments`; all optional. The cursor is the last row of the previous page.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub status: Option<String>,
+    pub provider_type: Option<String>,
+    pub template_name: Option<String>,
+    pub resource_group: Option<String>,
+    pub drift: Option<super::DriftStatus>,
+    pub before: Option<(DateTime<Utc>, String)>,
+    pub limit: i64,
+}
+
+/// The result of a cancel request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelResult {
+    /// It was pending (or waited for a decision) and is cancelled now.
+    Cancelled,
+    /// It is running; its owner was asked to stop it.
+    Requested,
+    /// It had already finished.
+    AlreadyFinished,
+    NotFound,
+}
+
+/// How a run ended (or stopped to wait for a decision), as the deployment actor reports it to
+/// persistence.
 #[derive(Debug, Clone)]
 pub enum RunOutcome {
-    Completed { outputs: serde_json::Value },
+    /// Applied (deploy, update): the deployment's outputs now.
+    Completed {
+        outputs: serde_json::Value,
+    },
     Destroyed,
-    Failed { error: String },
-    Cancelled { reason: String },
+    /// Planned; waits for apply or discard. `plan` is the saved plan to apply (sealed).
+    Planned {
+        summary: PlanSummary,
+        plan: Vec<u8>,
+    },
+    /// The plan of a gated run found nothing to change: nothing to approve.
+    NoChanges {
+        summary: PlanSummary,
+    },
+    /// A speculative plan's result.
+    Speculative {
+        summary: PlanSummary,
+    },
+    /// A drift check's result: what differs between the cloud and the state.
+    DriftChecked {
+        summary: PlanSummary,
+    },
+    Failed {
+        error: String,
+    },
+    Cancelled {
+        reason: String,
+    },
 }
 
 impl RunOutcome {
-    pub fn status(&self) -> DeploymentStatus {
+    pub fn status(&self) -> RunStatus {
         match self {
-            RunOutcome::Completed { .. } => DeploymentStatus::Completed,
-            RunOutcome::Destroyed => DeploymentStatus::Destroyed,
-            RunOutcome::Failed { .. } => DeploymentStatus::Failed,
-            RunOutcome::Cancelled { .. } => DeploymentStatus::Cancelled,
+            RunOutcome::Completed { .. }
+            | RunOutcome::Destroyed
+            | RunOutcome::DriftChecked { .. } => RunStatus::Completed,
+            RunOutcome::Speculative { summary } if !summary.is_empty() => RunStatus::Completed,
+            RunOutcome::Speculative { .. } | RunOutcome::NoChanges { .. } => RunStatus::NoChanges,
+            RunOutcome::Planned { .. } => RunStatus::Planned,
+            RunOutcome::Failed { .. } => RunStatus::Failed,
+            RunOutcome::Cancelled { .. } => RunStatus::Cancelled,
+        }
+    }
+
+    /// The plan summary it carries, if any.
+    pub fn summary(&self) -> Option<&PlanSummary> {
+        match self {
+            RunOutcome::Planned { summary, .. }
+            | RunOutcome::NoChanges { summary }
+            | RunOutcome::Speculative { summary }
+            | RunOutcome::DriftChecked { summary } => Some(summary),
+            _ => None,
         }
     }
 }

@@ -1,13 +1,16 @@
-//! Domain types and rules: deployments, their statuses, provider types and plan summaries.
+//! Domain types and rules: deployments, their runs and statuses, provider types and plan
+//! summaries.
 //! No diesel, actix or HTTP here; the other layers convert to and from these.
 
 mod deployment;
 mod plan;
 mod provider;
+mod run;
 
 pub use deployment::{
-    Deployment, DeploymentId, DeploymentStatus, LogLine, NewDeployment, NewLogLine, Operation,
-    RunOutcome, UnknownValue,
+    CancelResult, Deployment, DeploymentId, DeploymentStatus, ListFilter, LogLine, NewDeployment,
+    NewLogLine, Operation, RunOutcome, UnknownValue,
 };
 pub use plan::{ChangeAction, PlanSummary, ResourceChange};
 pub use provider::ProviderType;
+pub use run::{DriftStatus, NewRun, Run, RunId, RunKind, RunPhase, RunStatus, mirrored_status};

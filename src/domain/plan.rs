@@ -2,10 +2,10 @@
 //! what-if both become a `PlanSummary` of counts and the list of resource changes. Only
 //! addresses, types and actions: never an attribute value, so nothing sensitive can appear.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// What a plan does to one resource.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ChangeAction {
     Create,
@@ -16,7 +16,7 @@ pub enum ChangeAction {
 }
 
 /// One resource change of a plan.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResourceChange {
     /// terraform: the resource address (`aws_s3_bucket.this`); ARM: the resource id.
     pub address: String,
@@ -27,7 +27,7 @@ pub struct ResourceChange {
 
 /// The counts the way terraform prints them ("Plan: 1 to add, 0 to change, 0 to destroy.":
 /// a replacement counts as one to add and one to destroy) and every change, in plan order.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlanSummary {
     pub add: u32,
     pub change: u32,

@@ -14,12 +14,17 @@ use futures_util::future::LocalBoxFuture;
 use tokio::sync::{mpsc, watch};
 
 use crate::catalog::Template;
-use crate::domain::{Deployment, ProviderType};
+use crate::domain::{Deployment, PlanSummary, ProviderType, Run};
 
 /// Everything an engine needs for one run.
 #[derive(Debug, Clone)]
 pub struct RunJob {
+    /// The deployment as this run sees it: the run's parameters (opened), its operation
+    /// (destroy, or deploy for every run that converges on the template) and attempt.
     pub deployment: Deployment,
+    pub run: Run,
+    /// The plan a confirmed run applies (opened), for `RunPhase::ApplySaved`.
+    pub saved_plan: Option<Vec<u8>>,
     pub template: Arc<Template>,
     /// `<data_dir>/workspaces/<deployment_id>`.
     pub workspace: PathBuf,
@@ -66,8 +71,16 @@ pub type StopSignal = watch::Receiver<Option<StopReason>>;
 /// What a successful run gives back.
 #[derive(Debug, Clone, PartialEq)]
 pub enum EngineOutput {
-    Deployed { outputs: serde_json::Value },
+    Deployed {
+        outputs: serde_json::Value,
+    },
     Destroyed,
+    /// What a plan (or a drift check) found, and the saved plan to apply when the run is
+    /// confirmed (none for speculative plans and drift checks).
+    Planned {
+        summary: PlanSummary,
+        plan: Option<Vec<u8>>,
+    },
 }
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]

@@ -13,13 +13,15 @@ use super::AppState;
 use super::envelope::{self, AppError};
 use super::templates::{parse_provider, template_not_found};
 use crate::actors::persistence::{
-    CancelDeployment, CreateDeployment, GetDeployment, GetLogs, ListDeployments, PersistError,
-    QueueDestroy,
+    CancelDeployment, CreateDeployment, GetDeployment, GetLogs, ListDeployments, LogScope,
+    PersistError, QueueRun,
 };
 use crate::actors::supervisor::{CancelRun, Wake};
 use crate::catalog::{TargetScope, ValidationErrors};
-use crate::db::queries::deployments::{CancelResult, ListFilter};
-use crate::domain::{Deployment, DeploymentId, DeploymentStatus, NewDeployment, ProviderType};
+use crate::domain::{
+    CancelResult, Deployment, DeploymentId, DeploymentStatus, DriftStatus, ListFilter,
+    NewDeployment, NewRun, ProviderType, RunKind,
+};
 
 const MAX_FIELD_LEN: usize = 256;
 const MAX_LIST_LIMIT: i64 = 500;
@@ -35,10 +37,12 @@ struct DeployRequest {
     subscription_id: Option<String>,
     location: Option<String>,
     parameters: Map<String, Value>,
+    /// false: the deploy run stops at `planned` until it is applied or discarded.
+    auto_apply: bool,
 }
 
 /// Whether a string or key anywhere in `v` holds U+0000.
-fn contains_nul(v: &Value) -> bool {
+pub(super) fn contains_nul(v: &Value) -> bool {
     match v {
         Value::String(s) => s.contains('\0'),
         Value::Array(a) => a.iter().any(contains_nul),
@@ -48,7 +52,7 @@ fn contains_nul(v: &Value) -> bool {
 }
 
 /// A free-text filter: at most `MAX_FIELD_LEN` characters, no control characters.
-fn text_filter(field: &str, value: Option<String>) -> Result<Option<String>, AppError> {
+pub(super) fn text_filter(field: &str, value: Option<String>) -> Result<Option<String>, AppError> {
     match value {
         Some(s) if s.chars().any(char::is_control) => Err(AppError::invalid(
             field,
@@ -106,27 +110,12 @@ fn parse_deploy(
     let resource_group = text(&mut body, "resource_group", false);
     let subscription_id = text(&mut body, "subscription_id", false);
     let location = text(&mut body, "location", false);
-    let parameters = match body.remove("parameters") {
-        None | Some(Value::Null) => Map::new(),
-        Some(Value::Object(m)) => m,
-        Some(_) => {
-            errors.add("parameters", "must be an object");
-            Map::new()
-        }
-    };
-    // PostgreSQL's JSON cannot hold U+0000, and no tool takes it as a parameter value.
-    for (name, value) in &parameters {
-        if name.contains('\0') || contains_nul(value) {
-            errors.add(
-                format!("parameters.{name}"),
-                "may not contain the NUL character (U+0000)",
-            );
-        }
-    }
+    let parameters = parameters_field(&mut body, &mut errors);
+    let auto_apply = auto_apply_field(&mut body, &mut errors);
     for unknown in body.keys() {
         errors.add(
             unknown.clone(),
-            "unknown field (expected template_name, provider_type, subscription_id, resource_group, location, parameters)",
+            "unknown field (expected template_name, provider_type, subscription_id, resource_group, location, parameters, auto_apply)",
         );
     }
     if let Some(loc) = &location
@@ -204,9 +193,86 @@ fn parse_deploy(
             subscription_id,
             location,
             parameters,
+            auto_apply,
         }),
         _ => Err(AppError::Validation(errors)),
     }
+}
+
+/// The `parameters` object of a request body (absent: none); a NUL anywhere is refused.
+pub(super) fn parameters_field(
+    body: &mut Map<String, Value>,
+    errors: &mut ValidationErrors,
+) -> Map<String, Value> {
+    let parameters = match body.remove("parameters") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(m)) => m,
+        Some(_) => {
+            errors.add("parameters", "must be an object");
+            Map::new()
+        }
+    };
+    // PostgreSQL's JSON cannot hold U+0000, and no tool takes it as a parameter value.
+    for (name, value) in &parameters {
+        if name.contains('\0') || contains_nul(value) {
+            errors.add(
+                format!("parameters.{name}"),
+                "may not contain the NUL character (U+0000)",
+            );
+        }
+    }
+    parameters
+}
+
+/// The `auto_apply` flag of a request body (absent: true, today's behaviour).
+pub(super) fn auto_apply_field(
+    body: &mut Map<String, Value>,
+    errors: &mut ValidationErrors,
+) -> bool {
+    match body.remove("auto_apply") {
+        None | Some(Value::Null) => true,
+        Some(Value::Bool(b)) => b,
+        Some(_) => {
+            errors.add("auto_apply", "must be true or false");
+            true
+        }
+    }
+}
+
+/// Checks and prepares a run's parameters against its template: validated like `POST /deploy`
+/// (422 naming each field), defaults filled in, sensitive values sealed. A run that waits for a
+/// decision keeps a plan file holding every variable's value: without a secrets key it is
+/// refused for a template with sensitive parameters.
+pub(super) fn prepare_parameters(
+    state: &AppState,
+    template: &crate::catalog::Template,
+    given: &Map<String, Value>,
+    saves_plan: bool,
+) -> Result<Map<String, Value>, AppError> {
+    template.validate(given).map_err(AppError::Validation)?;
+    let mut parameters = template.effective_parameters(given);
+    let sensitive: Vec<&str> = template.sensitive_parameters().collect();
+    let key = state.secret_key.as_ref().as_ref();
+    if saves_plan && key.is_none() && !sensitive.is_empty() {
+        return Err(AppError::invalid(
+            "auto_apply",
+            format!(
+                "a planned run keeps its plan, which holds the values of the template's sensitive parameters ({}); this daemon has no secrets key to store it encrypted (set secrets.key_file)",
+                sensitive.join(", ")
+            ),
+        ));
+    }
+    if let Err(names) = crate::secrets::seal(&mut parameters, &sensitive, key) {
+        let mut errors = ValidationErrors::default();
+        for n in names {
+            errors.add(
+                format!("parameters.{n}"),
+                "is sensitive and this daemon has no secrets key to store it encrypted (set secrets.key_file)",
+            );
+        }
+        return Err(AppError::Validation(errors));
+    }
+    Ok(parameters)
 }
 
 pub async fn deploy(
@@ -251,25 +317,10 @@ pub async fn deploy(
     if let Some(reason) = super::meta::not_configured(&state, request.provider_type) {
         return Err(AppError::ProviderNotConfigured(reason));
     }
-    template
-        .validate(&request.parameters)
-        .map_err(AppError::Validation)?;
-    let mut parameters = template.effective_parameters(&request.parameters);
-    let sensitive: Vec<&str> = template.sensitive_parameters().collect();
-    if let Err(names) = crate::secrets::seal(
-        &mut parameters,
-        &sensitive,
-        state.secret_key.as_ref().as_ref(),
-    ) {
-        let mut errors = ValidationErrors::default();
-        for n in names {
-            errors.add(
-                format!("parameters.{n}"),
-                "is sensitive and this daemon has no secrets key to store it encrypted (set secrets.key_file)",
-            );
-        }
-        return Err(AppError::Validation(errors));
-    }
+    let parameters =
+        prepare_parameters(&state, template, &request.parameters, !request.auto_apply)?;
+    let mut run = NewRun::new(RunKind::Deploy, parameters.clone());
+    run.auto_apply = request.auto_apply;
 
     let new = NewDeployment {
         id: DeploymentId::generate(),
@@ -282,7 +333,7 @@ pub async fn deploy(
         idempotency_key,
     };
     // Committed before we answer: the row is the queue entry.
-    let created = state.persistence.call(CreateDeployment(new)).await?;
+    let created = state.persistence.call(CreateDeployment(new, run)).await?;
     let d = created.deployment;
     if created.created {
         tracing::info!(deployment.id = %d.id, template = %d.template_name, provider_type = %d.provider_type, "deployment accepted");
@@ -315,6 +366,7 @@ pub struct ListQuery {
     provider_type: Option<String>,
     template_name: Option<String>,
     resource_group: Option<String>,
+    drift: Option<String>,
     limit: Option<i64>,
     cursor: Option<String>,
 }
@@ -337,7 +389,7 @@ pub async fn list(
                 .map_err(|_| {
                     AppError::invalid(
                         "status",
-                        "must be one of pending, running, completed, failed, cancelled, destroyed",
+                        "must be one of pending, running, planned, completed, failed, cancelled, destroyed",
                     )
                 })?
                 .as_str()
@@ -354,8 +406,15 @@ pub async fn list(
     let before = q.cursor.as_deref().map(decode_cursor).transpose()?;
     let template_name = text_filter("template_name", q.template_name)?;
     let resource_group = text_filter("resource_group", q.resource_group)?;
+    let drift = match q.drift.as_deref() {
+        None => None,
+        Some(d) => Some(DriftStatus::parse(d).ok_or_else(|| {
+            AppError::invalid("drift", "must be one of in_sync, drifted, unknown")
+        })?),
+    };
     let filter = ListFilter {
         status,
+        drift,
         provider_type,
         template_name: template_name
             .as_deref()
@@ -398,20 +457,20 @@ fn decode_cursor(c: &str) -> Result<(DateTime<Utc>, String), AppError> {
 }
 
 /// Parses the `{id}` segment; a malformed id is simply not found.
-fn deployment_id(raw: &str) -> Result<String, AppError> {
+pub(super) fn deployment_id(raw: &str) -> Result<String, AppError> {
     DeploymentId::parse(raw)
         .map(|id| id.to_string())
         .ok_or_else(|| not_found(raw))
 }
 
-fn not_found(id: &str) -> AppError {
+pub(super) fn not_found(id: &str) -> AppError {
     AppError::not_found(
         "deployment_not_found",
         format!("deployment {id:?} not found"),
     )
 }
 
-async fn load(state: &AppState, raw: &str) -> Result<Deployment, AppError> {
+pub(super) async fn load(state: &AppState, raw: &str) -> Result<Deployment, AppError> {
     let id = deployment_id(raw)?;
     state
         .persistence
@@ -458,14 +517,18 @@ pub async fn status(
     ))
 }
 
-/// The whole record, with sensitive parameter values masked.
-fn view(d: &Deployment, catalog: &crate::catalog::Catalog) -> Value {
+/// Parameters as shown: sensitive values masked.
+pub(super) fn masked_parameters(
+    parameters: &Map<String, Value>,
+    provider_type: ProviderType,
+    template_name: &str,
+    catalog: &crate::catalog::Catalog,
+) -> Map<String, Value> {
     let sensitive: Vec<String> = catalog
-        .find(d.provider_type, &d.template_name)
+        .find(provider_type, template_name)
         .map(|t| t.sensitive_parameters().map(String::from).collect())
         .unwrap_or_default();
-    let parameters: Map<String, Value> = d
-        .parameters
+    parameters
         .iter()
         .map(|(k, v)| {
             let v = if sensitive.contains(k) || crate::secrets::is_encrypted(v) {
@@ -475,7 +538,12 @@ fn view(d: &Deployment, catalog: &crate::catalog::Catalog) -> Value {
             };
             (k.clone(), v)
         })
-        .collect();
+        .collect()
+}
+
+/// The whole record, with sensitive parameter values masked.
+pub(super) fn view(d: &Deployment, catalog: &crate::catalog::Catalog) -> Value {
+    let parameters = masked_parameters(&d.parameters, d.provider_type, &d.template_name, catalog);
     json!({
         "deployment_id": d.id,
         "task_id": d.id,
@@ -498,6 +566,8 @@ fn view(d: &Deployment, catalog: &crate::catalog::Catalog) -> Value {
         "completed_at": d.completed_at,
         "updated_at": d.updated_at,
         "duration_seconds": d.duration_seconds(),
+        "applied_run_id": d.applied_run_id,
+        "drift": d.drift,
     })
 }
 
@@ -507,12 +577,37 @@ pub struct LogsQuery {
     after: Option<i64>,
     limit: Option<i64>,
     follow: Option<bool>,
+    /// `all` for every run's lines, or a run id; default: the newest run's.
+    run: Option<String>,
 }
 
+/// `GET /deployments/{id}/logs`: the newest run's lines (`?run=all`: every run's, `?run=<id>`:
+/// one run's).
 pub async fn logs(
     state: web::Data<AppState>,
     path: web::Path<String>,
     q: web::Query<LogsQuery>,
+) -> Result<HttpResponse, AppError> {
+    let mut q = q.into_inner();
+    let scope = match q.run.take().as_deref() {
+        None | Some("latest") => LogScope::Latest,
+        Some("all") => LogScope::All,
+        Some(r) => LogScope::Run(
+            crate::domain::RunId::parse(r)
+                .ok_or_else(|| AppError::invalid("run", "must be all, latest or a run id"))?
+                .to_string(),
+        ),
+    };
+    let d = load(&state, &path).await?;
+    log_lines(state, d, scope, q).await
+}
+
+/// A page of log lines (or, with `follow`, their SSE stream) of a deployment's run(s).
+pub(super) async fn log_lines(
+    state: web::Data<AppState>,
+    d: Deployment,
+    scope: LogScope,
+    q: LogsQuery,
 ) -> Result<HttpResponse, AppError> {
     let after = q.after.unwrap_or(0);
     if after < 0 {
@@ -525,24 +620,33 @@ pub async fn logs(
             format!("must be between 1 and {MAX_LOG_LIMIT}"),
         ));
     }
-    let d = load(&state, &path).await?;
     if q.follow.unwrap_or(false) {
-        return Ok(follow(state, d.id.to_string(), after));
+        return Ok(follow(state, d.id.to_string(), scope, after));
     }
-    let lines = state
+    let page = state
         .persistence
         .call(GetLogs {
             deployment_id: d.id.to_string(),
+            scope,
             after,
             limit,
         })
-        .await?;
+        .await
+        .map_err(|e| match e {
+            PersistError::NotFound => {
+                AppError::not_found("run_not_found", "run not found".to_string())
+            }
+            other => other.into(),
+        })?;
+    let lines = page.lines;
     let next_after = lines.last().map(|l| l.seq).unwrap_or(after);
     Ok(envelope::ok(
         format!("{} log lines", lines.len()),
         json!({
             "deployment_id": d.id,
             "status": d.status,
+            "run_id": page.run.as_ref().map(|r| r.id.clone()),
+            "run_status": page.run.as_ref().map(|r| r.status),
             "lines": lines,
             "count": lines.len(),
             "next_after": next_after,
@@ -551,11 +655,13 @@ pub async fn logs(
 }
 
 /// Server-Sent Events: every new line as a `log` event, then one `end` event with the final
-/// status once the run has ended and every line was sent.
-fn follow(state: web::Data<AppState>, id: String, after: i64) -> HttpResponse {
+/// status once the run has ended (or stopped to wait for a decision) and every line was sent.
+/// For every run's lines, the end is the deployment's.
+fn follow(state: web::Data<AppState>, id: String, scope: LogScope, after: i64) -> HttpResponse {
     struct Follow {
         state: web::Data<AppState>,
         id: String,
+        scope: LogScope,
         after: i64,
         done: bool,
         /// When the client was last sent something: a quiet stream gets a comment line now and
@@ -565,6 +671,7 @@ fn follow(state: web::Data<AppState>, id: String, after: i64) -> HttpResponse {
     let init = Follow {
         state,
         id,
+        scope,
         after,
         done: false,
         last_sent: tokio::time::Instant::now(),
@@ -579,22 +686,24 @@ fn follow(state: web::Data<AppState>, id: String, after: i64) -> HttpResponse {
                 .persistence
                 .call(GetLogs {
                     deployment_id: f.id.clone(),
+                    scope: f.scope.clone(),
                     after: f.after,
                     limit: 1000,
                 })
                 .await;
-            let lines = match batch {
-                Ok(lines) => lines,
+            let page = match batch {
+                Ok(page) => page,
                 Err(e) => {
                     f.done = true;
                     let chunk = sse("error", &json!({ "error": e.to_string() }));
                     return Some((Ok::<_, actix_web::Error>(chunk), f));
                 }
             };
-            if !lines.is_empty() {
+            if !page.lines.is_empty() {
                 f.last_sent = tokio::time::Instant::now();
-                f.after = lines.last().map(|l| l.seq).unwrap_or(f.after);
-                let chunk: Vec<u8> = lines
+                f.after = page.lines.last().map(|l| l.seq).unwrap_or(f.after);
+                let chunk: Vec<u8> = page
+                    .lines
                     .iter()
                     .flat_map(|l| sse("log", &json!(l)).to_vec())
                     .collect();
@@ -602,20 +711,33 @@ fn follow(state: web::Data<AppState>, id: String, after: i64) -> HttpResponse {
             }
             // No new line: end once the run has ended (its last lines are written before the
             // result), else wait a little.
-            match f.state.persistence.call(GetDeployment(f.id.clone())).await {
-                Ok(d) if d.status.is_terminal() => {
-                    f.done = true;
-                    let chunk = sse(
-                        "end",
-                        &json!({ "status": d.status, "error_message": d.error_message }),
-                    );
-                    return Some((Ok(chunk), f));
+            let ended = match page.run {
+                Some(run)
+                    if run.status.is_final() || run.status == crate::domain::RunStatus::Planned =>
+                {
+                    Ok(Some(json!({
+                        "status": run.status, "run_id": run.id, "error_message": run.error_message,
+                    })))
                 }
-                Ok(_) if f.last_sent.elapsed() >= SSE_KEEPALIVE => {
+                Some(_) => Ok(None),
+                None => match f.state.persistence.call(GetDeployment(f.id.clone())).await {
+                    Ok(d) if d.status.is_terminal() => Ok(Some(
+                        json!({ "status": d.status, "error_message": d.error_message }),
+                    )),
+                    Ok(_) => Ok(None),
+                    Err(e) => Err(e),
+                },
+            };
+            match ended {
+                Ok(Some(end)) => {
+                    f.done = true;
+                    return Some((Ok(sse("end", &end)), f));
+                }
+                Ok(None) if f.last_sent.elapsed() >= SSE_KEEPALIVE => {
                     f.last_sent = tokio::time::Instant::now();
                     return Some((Ok(web::Bytes::from_static(b": keep-alive\n\n")), f));
                 }
-                Ok(_) => tokio::time::sleep(Duration::from_millis(300)).await,
+                Ok(None) => tokio::time::sleep(Duration::from_millis(300)).await,
                 Err(e) => {
                     f.done = true;
                     return Some((Ok(sse("error", &json!({ "error": e.to_string() }))), f));
@@ -639,7 +761,8 @@ pub async fn cancel(
     path: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
     let id = deployment_id(&path)?;
-    match state.persistence.call(CancelDeployment(id.clone())).await? {
+    let cancelled = state.persistence.call(CancelDeployment(id.clone())).await?;
+    match cancelled.result {
         CancelResult::NotFound => Err(not_found(&path)),
         CancelResult::AlreadyFinished => {
             let d = load(&state, &id).await?;
@@ -649,39 +772,54 @@ pub async fn cancel(
             )))
         }
         result => {
-            if result == CancelResult::Requested {
-                state.supervisor.do_send(CancelRun {
-                    deployment_id: id.clone(),
-                });
+            if result == CancelResult::Requested
+                && let Some(run_id) = cancelled.run_id.clone()
+            {
+                state.supervisor.do_send(CancelRun { run_id });
             }
             let d = load(&state, &id).await?;
             Ok(envelope::success(
                 StatusCode::ACCEPTED,
                 format!("cancel of {id} accepted"),
-                json!({ "deployment_id": id, "status": d.status, "cancel_requested": true }),
+                json!({ "deployment_id": id, "status": d.status, "cancel_requested": true, "run_id": cancelled.run_id }),
             ))
         }
     }
+}
+
+/// Queues a run on an existing deployment; 404 and 409 as the persistence actor decides.
+pub(super) async fn queue_run(
+    state: &AppState,
+    raw_id: &str,
+    run: NewRun,
+) -> Result<(Deployment, crate::domain::Run), AppError> {
+    let id = deployment_id(raw_id)?;
+    let queued = state
+        .persistence
+        .call(QueueRun {
+            deployment_id: id,
+            run,
+        })
+        .await
+        .map_err(|e| match e {
+            PersistError::NotFound => not_found(raw_id),
+            other => other.into(),
+        })?;
+    state.supervisor.do_send(Wake);
+    Ok(queued)
 }
 
 pub async fn destroy(
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
-    let id = deployment_id(&path)?;
-    let d = state
-        .persistence
-        .call(QueueDestroy(id))
-        .await
-        .map_err(|e| match e {
-            PersistError::NotFound => not_found(&path),
-            other => other.into(),
-        })?;
-    state.supervisor.do_send(Wake);
+    let current = load(&state, &path).await?;
+    let run = NewRun::new(RunKind::Destroy, current.parameters.clone());
+    let (d, run) = queue_run(&state, &path, run).await?;
     Ok(envelope::success(
         StatusCode::ACCEPTED,
         format!("destroy of {} queued", d.id),
-        json!({ "deployment_id": d.id, "task_id": d.id, "status": d.status, "operation": d.operation }),
+        json!({ "deployment_id": d.id, "task_id": d.id, "status": d.status, "operation": d.operation, "run_id": run.id }),
     ))
 }
 

@@ -7,6 +7,7 @@ pub mod envelope;
 pub mod meta;
 pub mod openapi;
 pub mod resource_groups;
+pub mod runs;
 pub mod security;
 pub mod templates;
 
@@ -66,12 +67,22 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
     .service(resource("/deploy", "POST").route(web::post().to(deployments::deploy)))
     .service(resource("/deployments", "GET").route(web::get().to(deployments::list)))
     .service(
-        resource("/deployments/{id}", "GET, DELETE")
+        resource("/deployments/{id}", "GET, PATCH, DELETE")
             .route(web::get().to(deployments::get))
+            .route(web::patch().to(runs::update))
             .route(web::delete().to(deployments::destroy)),
     )
     .service(resource("/deployments/{id}/status", "GET").route(web::get().to(deployments::status)))
     .service(resource("/deployments/{id}/logs", "GET").route(web::get().to(deployments::logs)))
+    .service(resource("/deployments/{id}/runs", "GET").route(web::get().to(runs::list)))
+    .service(resource("/deployments/{id}/plan", "POST").route(web::post().to(runs::plan)))
+    .service(
+        resource("/deployments/{id}/drift-check", "POST").route(web::post().to(runs::drift_check)),
+    )
+    .service(resource("/deployments/{id}/apply", "POST").route(web::post().to(runs::apply)))
+    .service(resource("/deployments/{id}/discard", "POST").route(web::post().to(runs::discard)))
+    .service(resource("/runs/{id}", "GET").route(web::get().to(runs::get)))
+    .service(resource("/runs/{id}/logs", "GET").route(web::get().to(runs::logs)))
     .service(
         resource("/deployments/{id}/cancel", "POST").route(web::post().to(deployments::cancel)),
     )

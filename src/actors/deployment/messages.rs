@@ -14,7 +14,7 @@ impl Handler<StopRun> for DeploymentActor {
     type Result = ();
 
     fn handle(&mut self, msg: StopRun, _: &mut Context<Self>) {
-        tracing::info!(deployment.id = %self.deployment.id, reason = ?msg.0, "stopping run");
+        tracing::info!(deployment.id = %self.deployment.id, run.id = %self.run.id, reason = ?msg.0, "stopping run");
         self.stop_tx.send_replace(Some(msg.0));
     }
 }

@@ -1,4 +1,4 @@
-//! `DeploymentActor`: one per run, lives for that run only. It drives an engine (in a task of
+//! `DeploymentActor`: one per run (one attempt of one run of a deployment), lives for that run only. It drives an engine (in a task of
 //! its own, so a panic there is a failed run, not a dead actor), batches the log lines to
 //! persistence in order, records progress, obeys cancel, lease loss and shutdown, writes the
 //! final result with compare-and-set, then stops. Its `stopped` hook always tells the
@@ -16,14 +16,14 @@ use tokio::sync::{mpsc, watch};
 pub use messages::*;
 
 use super::persistence::{
-    AppendLogs, FinishRun, PersistError, PersistenceHandle, RecordTerraformState, ReleaseRun,
-    SetProgress,
+    AppendLogs, FinishRun, GetSavedPlan, PersistError, PersistenceHandle, RecordTerraformState,
+    ReleaseRun, SetProgress,
 };
 use super::supervisor::{RunFinished, Supervisor};
 use crate::catalog::CatalogHandle;
 use crate::config::Settings;
 use crate::db::queries::states::StateLocation;
-use crate::domain::{Deployment, NewLogLine, RunOutcome};
+use crate::domain::{Deployment, NewLogLine, PlanSummary, Run, RunKind, RunOutcome, RunPhase};
 use crate::engines::{EngineError, EngineOutput, Engines, RunEvent, RunJob, StopReason};
 
 /// Log lines are written at least this often while a run goes on.
@@ -47,6 +47,7 @@ pub struct RunContext {
 }
 
 pub struct DeploymentActor {
+    run: Run,
     deployment: Deployment,
     ctx: Arc<RunContext>,
     supervisor: Addr<Supervisor>,
@@ -69,15 +70,17 @@ pub struct DeploymentActor {
 
 impl DeploymentActor {
     pub fn new(
+        run: Run,
         deployment: Deployment,
         ctx: Arc<RunContext>,
         supervisor: Addr<Supervisor>,
     ) -> DeploymentActor {
         let (stop_tx, _) = watch::channel(None);
-        let span = tracing::info_span!("run", deployment.id = %deployment.id, operation = deployment.operation.as_str(), attempt = deployment.attempts);
+        let span = tracing::info_span!("run", deployment.id = %deployment.id, run.id = %run.id, kind = run.kind.as_str(), attempt = run.attempts);
         DeploymentActor {
             span,
-            progress: deployment.progress,
+            progress: run.progress,
+            run,
             deployment,
             ctx,
             supervisor,
@@ -93,8 +96,9 @@ impl DeploymentActor {
         }
     }
 
+    /// The run's id: leases, progress and results are the run's.
     fn id(&self) -> String {
-        self.deployment.id.to_string()
+        self.run.id.to_string()
     }
 
     /// Starts the task that writes log batches in order, retrying while the database is away.
@@ -102,6 +106,7 @@ impl DeploymentActor {
         let (tx, mut rx) = mpsc::unbounded_channel::<Vec<NewLogLine>>();
         let persistence = self.ctx.persistence.clone();
         let id = self.id();
+        let deployment_id = self.deployment.id.to_string();
         self.log_tx = Some(tx);
         let span = self.span.clone();
         self.log_writer = Some(actix_rt::spawn(tracing::Instrument::instrument(
@@ -110,7 +115,8 @@ impl DeploymentActor {
                     let mut attempt = 0;
                     loop {
                         let msg = AppendLogs {
-                            deployment_id: id.clone(),
+                            deployment_id: deployment_id.clone(),
+                            run_id: id.clone(),
                             lines: lines.clone(),
                         };
                         match persistence.call(msg).await {
@@ -163,7 +169,7 @@ impl DeploymentActor {
                 .get_or_create(&crate::metrics::RunLabels {
                     provider_type: self.deployment.provider_type.to_string(),
                     template: self.deployment.template_name.clone(),
-                    operation: self.deployment.operation.as_str().to_string(),
+                    operation: self.run.kind.as_str().to_string(),
                     status: o.status().to_string(),
                 })
                 .observe(started.elapsed().as_secs_f64());
@@ -193,15 +199,15 @@ impl DeploymentActor {
                     let _ = writer.await;
                 }
                 if lease_lost {
-                    tracing::warn!(deployment.id = %id, "lease lost; result not written (another node owns the run)");
+                    tracing::warn!(run.id = %id, "lease lost; result not written (another node owns the run)");
                     return;
                 }
                 match outcome {
                     Some(outcome) => write_result(&persistence, &id, &node, outcome).await,
                     None => {
-                        let msg = ReleaseRun { deployment_id: id.clone(), node };
+                        let msg = ReleaseRun { run_id: id.clone(), node };
                         if let Err(e) = persistence.call(msg).await {
-                            tracing::warn!(deployment.id = %id, error = %e, "could not release the lease; it will expire");
+                            tracing::warn!(run.id = %id, error = %e, "could not release the lease; it will expire");
                         }
                     }
                 }
@@ -219,6 +225,7 @@ impl DeploymentActor {
         let outcome = match result {
             Ok(Ok(EngineOutput::Deployed { outputs })) => Some(RunOutcome::Completed { outputs }),
             Ok(Ok(EngineOutput::Destroyed)) => Some(RunOutcome::Destroyed),
+            Ok(Ok(EngineOutput::Planned { summary, plan })) => Some(self.planned(summary, plan)),
             Ok(Err(EngineError::Failed(error) | EngineError::Unavailable(error))) => {
                 Some(RunOutcome::Failed { error })
             }
@@ -260,53 +267,10 @@ impl DeploymentActor {
     }
 }
 
-async fn write_result(persistence: &PersistenceHandle, id: &str, node: &str, outcome: RunOutcome) {
-    let status = outcome.status();
-    for attempt in 0..=FINISH_RETRIES {
-        let msg = FinishRun {
-            deployment_id: id.to_string(),
-            node: node.to_string(),
-            outcome: outcome.clone(),
-        };
-        match persistence.call(msg).await {
-            Ok(true) => {
-                tracing::info!(deployment.id = %id, status = %status, "run finished");
-                return;
-            }
-            Ok(false) => {
-                tracing::warn!(deployment.id = %id, "run finished but another node owns it now; result not written");
-                return;
-            }
-            Err(PersistError::Unavailable(e)) if attempt < FINISH_RETRIES => {
-                tracing::warn!(deployment.id = %id, error = %e, "database unavailable; retrying the result write");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-            Err(e) => {
-                tracing::error!(deployment.id = %id, error = %e, "could not write the result; the lease will expire and the run is retried");
-                return;
-            }
-        }
-    }
-}
-
-impl Actor for DeploymentActor {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        let span = self.span.clone();
-        let _entered = span.enter();
-        self.started = Some(std::time::Instant::now());
-        self.start_log_writer();
-        ctx.run_interval(FLUSH_INTERVAL, |act, _| act.flush());
-        let started = format!(
-            "run started on {} (attempt {}, operation {})",
-            self.ctx.node,
-            self.deployment.attempts,
-            self.deployment.operation.as_str()
-        );
-        self.log_system(started);
+impl DeploymentActor {
+    /// Starts the engine on this run (with the saved plan a confirmed run applies).
+    fn start_engine(&mut self, saved_plan: Option<Vec<u8>>, ctx: &mut Context<Self>) {
         let d = &self.deployment;
-
         let catalog = self.ctx.catalog.get();
         let Some(template) = catalog.find(d.provider_type, &d.template_name) else {
             let error = format!(
@@ -332,8 +296,12 @@ impl Actor for DeploymentActor {
                 );
             }
         };
-        // Sensitive parameters are stored encrypted: open them for this run only.
+        // The deployment as this run sees it: the run's parameters (sensitive ones are stored
+        // encrypted: opened for this run only), operation and attempt.
         let mut deployment = self.deployment.clone();
+        deployment.parameters = self.run.parameters.clone();
+        deployment.operation = self.run.kind.operation();
+        deployment.attempts = self.run.attempts;
         if let Err(e) = crate::secrets::open(
             &mut deployment.parameters,
             self.ctx.secret_key.as_ref().as_ref(),
@@ -346,27 +314,26 @@ impl Actor for DeploymentActor {
             );
         }
         let runner = &self.ctx.settings.runner;
+        let workspace = self
+            .ctx
+            .settings
+            .paths
+            .data_dir
+            .join("workspaces")
+            .join(self.deployment.id.as_str());
         let job = RunJob {
             deployment,
+            run: self.run.clone(),
+            saved_plan,
             template,
-            workspace: self
-                .ctx
-                .settings
-                .paths
-                .data_dir
-                .join("workspaces")
-                .join(self.id()),
+            workspace: std::path::absolute(&workspace).unwrap_or(workspace),
             timeout: Duration::from_secs(runner.run_timeout_secs),
             cancel_grace: Duration::from_secs(runner.cancel_grace_secs),
-        };
-        let job = RunJob {
-            workspace: std::path::absolute(&job.workspace).unwrap_or(job.workspace.clone()),
-            ..job
         };
         if d.provider_type.is_terraform() {
             let info = engines.terraform.state_info(&job);
             let msg = RecordTerraformState(StateLocation {
-                deployment_id: self.id(),
+                deployment_id: self.deployment.id.to_string(),
                 backend_type: info.backend_type.into(),
                 backend_config: info.backend_config,
                 workspace: info.workspace,
@@ -390,10 +357,104 @@ impl Actor for DeploymentActor {
         );
     }
 
+    /// What a finished plan means for this run: a speculative plan's or a drift check's result,
+    /// or a plan that waits for a decision (sealed for storage), or nothing to decide.
+    fn planned(&self, summary: PlanSummary, plan: Option<Vec<u8>>) -> RunOutcome {
+        match (self.run.kind, plan) {
+            (RunKind::Plan, _) => RunOutcome::Speculative { summary },
+            (RunKind::DriftCheck, _) => RunOutcome::DriftChecked { summary },
+            (RunKind::Update, _) if summary.is_empty() => RunOutcome::NoChanges { summary },
+            (_, Some(plan)) => RunOutcome::Planned {
+                summary,
+                plan: crate::secrets::seal_bytes(self.ctx.secret_key.as_ref().as_ref(), &plan),
+            },
+            (_, None) => RunOutcome::Failed {
+                error: "internal error: the plan was not saved".into(),
+            },
+        }
+    }
+}
+
+async fn write_result(persistence: &PersistenceHandle, id: &str, node: &str, outcome: RunOutcome) {
+    let status = outcome.status();
+    for attempt in 0..=FINISH_RETRIES {
+        let msg = FinishRun {
+            run_id: id.to_string(),
+            node: node.to_string(),
+            outcome: outcome.clone(),
+        };
+        match persistence.call(msg).await {
+            Ok(true) => {
+                tracing::info!(run.id = %id, status = %status, "run finished");
+                return;
+            }
+            Ok(false) => {
+                tracing::warn!(run.id = %id, "run finished but another node owns it now; result not written");
+                return;
+            }
+            Err(PersistError::Unavailable(e)) if attempt < FINISH_RETRIES => {
+                tracing::warn!(run.id = %id, error = %e, "database unavailable; retrying the result write");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => {
+                tracing::error!(run.id = %id, error = %e, "could not write the result; the lease will expire and the run is retried");
+                return;
+            }
+        }
+    }
+}
+
+impl Actor for DeploymentActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let span = self.span.clone();
+        let _entered = span.enter();
+        self.started = Some(std::time::Instant::now());
+        self.start_log_writer();
+        ctx.run_interval(FLUSH_INTERVAL, |act, _| act.flush());
+        let started = format!(
+            "run started on {} (attempt {}, operation {})",
+            self.ctx.node,
+            self.run.attempts,
+            self.run.kind.as_str()
+        );
+        self.log_system(started);
+        if self.run.phase() != RunPhase::ApplySaved {
+            return self.start_engine(None, ctx);
+        }
+        // A confirmed run applies exactly the plan it showed: load it first.
+        let persistence = self.ctx.persistence.clone();
+        let id = self.id();
+        ctx.wait(
+            async move { persistence.call(GetSavedPlan(id)).await }
+                .into_actor(self)
+                .map(|result, act, ctx| {
+                    let key = act.ctx.secret_key.clone();
+                    let plan = match result {
+                        Ok(Some(sealed)) => {
+                            crate::secrets::open_bytes(key.as_ref().as_ref(), &sealed)
+                                .map_err(|e| e.to_string())
+                        }
+                        Ok(None) => Err("the run's saved plan is missing".into()),
+                        Err(PersistError::Unavailable(e)) => {
+                            act.log_system(format!(
+                                "could not load the saved plan: {e}; the run will be retried"
+                            ));
+                            return act.finish(None, ctx);
+                        }
+                        Err(e) => Err(e.to_string()),
+                    };
+                    match plan {
+                        Ok(plan) => act.start_engine(Some(plan), ctx),
+                        Err(error) => act.finish(Some(RunOutcome::Failed { error }), ctx),
+                    }
+                }),
+        );
+    }
+
     fn stopped(&mut self, _: &mut Context<Self>) {
-        self.supervisor.do_send(RunFinished {
-            deployment_id: self.id(),
-        });
+        self.supervisor.do_send(RunFinished { run_id: self.id() });
     }
 }
 
@@ -413,7 +474,7 @@ impl StreamHandler<RunEvent> for DeploymentActor {
             RunEvent::Progress(p) if p > self.progress && !self.finishing => {
                 self.progress = p;
                 let msg = SetProgress {
-                    deployment_id: self.id(),
+                    run_id: self.id(),
                     node: self.ctx.node.clone(),
                     progress: p,
                 };

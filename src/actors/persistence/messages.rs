@@ -5,9 +5,12 @@ use diesel::Connection;
 use diesel::pg::PgConnection;
 
 use super::{PersistError, PersistenceActor};
-use crate::db::models::{DeploymentRow, NewDeploymentRow};
-use crate::db::queries::{self, deployments::ListFilter, states::StateLocation};
-use crate::domain::{Deployment, LogLine, NewDeployment, NewLogLine, RunOutcome};
+use crate::db::models::{DeploymentRow, NewDeploymentRow, NewRunRow, RunRow};
+use crate::db::queries::{self, states::StateLocation};
+use crate::domain::{
+    CancelResult, Deployment, ListFilter, LogLine, NewDeployment, NewLogLine, NewRun, Run, RunKind,
+    RunOutcome,
+};
 
 fn to_domain(rows: Vec<DeploymentRow>) -> Result<Vec<Deployment>, PersistError> {
     rows.into_iter()
@@ -25,12 +28,12 @@ impl PersistenceActor {
     }
 }
 
-/// Inserts a `pending` deployment and commits before answering. With an idempotency key
-/// already used, answers the first deployment when the request is the same, a conflict when
-/// it differs.
+/// Inserts a `pending` deployment with its first run and commits before answering. With an
+/// idempotency key already used, answers the first deployment when the request is the same, a
+/// conflict when it differs.
 #[derive(Message)]
 #[rtype(result = "Result<Created, PersistError>")]
-pub struct CreateDeployment(pub NewDeployment);
+pub struct CreateDeployment(pub NewDeployment, pub NewRun);
 
 pub struct Created {
     pub deployment: Deployment,
@@ -42,7 +45,7 @@ impl Handler<CreateDeployment> for PersistenceActor {
     type Result = Result<Created, PersistError>;
 
     fn handle(&mut self, msg: CreateDeployment, _: &mut SyncContext<Self>) -> Self::Result {
-        let new = msg.0;
+        let (new, run) = (msg.0, msg.1);
         let row = NewDeploymentRow::from(&new);
         self.tx(|conn| {
             if let Some(key) = &new.idempotency_key
@@ -65,6 +68,7 @@ impl Handler<CreateDeployment> for PersistenceActor {
                 });
             }
             let inserted = queries::deployments::insert(conn, &row)?;
+            queries::runs::insert(conn, &NewRunRow::new(&inserted.deployment_id, &run))?;
             Ok(Created {
                 deployment: inserted.try_into()?,
                 created: true,
@@ -100,10 +104,29 @@ impl Handler<ListDeployments> for PersistenceActor {
     }
 }
 
-/// Claims up to `limit` runs for `node` (pending rows and expired leases), after ending the
-/// runs that were interrupted `max_attempts` times.
+/// A run claimed by this node, with its deployment.
+pub struct Claimed {
+    pub run: Run,
+    pub deployment: Deployment,
+}
+
+fn claimed(conn: &mut PgConnection, rows: Vec<RunRow>) -> Result<Vec<Claimed>, PersistError> {
+    rows.into_iter()
+        .map(|r| {
+            let d = queries::deployments::find(conn, &r.deployment_id)?
+                .ok_or(PersistError::NotFound)?;
+            Ok(Claimed {
+                run: r.try_into()?,
+                deployment: d.try_into()?,
+            })
+        })
+        .collect()
+}
+
+/// Claims up to `limit` runs for `node` (pending runs at the head of their deployment's queue,
+/// and expired leases), after ending the runs that were interrupted `max_attempts` times.
 #[derive(Message)]
-#[rtype(result = "Result<Vec<Deployment>, PersistError>")]
+#[rtype(result = "Result<Vec<Claimed>, PersistError>")]
 pub struct ClaimRuns {
     pub node: String,
     /// Runs this node still runs (their leases may have expired during an outage).
@@ -114,31 +137,33 @@ pub struct ClaimRuns {
 }
 
 impl Handler<ClaimRuns> for PersistenceActor {
-    type Result = Result<Vec<Deployment>, PersistError>;
+    type Result = Result<Vec<Claimed>, PersistError>;
 
     fn handle(&mut self, msg: ClaimRuns, _: &mut SyncContext<Self>) -> Self::Result {
         self.tx(|conn| {
-            queries::deployments::cancel_orphaned(conn)?;
-            let ended = queries::deployments::fail_exhausted(conn, msg.max_attempts)?;
+            queries::runs::cancel_orphaned(conn)?;
+            let ended = queries::runs::fail_exhausted(conn, msg.max_attempts)?;
             if ended > 0 {
                 tracing::warn!(count = ended, "ended runs interrupted too many times");
             }
             if msg.limit <= 0 {
                 return Ok(Vec::new());
             }
-            to_domain(queries::deployments::claim(
+            let rows = queries::runs::claim(
                 conn,
                 &msg.node,
                 msg.lease_secs,
                 msg.limit,
                 msg.max_attempts,
                 &msg.exclude,
-            )?)
+            )?;
+            claimed(conn, rows)
         })
     }
 }
 
-/// Extends this node's leases; answers the ids still owned and whether each was asked to cancel.
+/// Extends this node's leases on runs; answers the run ids still owned and whether each was
+/// asked to cancel.
 #[derive(Message)]
 #[rtype(result = "Result<Vec<(String, bool)>, PersistError>")]
 pub struct RenewLeases {
@@ -151,21 +176,23 @@ impl Handler<RenewLeases> for PersistenceActor {
     type Result = Result<Vec<(String, bool)>, PersistError>;
 
     fn handle(&mut self, msg: RenewLeases, _: &mut SyncContext<Self>) -> Self::Result {
-        let mut conn = self.conn()?;
-        Ok(queries::deployments::renew_leases(
-            &mut conn,
-            &msg.node,
-            &msg.ids,
-            msg.lease_secs,
-        )?)
+        self.tx(|conn| {
+            Ok(queries::runs::renew_leases(
+                conn,
+                &msg.node,
+                &msg.ids,
+                msg.lease_secs,
+            )?)
+        })
     }
 }
 
-/// Appends lines to a deployment's log; answers the last sequence number.
+/// Appends a run's lines to its deployment's log; answers the last sequence number.
 #[derive(Message)]
 #[rtype(result = "Result<i64, PersistError>")]
 pub struct AppendLogs {
     pub deployment_id: String,
+    pub run_id: String,
     pub lines: Vec<NewLogLine>,
 }
 
@@ -173,32 +200,78 @@ impl Handler<AppendLogs> for PersistenceActor {
     type Result = Result<i64, PersistError>;
 
     fn handle(&mut self, msg: AppendLogs, _: &mut SyncContext<Self>) -> Self::Result {
-        self.tx(|conn| Ok(queries::logs::append(conn, &msg.deployment_id, &msg.lines)?))
+        self.tx(|conn| {
+            Ok(queries::logs::append(
+                conn,
+                &msg.deployment_id,
+                &msg.run_id,
+                &msg.lines,
+            )?)
+        })
     }
 }
 
+/// Which lines of a deployment's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogScope {
+    /// Its newest run's.
+    Latest,
+    /// One run's.
+    Run(String),
+    /// Every run's, in order.
+    All,
+}
+
+/// A page of log lines and the run they belong to (none for `All`).
+pub struct LogPage {
+    pub lines: Vec<LogLine>,
+    pub run: Option<Run>,
+}
+
 #[derive(Message)]
-#[rtype(result = "Result<Vec<LogLine>, PersistError>")]
+#[rtype(result = "Result<LogPage, PersistError>")]
 pub struct GetLogs {
     pub deployment_id: String,
+    pub scope: LogScope,
     pub after: i64,
     pub limit: i64,
 }
 
 impl Handler<GetLogs> for PersistenceActor {
-    type Result = Result<Vec<LogLine>, PersistError>;
+    type Result = Result<LogPage, PersistError>;
 
     fn handle(&mut self, msg: GetLogs, _: &mut SyncContext<Self>) -> Self::Result {
         let mut conn = self.conn()?;
-        let rows = queries::logs::page(&mut conn, &msg.deployment_id, msg.after, msg.limit)?;
-        Ok(rows.into_iter().map(LogLine::from).collect())
+        let run = match &msg.scope {
+            LogScope::All => None,
+            LogScope::Latest => queries::runs::latest_for(&mut conn, &msg.deployment_id)?,
+            LogScope::Run(id) => {
+                Some(queries::runs::find(&mut conn, id)?.ok_or(PersistError::NotFound)?)
+            }
+        };
+        let run_id = run.as_ref().map(|r| r.run_id.clone());
+        let rows = match (&msg.scope, &run_id) {
+            // A deployment without runs (cannot happen after the migration) has no lines.
+            (LogScope::Latest, None) => Vec::new(),
+            _ => queries::logs::page(
+                &mut conn,
+                &msg.deployment_id,
+                run_id.as_deref(),
+                msg.after,
+                msg.limit,
+            )?,
+        };
+        Ok(LogPage {
+            lines: rows.into_iter().map(LogLine::from).collect(),
+            run: run.map(Run::try_from).transpose()?,
+        })
     }
 }
 
 #[derive(Message)]
 #[rtype(result = "Result<bool, PersistError>")]
 pub struct SetProgress {
-    pub deployment_id: String,
+    pub run_id: String,
     pub node: String,
     pub progress: u8,
 }
@@ -207,22 +280,23 @@ impl Handler<SetProgress> for PersistenceActor {
     type Result = Result<bool, PersistError>;
 
     fn handle(&mut self, msg: SetProgress, _: &mut SyncContext<Self>) -> Self::Result {
-        let mut conn = self.conn()?;
-        Ok(queries::deployments::set_progress(
-            &mut conn,
-            &msg.deployment_id,
-            &msg.node,
-            msg.progress as i16,
-        )?)
+        self.tx(|conn| {
+            Ok(queries::runs::set_progress(
+                conn,
+                &msg.run_id,
+                &msg.node,
+                msg.progress as i16,
+            )?)
+        })
     }
 }
 
-/// Writes the end of a run (compare-and-set on `running` and the lease owner). Answers false
-/// when this node no longer owns the run.
+/// Writes the end of a run, or its plan when it waits for a decision (compare-and-set on
+/// `running` and the lease owner). Answers false when this node no longer owns the run.
 #[derive(Message)]
 #[rtype(result = "Result<bool, PersistError>")]
 pub struct FinishRun {
-    pub deployment_id: String,
+    pub run_id: String,
     pub node: String,
     pub outcome: RunOutcome,
 }
@@ -232,12 +306,7 @@ impl Handler<FinishRun> for PersistenceActor {
 
     fn handle(&mut self, msg: FinishRun, _: &mut SyncContext<Self>) -> Self::Result {
         self.tx(|conn| {
-            Ok(queries::deployments::finish(
-                conn,
-                &msg.deployment_id,
-                &msg.node,
-                &msg.outcome,
-            )?)
+            Ok(queries::runs::finish(conn, &msg.run_id, &msg.node, &msg.outcome)?.is_some())
         })
     }
 }
@@ -256,13 +325,14 @@ impl Handler<RecordTerraformState> for PersistenceActor {
     }
 }
 
-/// Deployments per status and the pool's use, for `/metrics`.
+/// Deployments and runs per status and the pool's use, for `/metrics`.
 #[derive(Message)]
 #[rtype(result = "Result<DatabaseStats, PersistError>")]
 pub struct GetDatabaseStats;
 
 pub struct DatabaseStats {
     pub by_status: Vec<(String, i64)>,
+    pub runs_by_status: Vec<(String, i64)>,
     pub pool_connections: u32,
     pub pool_idle: u32,
 }
@@ -275,6 +345,7 @@ impl Handler<GetDatabaseStats> for PersistenceActor {
         let mut conn = self.conn()?;
         Ok(DatabaseStats {
             by_status: queries::deployments::count_by_status(&mut conn)?,
+            runs_by_status: queries::runs::count_by_status(&mut conn)?,
             pool_connections: state.connections,
             pool_idle: state.idle_connections,
         })
@@ -313,7 +384,7 @@ impl Handler<Ping> for PersistenceActor {
 #[derive(Message)]
 #[rtype(result = "Result<bool, PersistError>")]
 pub struct ReleaseRun {
-    pub deployment_id: String,
+    pub run_id: String,
     pub node: String,
 }
 
@@ -321,47 +392,190 @@ impl Handler<ReleaseRun> for PersistenceActor {
     type Result = Result<bool, PersistError>;
 
     fn handle(&mut self, msg: ReleaseRun, _: &mut SyncContext<Self>) -> Self::Result {
-        let mut conn = self.conn()?;
-        Ok(queries::deployments::release(
-            &mut conn,
-            &msg.deployment_id,
-            &msg.node,
-        )?)
+        self.tx(|conn| Ok(queries::runs::release(conn, &msg.run_id, &msg.node)?))
     }
 }
 
-/// `POST /deployments/{id}/cancel`.
+/// `POST /deployments/{id}/cancel`: cancels the run at the head of the deployment's queue.
 #[derive(Message)]
-#[rtype(result = "Result<queries::deployments::CancelResult, PersistError>")]
+#[rtype(result = "Result<Cancelled, PersistError>")]
 pub struct CancelDeployment(pub String);
 
+pub struct Cancelled {
+    pub result: CancelResult,
+    /// The run it applied to.
+    pub run_id: Option<String>,
+}
+
 impl Handler<CancelDeployment> for PersistenceActor {
-    type Result = Result<queries::deployments::CancelResult, PersistError>;
+    type Result = Result<Cancelled, PersistError>;
 
     fn handle(&mut self, msg: CancelDeployment, _: &mut SyncContext<Self>) -> Self::Result {
-        self.tx(|conn| Ok(queries::deployments::cancel(conn, &msg.0)?))
+        self.tx(|conn| {
+            if queries::runs::lock_deployment(conn, &msg.0)?.is_none() {
+                return Ok(Cancelled {
+                    result: CancelResult::NotFound,
+                    run_id: None,
+                });
+            }
+            match queries::runs::current_for(conn, &msg.0)? {
+                None => Ok(Cancelled {
+                    result: CancelResult::AlreadyFinished,
+                    run_id: None,
+                }),
+                Some(run) => Ok(Cancelled {
+                    result: queries::runs::cancel(conn, &run.run_id)?,
+                    run_id: Some(run.run_id),
+                }),
+            }
+        })
     }
 }
 
-/// `DELETE /deployments/{id}`: queue a destroy run. Conflict when the deployment is running,
-/// pending, cancelled or already destroyed.
+/// Queues a run on an existing deployment (destroy, update, plan, drift check) after checking
+/// that the deployment can take it now; answers the deployment (as it shows now) and the run.
 #[derive(Message)]
-#[rtype(result = "Result<Deployment, PersistError>")]
-pub struct QueueDestroy(pub String);
+#[rtype(result = "Result<(Deployment, Run), PersistError>")]
+pub struct QueueRun {
+    pub deployment_id: String,
+    pub run: NewRun,
+}
 
-impl Handler<QueueDestroy> for PersistenceActor {
-    type Result = Result<Deployment, PersistError>;
+impl Handler<QueueRun> for PersistenceActor {
+    type Result = Result<(Deployment, Run), PersistError>;
 
-    fn handle(&mut self, msg: QueueDestroy, _: &mut SyncContext<Self>) -> Self::Result {
-        self.tx(|conn| match queries::deployments::queue_destroy(conn, &msg.0)? {
-            Some(row) => Ok(row.try_into()?),
-            None => match queries::deployments::find(conn, &msg.0)? {
-                None => Err(PersistError::NotFound),
-                Some(row) => Err(PersistError::Conflict(format!(
-                    "deployment {} is {}; only completed or failed deployments can be destroyed",
-                    row.deployment_id, row.status
-                ))),
-            },
+    fn handle(&mut self, msg: QueueRun, _: &mut SyncContext<Self>) -> Self::Result {
+        let id = msg.deployment_id;
+        self.tx(|conn| {
+            let d = queries::runs::lock_deployment(conn, &id)?.ok_or(PersistError::NotFound)?;
+            let conflict = |m: String| Err(PersistError::Conflict(m));
+            if d.status == "destroyed" {
+                return conflict(format!("deployment {id} is destroyed"));
+            }
+            if queries::runs::has_active(conn, &id, Some(RunKind::Destroy))? {
+                return conflict(format!("deployment {id} is being destroyed"));
+            }
+            match msg.run.kind {
+                RunKind::Destroy => {
+                    if let Some(why) = queries::runs::destroy_refusal(&d) {
+                        return conflict(why);
+                    }
+                    if queries::runs::planned_for(conn, &id)?.is_some() {
+                        return conflict(format!(
+                            "deployment {id} has a planned run waiting for a decision: apply or discard it first"
+                        ));
+                    }
+                }
+                RunKind::DriftCheck if d.applied_run_id.is_none() => {
+                    return conflict(format!(
+                        "deployment {id} has never been applied: there is nothing to compare with the cloud"
+                    ));
+                }
+                RunKind::Update | RunKind::Plan | RunKind::DriftCheck
+                    if d.status == "pending" && d.applied_run_id.is_none()
+                        || d.status == "running" && d.operation == "deploy" && d.applied_run_id.is_none()
+                        || d.status == "planned" =>
+                {
+                    return conflict(format!(
+                        "deployment {id} is {}: its first deploy has not been applied yet",
+                        d.status
+                    ));
+                }
+                RunKind::Deploy => {
+                    return conflict("a deployment has one deploy run".into());
+                }
+                _ => {}
+            }
+            let run = queries::runs::enqueue(conn, &NewRunRow::new(&id, &msg.run))?;
+            let d = queries::deployments::find(conn, &id)?.ok_or(PersistError::NotFound)?;
+            Ok((d.try_into()?, run.try_into()?))
         })
+    }
+}
+
+/// `POST /deployments/{id}/apply` (approve) or `/discard`: decides the deployment's planned run.
+/// Conflict when no run waits for a decision (or another request decided it first).
+#[derive(Message)]
+#[rtype(result = "Result<(Deployment, Run), PersistError>")]
+pub struct DecidePlan {
+    pub deployment_id: String,
+    pub approve: bool,
+    pub by: Option<String>,
+}
+
+impl Handler<DecidePlan> for PersistenceActor {
+    type Result = Result<(Deployment, Run), PersistError>;
+
+    fn handle(&mut self, msg: DecidePlan, _: &mut SyncContext<Self>) -> Self::Result {
+        let id = msg.deployment_id;
+        self.tx(|conn| {
+            queries::runs::lock_deployment(conn, &id)?.ok_or(PersistError::NotFound)?;
+            let planned = queries::runs::planned_for(conn, &id)?.ok_or_else(|| {
+                PersistError::Conflict(format!(
+                    "deployment {id} has no planned run waiting for a decision"
+                ))
+            })?;
+            let decided = if msg.approve {
+                queries::runs::approve(conn, &planned.run_id, msg.by.as_deref())?
+            } else {
+                queries::runs::discard(conn, &planned.run_id)?
+            };
+            let run = decided.ok_or_else(|| {
+                PersistError::Conflict(format!("run {} was decided already", planned.run_id))
+            })?;
+            let d = queries::deployments::find(conn, &id)?.ok_or(PersistError::NotFound)?;
+            Ok((d.try_into()?, run.try_into()?))
+        })
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<Run, PersistError>")]
+pub struct GetRun(pub String);
+
+impl Handler<GetRun> for PersistenceActor {
+    type Result = Result<Run, PersistError>;
+
+    fn handle(&mut self, msg: GetRun, _: &mut SyncContext<Self>) -> Self::Result {
+        let mut conn = self.conn()?;
+        let row = queries::runs::find(&mut conn, &msg.0)?.ok_or(PersistError::NotFound)?;
+        Ok(row.try_into()?)
+    }
+}
+
+/// A deployment's runs, newest first.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<Run>, PersistError>")]
+pub struct ListRuns {
+    pub deployment_id: String,
+    /// The `queue_seq` of the last run of the previous page.
+    pub before: Option<i64>,
+    pub limit: i64,
+}
+
+/// A run and its position in its deployment's queue (the runs listing's cursor).
+impl Handler<ListRuns> for PersistenceActor {
+    type Result = Result<Vec<Run>, PersistError>;
+
+    fn handle(&mut self, msg: ListRuns, _: &mut SyncContext<Self>) -> Self::Result {
+        let mut conn = self.conn()?;
+        queries::runs::list_for(&mut conn, &msg.deployment_id, msg.before, msg.limit)?
+            .into_iter()
+            .map(|r| Run::try_from(r).map_err(PersistError::from))
+            .collect()
+    }
+}
+
+/// The saved plan (sealed) of a run that applies it.
+#[derive(Message)]
+#[rtype(result = "Result<Option<Vec<u8>>, PersistError>")]
+pub struct GetSavedPlan(pub String);
+
+impl Handler<GetSavedPlan> for PersistenceActor {
+    type Result = Result<Option<Vec<u8>>, PersistError>;
+
+    fn handle(&mut self, msg: GetSavedPlan, _: &mut SyncContext<Self>) -> Self::Result {
+        let mut conn = self.conn()?;
+        Ok(queries::runs::saved_plan(&mut conn, &msg.0)?)
     }
 }

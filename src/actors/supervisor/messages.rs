@@ -31,14 +31,14 @@ impl Handler<Wake> for Supervisor {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct RunFinished {
-    pub deployment_id: String,
+    pub run_id: String,
 }
 
 impl Handler<RunFinished> for Supervisor {
     type Result = ();
 
     fn handle(&mut self, msg: RunFinished, ctx: &mut Context<Self>) {
-        self.runs.remove(&msg.deployment_id);
+        self.runs.remove(&msg.run_id);
         if self.draining {
             if self.runs.is_empty() {
                 for waiter in self.drain_waiters.drain(..) {
@@ -135,19 +135,19 @@ impl Handler<QueueNotification> for Supervisor {
     }
 }
 
-/// A cancel was accepted for a running deployment: stop it now if it runs here (another node
-/// sees the request at its next lease renewal).
+/// A cancel was accepted for a running run: stop it now if it runs here (another node sees
+/// the request at its next lease renewal).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct CancelRun {
-    pub deployment_id: String,
+    pub run_id: String,
 }
 
 impl Handler<CancelRun> for Supervisor {
     type Result = ();
 
     fn handle(&mut self, msg: CancelRun, _: &mut Context<Self>) {
-        if let Some(addr) = self.runs.get(&msg.deployment_id) {
+        if let Some(addr) = self.runs.get(&msg.run_id) {
             addr.do_send(StopRun(StopReason::Cancel));
         }
     }

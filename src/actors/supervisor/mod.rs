@@ -24,6 +24,7 @@ const POLL_INTERVAL: Duration = Duration::from_secs(2);
 
 pub struct Supervisor {
     ctx: Arc<RunContext>,
+    /// The runs of this node, by run id.
     runs: HashMap<String, Addr<DeploymentActor>>,
     /// A claim query is in flight; `claim_again` asks for another when it returns.
     claiming: bool,
@@ -88,12 +89,13 @@ impl Supervisor {
                     act.claiming = false;
                     match result {
                         Ok(claimed) => {
-                            for deployment in claimed {
-                                tracing::info!(deployment.id = %deployment.id, attempt = deployment.attempts,
-                                    operation = deployment.operation.as_str(), "claimed run");
-                                let id = deployment.id.to_string();
+                            for c in claimed {
+                                tracing::info!(deployment.id = %c.deployment.id, run.id = %c.run.id,
+                                    attempt = c.run.attempts, kind = c.run.kind.as_str(), "claimed run");
+                                let id = c.run.id.to_string();
                                 let addr = DeploymentActor::new(
-                                    deployment,
+                                    c.run,
+                                    c.deployment,
                                     act.ctx.clone(),
                                     ctx.address(),
                                 )

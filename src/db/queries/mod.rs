@@ -3,4 +3,5 @@
 
 pub mod deployments;
 pub mod logs;
+pub mod runs;
 pub mod states;
