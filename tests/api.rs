@@ -154,14 +154,14 @@ async fn bad_inputs_answer_in_the_envelope_and_write_nothing() {
         "a 405 says which methods the resource answers"
     );
     let r = reqwest::Client::new()
-        .patch(d.url("/deployments/deploy-0123456789abcdef"))
+        .put(d.url("/deployments/deploy-0123456789abcdef"))
         .send()
         .await
-        .expect("PATCH");
+        .expect("PUT");
     assert_eq!(r.status().as_u16(), 405);
     assert_eq!(
         r.headers().get("allow").and_then(|v| v.to_str().ok()),
-        Some("GET, DELETE")
+        Some("GET, PATCH, DELETE")
     );
     // Query parameters out of range, or text PostgreSQL cannot hold: 422.
     for q in [

@@ -384,6 +384,36 @@ impl Daemon {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    pub async fn patch_json(&self, path: &str, body: &Value) -> (u16, Value) {
+        let r = reqwest::Client::new()
+            .patch(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("PATCH");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Polls `/runs/{id}` until the run has ended or waits for a decision (`planned`).
+    pub async fn wait_run(&self, run_id: &str, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (code, body) = self.get(&format!("/runs/{run_id}")).await;
+            assert_eq!(code, 200, "{body}");
+            let status = body["data"]["status"].as_str().unwrap_or_default();
+            if !["pending", "running"].contains(&status) {
+                return body["data"].clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{run_id} still {status}: {}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+    }
+
     pub async fn delete(&self, path: &str) -> (u16, Value) {
         let r = reqwest::Client::new()
             .delete(self.url(path))

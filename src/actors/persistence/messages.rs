@@ -471,16 +471,6 @@ impl Handler<QueueRun> for PersistenceActor {
                         "deployment {id} has never been applied: there is nothing to compare with the cloud"
                     ));
                 }
-                RunKind::Update | RunKind::Plan | RunKind::DriftCheck
-                    if d.status == "pending" && d.applied_run_id.is_none()
-                        || d.status == "running" && d.operation == "deploy" && d.applied_run_id.is_none()
-                        || d.status == "planned" =>
-                {
-                    return conflict(format!(
-                        "deployment {id} is {}: its first deploy has not been applied yet",
-                        d.status
-                    ));
-                }
                 RunKind::Deploy => {
                     return conflict("a deployment has one deploy run".into());
                 }

@@ -29,7 +29,7 @@ use super::{
     mask_secrets,
 };
 use crate::config::{Settings, StateBackend};
-use crate::domain::Operation;
+use crate::domain::{Operation, RunKind, RunPhase};
 
 /// How long a run waits for terraform's state lock (held by an interrupted run of the same
 /// deployment that is still finishing) before failing.
@@ -161,6 +161,9 @@ impl StepReport {
 impl Run {
     async fn execute(mut self) -> Result<EngineOutput, EngineError> {
         self.deadline = Instant::now() + self.job.timeout;
+        if self.job.run.kind.is_speculative() {
+            self.speculative_workspace()?;
+        }
         let binary = self.binary.clone().ok_or_else(|| {
             EngineError::Unavailable(format!(
                 "terraform binary {:?} not found: install terraform or set terraform.binary",
@@ -186,38 +189,205 @@ impl Run {
         self.init(&binary, &env).await?;
         self.progress(10);
 
-        match operation {
-            Operation::Deploy => {
-                let apply = [
-                    "apply",
-                    "-auto-approve",
-                    "-input=false",
-                    "-json",
-                    LOCK_TIMEOUT,
-                ];
-                let report = self.changing_step(&binary, &env, "apply", &apply).await?;
+        match self.job.run.phase() {
+            RunPhase::PlanAndApply => match operation {
+                Operation::Deploy => {
+                    let apply = [
+                        "apply",
+                        "-auto-approve",
+                        "-input=false",
+                        "-json",
+                        LOCK_TIMEOUT,
+                    ];
+                    let report = self.changing_step(&binary, &env, "apply", &apply).await?;
+                    self.progress(95);
+                    let outputs = self.outputs_of(report, &binary, &env).await?;
+                    Ok(EngineOutput::Deployed { outputs })
+                }
+                Operation::Destroy => {
+                    let destroy = [
+                        "apply",
+                        "-destroy",
+                        "-auto-approve",
+                        "-input=false",
+                        "-json",
+                        LOCK_TIMEOUT,
+                    ];
+                    self.changing_step(&binary, &env, "destroy", &destroy)
+                        .await?;
+                    Ok(EngineOutput::Destroyed)
+                }
+            },
+            RunPhase::Plan => self.plan(&binary, &env, false).await,
+            RunPhase::DriftCheck => self.plan(&binary, &env, true).await,
+            RunPhase::ApplySaved => {
+                let plan = self.job.saved_plan.clone().ok_or_else(|| {
+                    EngineError::Failed("the run has no saved plan to apply".into())
+                })?;
+                let file = self.plan_file();
+                write(&file, &plan)?;
+                let file_arg = file.display().to_string();
+                let apply = ["apply", "-input=false", "-json", LOCK_TIMEOUT, &file_arg];
+                let report = self
+                    .changing_step(&binary, &env, "apply", &apply)
+                    .await
+                    .map_err(|e| match e {
+                        EngineError::Failed(m) if m.contains("Saved plan is stale") => {
+                            EngineError::Failed(format!(
+                                "the saved plan is stale: the deployment's state changed after it was planned; plan again ({m})"
+                            ))
+                        }
+                        other => other,
+                    })?;
+                let _ = std::fs::remove_file(&file);
                 self.progress(95);
-                let outputs = match report.outputs {
-                    Some(raw) => flatten_outputs(&raw),
-                    // A stream without its apply summary (another terraform version): ask.
-                    None => self.outputs(&binary, &env).await?,
-                };
-                Ok(EngineOutput::Deployed { outputs })
-            }
-            Operation::Destroy => {
-                let destroy = [
-                    "apply",
-                    "-destroy",
-                    "-auto-approve",
-                    "-input=false",
-                    "-json",
-                    LOCK_TIMEOUT,
-                ];
-                self.changing_step(&binary, &env, "destroy", &destroy)
-                    .await?;
-                Ok(EngineOutput::Destroyed)
+                match operation {
+                    Operation::Deploy => {
+                        let outputs = self.outputs_of(report, &binary, &env).await?;
+                        Ok(EngineOutput::Deployed { outputs })
+                    }
+                    Operation::Destroy => Ok(EngineOutput::Destroyed),
+                }
             }
         }
+    }
+
+    /// The outputs an apply's `-json` stream carried (or, from a stream without them,
+    /// `terraform output`).
+    async fn outputs_of(
+        &mut self,
+        report: StepReport,
+        binary: &Path,
+        env: &[(String, String)],
+    ) -> Result<Value, EngineError> {
+        match report.outputs {
+            Some(raw) => Ok(flatten_outputs(&raw)),
+            // A stream without its apply summary (another terraform version): ask.
+            None => self.outputs(binary, env).await,
+        }
+    }
+
+    /// `<workspace>/.multicloud/<run id>.tfplan`.
+    fn plan_file(&self) -> PathBuf {
+        self.job
+            .workspace
+            .join(".multicloud")
+            .join(format!("{}.tfplan", self.job.run.id))
+    }
+
+    /// `plan -out`, then its summary from `show -json`. A run that waits for a decision keeps
+    /// the plan file; a speculative plan and a drift check (`-refresh-only`: what changed in the
+    /// cloud behind terraform's back) never lock the state or change anything.
+    async fn plan(
+        &mut self,
+        binary: &Path,
+        env: &[(String, String)],
+        drift: bool,
+    ) -> Result<EngineOutput, EngineError> {
+        let file = self.plan_file();
+        let out = format!("-out={}", file.display());
+        let speculative = self.job.run.kind.is_speculative();
+        let mut args = vec!["plan", "-input=false", "-json", &out];
+        if drift {
+            args.push("-refresh-only");
+        }
+        if self.job.deployment.operation == Operation::Destroy {
+            args.push("-destroy");
+        }
+        if speculative {
+            args.push("-lock=false");
+        } else {
+            args.push(LOCK_TIMEOUT);
+        }
+        self.changing_step(binary, env, "plan", &args).await?;
+        self.progress(80);
+        let file_arg = file.display().to_string();
+        let show = ["show", "-json", "-no-color", &file_arg];
+        let step = Step {
+            name: "show".into(),
+            program: binary.to_path_buf(),
+            args: show.iter().map(|a| a.to_string()).collect(),
+            env: env.to_vec(),
+            cwd: self.job.workspace.clone(),
+            output_dir: self.output_dir(),
+        };
+        self.system(format!("$ terraform {}", show.join(" ")));
+        let mut stop = self.stop.clone();
+        let shown =
+            process::capture(&step, Limits::for_run(&self.job, self.deadline), &mut stop).await?;
+        if !shown.status.success() {
+            return Err(EngineError::Failed(mask_secrets(
+                &format!("terraform show failed: {}", shown.stderr.join("\n")),
+                &self.secrets,
+            )));
+        }
+        let json: Value = serde_json::from_str(&shown.stdout).map_err(|e| {
+            EngineError::Failed(format!("terraform show -json gave invalid JSON: {e}"))
+        })?;
+        let summary = if drift {
+            plan::summarize_drift(&json)
+        } else {
+            plan::summarize(&json)
+        }
+        .map_err(|e| EngineError::Failed(format!("reading the plan: {e}")))?;
+        self.system(if drift {
+            if summary.is_empty() {
+                "Drift: none. The cloud matches the state.".to_string()
+            } else {
+                format!(
+                    "Drift: {} resource(s) changed outside terraform.",
+                    summary.resources.len()
+                )
+            }
+        } else {
+            summary.headline()
+        });
+        for r in &summary.resources {
+            self.system(format!(
+                "  {} {} ({})",
+                match r.action {
+                    crate::domain::ChangeAction::Create => "+",
+                    crate::domain::ChangeAction::Update => "~",
+                    crate::domain::ChangeAction::Delete => "-",
+                    crate::domain::ChangeAction::Replace => "-/+",
+                },
+                r.address,
+                r.resource_type
+            ));
+        }
+        let saved = if speculative {
+            None
+        } else {
+            Some(std::fs::read(&file).map_err(|e| io_failed(&file, e))?)
+        };
+        let _ = std::fs::remove_file(&file);
+        self.progress(95);
+        Ok(EngineOutput::Planned {
+            summary,
+            plan: saved,
+        })
+    }
+
+    /// Plans and drift checks run next to the deployment's other runs, so they get a directory
+    /// of their own under its workspace (`.runs/<run id>`); with the local backend they read a
+    /// copy of its state.
+    fn speculative_workspace(&mut self) -> Result<(), EngineError> {
+        let main = self.job.workspace.clone();
+        let own = main.join(".runs").join(self.job.run.id.as_str());
+        std::fs::create_dir_all(&own).map_err(|e| io_failed(&own, e))?;
+        if self.settings.terraform.state_backend == StateBackend::Local {
+            let states = main.join("terraform.tfstate.d");
+            let id = self.job.deployment.id.as_str();
+            let from = states.join(id).join("terraform.tfstate");
+            if from.exists() {
+                let to = own.join("terraform.tfstate.d").join(id);
+                std::fs::create_dir_all(&to).map_err(|e| io_failed(&to, e))?;
+                std::fs::copy(&from, to.join("terraform.tfstate"))
+                    .map_err(|e| io_failed(&from, e))?;
+            }
+        }
+        self.job.workspace = own;
+        Ok(())
     }
 
     /// Makes the workspace an initialised terraform directory with this deployment's
@@ -459,11 +629,22 @@ impl Run {
     /// be writing.
     fn output_dir(&self) -> PathBuf {
         let d = &self.job.deployment;
-        self.job.workspace.join(".multicloud").join(format!(
-            "{}-{}",
-            d.operation.as_str(),
-            d.attempts
-        ))
+        let run = &self.job.run;
+        let name = match (run.kind, run.phase()) {
+            // A deploy or destroy that needs no decision: `deploy-1`, `destroy-2`, ...
+            (RunKind::Deploy | RunKind::Destroy, RunPhase::PlanAndApply) => {
+                format!("{}-{}", d.operation.as_str(), d.attempts)
+            }
+            (kind, phase) => {
+                let phase = match phase {
+                    RunPhase::PlanAndApply => "run",
+                    RunPhase::Plan | RunPhase::DriftCheck => "plan",
+                    RunPhase::ApplySaved => "apply",
+                };
+                format!("{}-{}-{phase}-{}", kind.as_str(), run.id, d.attempts)
+            }
+        };
+        self.job.workspace.join(".multicloud").join(name)
     }
 
     /// `terraform.plugin_cache_dir`, by default `<data_dir>/plugin-cache`.

@@ -9,11 +9,23 @@ use crate::domain::{ChangeAction, PlanSummary};
 /// Reads `show -json`'s `resource_changes`. An action list terraform does not document is an
 /// error, not a silently dropped change.
 pub fn summarize(show_json: &Value) -> Result<PlanSummary, String> {
+    summarize_list(show_json, "resource_changes")
+}
+
+/// Reads what a `plan -refresh-only` found changed outside terraform (`resource_drift`): a
+/// resource changed in the cloud is an update, one deleted there a delete.
+pub fn summarize_drift(show_json: &Value) -> Result<PlanSummary, String> {
+    summarize_list(show_json, "resource_drift")
+}
+
+fn summarize_list(show_json: &Value, key: &str) -> Result<PlanSummary, String> {
     let mut summary = PlanSummary::default();
-    let Some(changes) = show_json.get("resource_changes") else {
+    let Some(changes) = show_json.get(key) else {
         return Ok(summary);
     };
-    let changes = changes.as_array().ok_or("resource_changes is not a list")?;
+    let changes = changes
+        .as_array()
+        .ok_or_else(|| format!("{key} is not a list"))?;
     for rc in changes {
         let address = rc
             .get("address")
