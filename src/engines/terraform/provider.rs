@@ -176,6 +176,8 @@ mod tests {
             started_at: None,
             completed_at: None,
             updated_at: chrono::Utc::now(),
+            applied_run_id: None,
+            drift: None,
         }
     }
 
