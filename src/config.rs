@@ -37,6 +37,16 @@ pub struct Settings {
     pub azure: AzureSettings,
     pub auth: AuthSettings,
     pub secrets: SecretsSettings,
+    pub drift: DriftSettings,
+}
+
+/// Scheduled drift checks of completed deployments.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DriftSettings {
+    /// Each completed deployment is checked about this often; 0 turns the schedule off
+    /// (`POST /deployments/{id}/drift-check` works either way).
+    pub interval_secs: u64,
 }
 
 /// The key that encrypts sensitive parameters at rest (32+ bytes, base64).

@@ -598,17 +598,13 @@ pub async fn logs(
                 .to_string(),
         ),
     };
+    check_log_page(&q)?;
     let d = load(&state, &path).await?;
     log_lines(state, d, scope, q).await
 }
 
-/// A page of log lines (or, with `follow`, their SSE stream) of a deployment's run(s).
-pub(super) async fn log_lines(
-    state: web::Data<AppState>,
-    d: Deployment,
-    scope: LogScope,
-    q: LogsQuery,
-) -> Result<HttpResponse, AppError> {
+/// The paging parameters of a log request, checked before anything is looked up.
+pub(super) fn check_log_page(q: &LogsQuery) -> Result<(i64, i64), AppError> {
     let after = q.after.unwrap_or(0);
     if after < 0 {
         return Err(AppError::invalid("after", "must be 0 or more"));
@@ -620,6 +616,17 @@ pub(super) async fn log_lines(
             format!("must be between 1 and {MAX_LOG_LIMIT}"),
         ));
     }
+    Ok((after, limit))
+}
+
+/// A page of log lines (or, with `follow`, their SSE stream) of a deployment's run(s).
+pub(super) async fn log_lines(
+    state: web::Data<AppState>,
+    d: Deployment,
+    scope: LogScope,
+    q: LogsQuery,
+) -> Result<HttpResponse, AppError> {
+    let (after, limit) = check_log_page(&q)?;
     if q.follow.unwrap_or(false) {
         return Ok(follow(state, d.id.to_string(), scope, after));
     }
@@ -711,17 +718,20 @@ fn follow(state: web::Data<AppState>, id: String, scope: LogScope, after: i64) -
             }
             // No new line: end once the run has ended (its last lines are written before the
             // result), else wait a little.
-            let ended = match page.run {
-                Some(run)
-                    if run.status.is_final() || run.status == crate::domain::RunStatus::Planned =>
-                {
-                    Ok(Some(json!({
-                        "status": run.status, "run_id": run.id, "error_message": run.error_message,
-                    })))
-                }
-                Some(_) => Ok(None),
-                None => match f.state.persistence.call(GetDeployment(f.id.clone())).await {
-                    Ok(d) if d.status.is_terminal() => Ok(Some(
+            let run_ended = page
+                .run
+                .as_ref()
+                .map(|r| r.status.is_final() || r.status == crate::domain::RunStatus::Planned);
+            let ended = match (&f.scope, page.run) {
+                // One run's lines end with the run's status.
+                (LogScope::Run(_), Some(run)) if run_ended == Some(true) => Ok(Some(json!({
+                    "status": run.status, "run_id": run.id, "error_message": run.error_message,
+                }))),
+                (LogScope::Run(_), _) => Ok(None),
+                (LogScope::Latest, Some(_)) if run_ended != Some(true) => Ok(None),
+                // A deployment's lines end with the deployment's status, as they always did.
+                _ => match f.state.persistence.call(GetDeployment(f.id.clone())).await {
+                    Ok(d) if d.status.is_terminal() || run_ended == Some(true) => Ok(Some(
                         json!({ "status": d.status, "error_message": d.error_message }),
                     )),
                     Ok(_) => Ok(None),

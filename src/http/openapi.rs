@@ -178,6 +178,9 @@ pub struct DeployRequest {
     pub location: Option<String>,
     #[schema(value_type = Option<Object>)]
     pub parameters: Option<Value>,
+    /// false: the deploy run plans and waits (`planned`) for `POST /deployments/{id}/apply`.
+    /// Default true.
+    pub auto_apply: Option<bool>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -201,7 +204,8 @@ pub struct Deployment {
     pub resource_group: Option<String>,
     pub subscription_id: Option<String>,
     pub location: Option<String>,
-    /// pending, running, completed, failed, cancelled, destroyed.
+    /// pending, running, planned (its first run waits for a decision), completed, failed,
+    /// cancelled, destroyed.
     pub status: String,
     /// deploy or destroy.
     pub operation: String,
@@ -219,6 +223,11 @@ pub struct Deployment {
     pub completed_at: Option<String>,
     pub updated_at: String,
     pub duration_seconds: Option<f64>,
+    /// The run whose apply the parameters and outputs come from.
+    pub applied_run_id: Option<String>,
+    /// The last drift check: `{status: in_sync|drifted|unknown, checked_at, run_id, resources}`.
+    #[schema(value_type = Option<Object>)]
+    pub drift: Option<Value>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -249,6 +258,8 @@ pub struct DeploymentStatus {
 #[derive(Serialize, ToSchema)]
 pub struct LogLine {
     pub seq: i64,
+    /// The run the line belongs to.
+    pub run_id: String,
     pub at: String,
     /// stdout, stderr or system.
     pub stream: String,
@@ -259,6 +270,9 @@ pub struct LogLine {
 pub struct LogPage {
     pub deployment_id: String,
     pub status: String,
+    /// The run whose lines these are (null for `run=all`).
+    pub run_id: Option<String>,
+    pub run_status: Option<String>,
     pub lines: Vec<LogLine>,
     pub count: u64,
     /// Pass as `after` for the next page.
@@ -272,6 +286,85 @@ pub struct RunAccepted {
     pub task_id: Option<String>,
     pub operation: Option<String>,
     pub cancel_requested: Option<bool>,
+    /// The run queued or cancelled.
+    pub run_id: Option<String>,
+}
+
+/// One resource change of a plan (never an attribute value).
+#[derive(Serialize, ToSchema)]
+pub struct PlannedChange {
+    /// terraform: the resource address; ARM: the resource id.
+    pub address: String,
+    #[serde(rename = "type")]
+    pub resource_type: String,
+    /// create, update, delete or replace.
+    pub action: String,
+}
+
+/// A plan's summary, counted as terraform prints it.
+#[derive(Serialize, ToSchema)]
+pub struct PlanView {
+    pub add: u32,
+    pub change: u32,
+    pub destroy: u32,
+    pub resources: Vec<PlannedChange>,
+    /// "Plan: 1 to add, 0 to change, 0 to destroy." (or "No changes. ...").
+    pub headline: String,
+}
+
+/// One operation on a deployment.
+#[derive(Serialize, ToSchema)]
+pub struct Run {
+    pub run_id: String,
+    pub deployment_id: String,
+    /// deploy, plan, update, destroy or drift_check.
+    pub kind: String,
+    /// pending, running, planned, completed, no_changes, failed, cancelled or discarded.
+    pub status: String,
+    pub auto_apply: bool,
+    /// The run's parameters; sensitive values read "(sensitive)".
+    #[schema(value_type = Object)]
+    pub parameters: Value,
+    pub template_hash: Option<String>,
+    pub plan: Option<PlanView>,
+    pub has_saved_plan: bool,
+    #[schema(value_type = Option<Object>)]
+    pub outputs: Option<Value>,
+    pub error_message: Option<String>,
+    pub progress: u8,
+    pub attempts: u32,
+    pub requested_by: Option<String>,
+    pub approved_by: Option<String>,
+    pub approved_at: Option<String>,
+    pub cancel_requested_at: Option<String>,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub completed_at: Option<String>,
+    pub updated_at: String,
+    pub duration_seconds: Option<f64>,
+    /// In a 202: the deployment's status once the run was queued.
+    pub deployment_status: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RunList {
+    pub deployment_id: String,
+    pub runs: Vec<Run>,
+    pub count: u64,
+    /// Pass as `cursor` for the next page; null on the last.
+    pub next_cursor: Option<String>,
+}
+
+/// The body of `PATCH /deployments/{id}`.
+#[derive(Serialize, ToSchema)]
+pub struct UpdateRequest {
+    /// The parameters to change; the others keep their values.
+    #[schema(value_type = Option<Object>)]
+    pub parameters: Option<Value>,
+    /// false: plan and wait for `POST /deployments/{id}/apply`. Default true.
+    pub auto_apply: Option<bool>,
+    /// "applied" (default) or "latest".
+    pub template_version: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -335,6 +428,8 @@ envelope!(DeploymentListEnvelope, DeploymentList);
 envelope!(DeploymentStatusEnvelope, DeploymentStatus);
 envelope!(LogPageEnvelope, LogPage);
 envelope!(RunAcceptedEnvelope, RunAccepted);
+envelope!(RunEnvelope, Run);
+envelope!(RunListEnvelope, RunList);
 envelope!(ResourceGroupEnvelope, ResourceGroup);
 envelope!(ResourceGroupListEnvelope, ResourceGroupList);
 envelope!(ResourceGroupDeletingEnvelope, ResourceGroupDeleting);
@@ -394,6 +489,36 @@ fn logs() {}
 #[utoipa::path(post, path = "/deployments/{id}/cancel", tag = "deployments", responses((status = 202, description = "cancel requested", body = RunAcceptedEnvelope)))]
 fn cancel() {}
 
+#[utoipa::path(patch, path = "/deployments/{id}", tag = "lifecycle", request_body = UpdateRequest,
+    responses((status = 202, description = "update run queued (`Location`: the run)", body = RunEnvelope)))]
+fn update() {}
+
+#[utoipa::path(get, path = "/deployments/{id}/runs", tag = "lifecycle", responses((status = 200, body = RunListEnvelope)))]
+fn runs() {}
+
+#[utoipa::path(post, path = "/deployments/{id}/plan", tag = "lifecycle", request_body(content = UpdateRequest, description = "optional: proposed parameters"),
+    responses((status = 202, description = "speculative plan queued", body = RunEnvelope)))]
+fn plan() {}
+
+#[utoipa::path(post, path = "/deployments/{id}/drift-check", tag = "lifecycle",
+    responses((status = 202, description = "drift check queued", body = RunEnvelope)))]
+fn drift_check() {}
+
+#[utoipa::path(post, path = "/deployments/{id}/apply", tag = "lifecycle",
+    responses((status = 202, description = "the planned run applies its saved plan", body = RunEnvelope)))]
+fn apply() {}
+
+#[utoipa::path(post, path = "/deployments/{id}/discard", tag = "lifecycle", responses((status = 200, description = "the planned run's plan is discarded", body = RunEnvelope)))]
+fn discard() {}
+
+#[utoipa::path(get, path = "/runs/{id}", tag = "lifecycle", responses((status = 200, body = RunEnvelope)))]
+fn run() {}
+
+#[utoipa::path(get, path = "/runs/{id}/logs", tag = "lifecycle", responses((status = 200,
+    description = "a page of the run's lines, or with `follow=true` Server-Sent Events (`log` events, then one `end` with the run's status)",
+    content((LogPageEnvelope = "application/json"), (String = "text/event-stream")))))]
+fn run_logs() {}
+
 #[utoipa::path(get, path = "/resource-groups", tag = "azure", responses((status = 200, body = ResourceGroupListEnvelope)))]
 fn resource_groups() {}
 
@@ -411,8 +536,9 @@ fn resource_group_resources() {}
 #[openapi(
     info(title = "multicloud", description = "Deploy infrastructure templates to Azure, AWS and GCP through one REST API."),
     paths(index, health, providers, metrics, templates, template, template_parameters, template_content, deploy,
-        deployments, deployment, destroy, status, logs, cancel, resource_groups, create_resource_group,
-        delete_resource_group, resource_group_resources),
+        deployments, deployment, destroy, status, logs, cancel, update, runs, plan, drift_check, apply,
+        discard, run, run_logs, resource_groups, create_resource_group, delete_resource_group,
+        resource_group_resources),
     components(schemas(ErrorEnvelope, ErrorBody, FieldProblem)),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
@@ -457,9 +583,10 @@ const TERRAFORM_PROVIDER_TYPES: [&str; 5] = [
     "terraform-azure",
 ];
 /// `DeploymentStatus::from_str` (exact words).
-const STATUSES: [&str; 6] = [
+const STATUSES: [&str; 7] = [
     "pending",
     "running",
+    "planned",
     "completed",
     "failed",
     "cancelled",
@@ -467,6 +594,8 @@ const STATUSES: [&str; 6] = [
 ];
 /// `DeploymentId::parse`.
 const DEPLOYMENT_ID: &str = "^deploy-[0-9a-f]{12,64}$";
+/// `RunId::parse`.
+const RUN_ID: &str = "^run-[0-9a-f]{12,64}$";
 /// `resource_groups::valid_subscription`.
 const SUBSCRIPTION_ID: &str = "^[A-Za-z0-9-]{1,64}$";
 /// `resource_groups::valid_resource_group` (ASCII letters and digits).
@@ -490,6 +619,51 @@ fn deployment_id_param() -> Value {
         json!({"type": "string", "pattern": DEPLOYMENT_ID, "examples": ["deploy-0123456789abcdef"]}),
         "a deployment id; any other text is not found (404)",
     )
+}
+
+fn run_id_param() -> Value {
+    path_param(
+        "id",
+        json!({"type": "string", "pattern": RUN_ID, "examples": ["run-0123456789abcdef"]}),
+        "a run id; any other text is not found (404)",
+    )
+}
+
+/// The paging of log lines (`deployments::check_log_page`).
+fn log_page_params() -> Vec<Value> {
+    vec![
+        query(
+            "after",
+            false,
+            json!({"type": "integer", "minimum": 0, "maximum": i64::MAX, "default": 0}),
+            "only lines after this `seq` (`next_after` of the previous page)",
+        ),
+        query(
+            "limit",
+            false,
+            json!({"type": "integer", "minimum": 1, "maximum": 5000, "default": 1000}),
+            "page size",
+        ),
+        query(
+            "follow",
+            false,
+            json!({"type": "boolean", "default": false}),
+            "Server-Sent Events until the run ends",
+        ),
+    ]
+}
+
+/// The body of `PATCH /deployments/{id}` and (optional) `POST /deployments/{id}/plan`
+/// (`runs::parse_change`).
+fn change_request(auto_apply: bool) -> Value {
+    let mut properties = json!({
+        "parameters": {"type": ["object", "null"], "description": "the parameters to change, checked like `POST /deploy` (422 names each problem); the others keep their values; no string may contain U+0000"},
+        "template_version": {"type": ["string", "null"], "enum": ["applied", "latest", null], "description": "the template version to plan with"},
+    });
+    if auto_apply {
+        properties["auto_apply"] = json!({"type": ["boolean", "null"], "description": "false: plan, then wait for `POST /deployments/{id}/apply` (default true)"});
+    }
+    json!({"type": "object", "additionalProperties": false, "properties": properties})
 }
 
 fn template_params() -> Vec<Value> {
@@ -566,6 +740,7 @@ fn deploy_request() -> Value {
                 "resource_group": group,
                 "location": {"type": ["string", "null"], "pattern": "^[A-Za-z0-9_ -]{0,256}$", "description": "a region such as us-east-1 or westeurope"},
                 "parameters": {"type": ["object", "null"], "description": "the template's parameters, checked against its declarations (422 names each problem); no string in them may contain U+0000"},
+                "auto_apply": {"type": ["boolean", "null"], "description": "false: the deploy run plans, shows its plan and waits (`planned`) for `POST /deployments/{id}/apply` or `/discard` (default true)"},
             },
         })
     };
@@ -715,6 +890,12 @@ const OPERATIONS: &[Operation] = &[
                     "only this resource group",
                 ),
                 query(
+                    "drift",
+                    false,
+                    json!({"type": "string", "enum": ["in_sync", "drifted", "unknown"]}),
+                    "only deployments whose last drift check found this",
+                ),
+                query(
                     "limit",
                     false,
                     json!({"type": "integer", "minimum": 1, "maximum": 500, "default": 50}),
@@ -756,27 +937,15 @@ const OPERATIONS: &[Operation] = &[
         method: "get",
         path: "/deployments/{id}/logs",
         params: || {
-            vec![
-                deployment_id_param(),
-                query(
-                    "after",
-                    false,
-                    json!({"type": "integer", "minimum": 0, "maximum": i64::MAX, "default": 0}),
-                    "only lines after this `seq` (`next_after` of the previous page)",
-                ),
-                query(
-                    "limit",
-                    false,
-                    json!({"type": "integer", "minimum": 1, "maximum": 5000, "default": 1000}),
-                    "page size",
-                ),
-                query(
-                    "follow",
-                    false,
-                    json!({"type": "boolean", "default": false}),
-                    "Server-Sent Events until the run ends",
-                ),
-            ]
+            let mut params = vec![deployment_id_param()];
+            params.extend(log_page_params());
+            params.push(query(
+                "run",
+                false,
+                json!({"type": "string", "pattern": "^(all|latest|run-[0-9a-f]{12,64})$", "default": "latest"}),
+                "whose lines: the newest run's (default), `all` runs', or one run's",
+            ));
+            params
         },
         body: None,
         errors: &[404, 422, 500, 503],
@@ -787,6 +956,82 @@ const OPERATIONS: &[Operation] = &[
         params: || vec![deployment_id_param()],
         body: None,
         errors: &[404, 409, 500, 503],
+    },
+    Operation {
+        method: "patch",
+        path: "/deployments/{id}",
+        params: || vec![deployment_id_param()],
+        body: Some(|| change_request(true)),
+        errors: &[404, 409, 500, 503],
+    },
+    Operation {
+        method: "get",
+        path: "/deployments/{id}/runs",
+        params: || {
+            vec![
+                deployment_id_param(),
+                query(
+                    "limit",
+                    false,
+                    json!({"type": "integer", "minimum": 1, "maximum": 200, "default": 50}),
+                    "page size",
+                ),
+                query(
+                    "cursor",
+                    false,
+                    json!({"type": "string", "pattern": "^[1-9][0-9]{0,17}$"}),
+                    "`next_cursor` of the previous page",
+                ),
+            ]
+        },
+        body: None,
+        errors: &[404, 422, 500, 503],
+    },
+    Operation {
+        method: "post",
+        path: "/deployments/{id}/plan",
+        params: || vec![deployment_id_param()],
+        body: Some(|| change_request(false)),
+        errors: &[404, 409, 500, 503],
+    },
+    Operation {
+        method: "post",
+        path: "/deployments/{id}/drift-check",
+        params: || vec![deployment_id_param()],
+        body: None,
+        errors: &[404, 409, 422, 500, 503],
+    },
+    Operation {
+        method: "post",
+        path: "/deployments/{id}/apply",
+        params: || vec![deployment_id_param()],
+        body: None,
+        errors: &[404, 409, 500, 503],
+    },
+    Operation {
+        method: "post",
+        path: "/deployments/{id}/discard",
+        params: || vec![deployment_id_param()],
+        body: None,
+        errors: &[404, 409, 500, 503],
+    },
+    Operation {
+        method: "get",
+        path: "/runs/{id}",
+        params: || vec![run_id_param()],
+        body: None,
+        errors: &[404, 500, 503],
+    },
+    Operation {
+        method: "get",
+        path: "/runs/{id}/logs",
+        params: || {
+            let mut params = vec![run_id_param()];
+            params.extend(log_page_params());
+            params
+        },
+        body: None,
+        errors: &[404, 422, 500, 503],
     },
     Operation {
         method: "get",
@@ -1010,6 +1255,31 @@ fn refine(doc: &mut Value) {
             },
         },
     });
+    doc["paths"]["/runs/{id}/logs"]["get"]["responses"]["200"]["content"]["text/event-stream"] = json!({
+        "schema": {
+            "description": "One Server-Sent Event: `log` (a log line), then one `end` (`{status, run_id, error_message}`) once the run has ended or waits for a decision, or `error`",
+            "type": "object",
+            "required": ["event", "data"],
+            "properties": {
+                "event": {"enum": ["log", "end", "error"]},
+                "data": {"type": "string", "contentMediaType": "application/json"},
+            },
+        },
+    });
+    for (path, method) in [
+        ("/deployments/{id}", "patch"),
+        ("/deployments/{id}/plan", "post"),
+        ("/deployments/{id}/drift-check", "post"),
+        ("/deployments/{id}/apply", "post"),
+    ] {
+        doc["paths"][path][method]["responses"]["202"]["headers"] = json!({
+            "Location": {"description": "the run: /runs/{run_id}", "required": true,
+                "schema": {"type": "string", "pattern": "^/runs/run-[0-9a-f]{12,64}$"}},
+        });
+    }
+    doc["paths"]["/deployments/{id}/plan"]["post"]["requestBody"]["required"] = json!(false);
+    doc["paths"]["/deployments/{id}"]["patch"]["requestBody"]["content"]["application/json"]["example"] =
+        json!({"parameters": {"versioning": true}, "auto_apply": false});
     doc["paths"]["/deploy"]["post"]["responses"]["202"]["headers"] = json!({
         "Location": {"description": "the deployment: /deployments/{id}", "required": true,
             "schema": {"type": "string", "pattern": "^/deployments/deploy-[0-9a-f]{12,64}$"}},

@@ -3,7 +3,7 @@
 //! `POST /deployments/{id}/plan` (speculative plan), `/drift-check`, `/apply` and `/discard`.
 
 use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -141,8 +141,28 @@ pub async fn logs(
     path: web::Path<String>,
     q: web::Query<LogsQuery>,
 ) -> Result<HttpResponse, AppError> {
+    let q = q.into_inner();
+    super::deployments::check_log_page(&q)?;
     let (run, d) = load_run(&state, &path).await?;
-    log_lines(state, d, LogScope::Run(run.id.to_string()), q.into_inner()).await
+    log_lines(state, d, LogScope::Run(run.id.to_string()), q).await
+}
+
+/// A request body that may be left out: none when empty, else JSON (415 for another media
+/// type, 400 when malformed).
+fn optional_json(req: &HttpRequest, body: &[u8]) -> Result<Option<Value>, AppError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    use actix_web::HttpMessage;
+    let json = req.mime_type().ok().flatten().is_some_and(|m| {
+        m.subtype().as_str() == "json" || m.suffix().is_some_and(|s| s.as_str() == "json")
+    });
+    if !json {
+        return Err(AppError::UnsupportedMediaType);
+    }
+    serde_json::from_slice(body)
+        .map(Some)
+        .map_err(|e| AppError::BadRequest(format!("invalid JSON body: {e}")))
 }
 
 /// The body of `PATCH /deployments/{id}` and `POST /deployments/{id}/plan`.
@@ -228,9 +248,9 @@ fn changed_parameters(
 pub async fn update(
     state: web::Data<AppState>,
     path: web::Path<String>,
-    body: Option<web::Json<Value>>,
+    body: web::Json<Value>,
 ) -> Result<HttpResponse, AppError> {
-    let change = parse_change(body.map(web::Json::into_inner), true)?;
+    let change = parse_change(Some(body.into_inner()), true)?;
     let d = load(&state, &path).await?;
     let parameters = changed_parameters(&state, &d, &change.parameters, !change.auto_apply)?;
     let mut run = NewRun::new(RunKind::Update, parameters);
@@ -244,9 +264,10 @@ pub async fn update(
 pub async fn plan(
     state: web::Data<AppState>,
     path: web::Path<String>,
-    body: Option<web::Json<Value>>,
+    req: HttpRequest,
+    body: web::Bytes,
 ) -> Result<HttpResponse, AppError> {
-    let change = parse_change(body.map(web::Json::into_inner), false)?;
+    let change = parse_change(optional_json(&req, &body)?, false)?;
     let d = load(&state, &path).await?;
     let parameters = changed_parameters(&state, &d, &change.parameters, false)?;
     let mut run = NewRun::new(RunKind::Plan, parameters);

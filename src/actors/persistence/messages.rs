@@ -569,3 +569,25 @@ impl Handler<GetSavedPlan> for PersistenceActor {
         Ok(queries::runs::saved_plan(&mut conn, &msg.0)?)
     }
 }
+
+/// Queues the scheduled drift checks that are due (one node at a time); answers their run ids.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<String>, PersistError>")]
+pub struct ScheduleDriftChecks {
+    pub interval_secs: i64,
+    pub limit: i64,
+}
+
+impl Handler<ScheduleDriftChecks> for PersistenceActor {
+    type Result = Result<Vec<String>, PersistError>;
+
+    fn handle(&mut self, msg: ScheduleDriftChecks, _: &mut SyncContext<Self>) -> Self::Result {
+        self.tx(|conn| {
+            Ok(queries::runs::schedule_drift_checks(
+                conn,
+                msg.interval_secs,
+                msg.limit,
+            )?)
+        })
+    }
+}

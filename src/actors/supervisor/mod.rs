@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 pub use messages::*;
 
 use super::deployment::{DeploymentActor, RunContext, StopRun};
-use super::persistence::{ClaimRuns, PersistenceHandle, RenewLeases};
+use super::persistence::{ClaimRuns, PersistenceHandle, RenewLeases, ScheduleDriftChecks};
 use crate::engines::StopReason;
 
 /// How often the supervisor looks for work it was not told about.
@@ -135,6 +135,32 @@ impl Supervisor {
         });
     }
 
+    /// Queues the drift checks that are due (another node may be doing it: then nothing).
+    fn schedule_drift_checks(&mut self, ctx: &mut Context<Self>) {
+        if self.draining {
+            return;
+        }
+        let msg = ScheduleDriftChecks {
+            interval_secs: self.ctx.settings.drift.interval_secs as i64,
+            limit: (self.capacity() as i64).max(1),
+        };
+        let persistence = self.persistence().clone();
+        ctx.spawn(
+            async move { persistence.call(msg).await }
+                .into_actor(self)
+                .map(|result, act, ctx| match result {
+                    Ok(ids) if !ids.is_empty() => {
+                        tracing::info!(count = ids.len(), "scheduled drift checks");
+                        act.claim(ctx);
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "scheduling drift checks failed; will retry")
+                    }
+                }),
+        );
+    }
+
     fn renew_leases(&mut self, ctx: &mut Context<Self>) {
         if self.runs.is_empty() {
             return;
@@ -179,5 +205,12 @@ impl Actor for Supervisor {
         ctx.run_interval(POLL_INTERVAL, |act, ctx| act.claim(ctx));
         let lease = Duration::from_secs(self.ctx.settings.runner.lease_secs.max(3) / 3);
         ctx.run_interval(lease, |act, ctx| act.renew_leases(ctx));
+        let drift = self.ctx.settings.drift.interval_secs;
+        if drift > 0 {
+            // Ticks a twentieth of the interval apart, each queueing a few checks: deployments
+            // that became due together are checked spread over the interval, not all at once.
+            let tick = Duration::from_secs((drift / 20).clamp(1, 60));
+            ctx.run_interval(tick, |act, ctx| act.schedule_drift_checks(ctx));
+        }
     }
 }

@@ -526,6 +526,46 @@ pub fn discard(conn: &mut PgConnection, run_id: &str) -> QueryResult<Option<RunR
     Ok(row)
 }
 
+/// Scheduled drift checks: queues a check for up to `limit` completed deployments whose last
+/// check (or apply) is older than `interval_secs`, oldest first, skipping those with a check
+/// already waiting. One node at a time: a node that does not get the transaction-scoped lock
+/// queues nothing. Returns the new runs' ids.
+pub fn schedule_drift_checks(
+    conn: &mut PgConnection,
+    interval_secs: i64,
+    limit: i64,
+) -> QueryResult<Vec<String>> {
+    #[derive(QueryableByName)]
+    struct Locked {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        locked: bool,
+    }
+    #[derive(QueryableByName)]
+    struct Id {
+        #[diesel(sql_type = Text)]
+        run_id: String,
+    }
+    let locked = diesel::sql_query(format!(
+        "SELECT pg_try_advisory_xact_lock({DRIFT_SCHEDULE_LOCK}) AS locked"
+    ))
+    .get_result::<Locked>(conn)?
+    .locked;
+    if !locked {
+        return Ok(Vec::new());
+    }
+    let due = "COALESCE((d.drift ->> 'checked_at')::timestamptz, d.completed_at, d.created_at)";
+    let ids: Vec<Id> = diesel::sql_query(format!(
+        "INSERT INTO runs (run_id, deployment_id, kind, auto_apply, parameters, requested_by)          SELECT 'run-' || substr(md5(random()::text || d.deployment_id), 1, 16), d.deployment_id,                 'drift_check', false, d.parameters, 'schedule'          FROM deployments d          WHERE d.status = 'completed' AND d.applied_run_id IS NOT NULL            AND {due} < now() - make_interval(secs => $1)            AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.deployment_id = d.deployment_id                            AND r.kind = 'drift_check' AND r.status IN ('pending', 'running'))          ORDER BY {due}          LIMIT $2          RETURNING run_id"
+    ))
+    .bind::<BigInt, _>(interval_secs.max(1))
+    .bind::<BigInt, _>(limit.max(0))
+    .load(conn)?;
+    Ok(ids.into_iter().map(|i| i.run_id).collect())
+}
+
+/// The advisory lock key of the drift schedule ("mcdrift").
+const DRIFT_SCHEDULE_LOCK: i64 = 0x6d63_6472_6966_74;
+
 /// Runs per status, for metrics.
 pub fn count_by_status(conn: &mut PgConnection) -> QueryResult<Vec<(String, i64)>> {
     runs::table
