@@ -1,6 +1,7 @@
 //! The client half of the binary (design.md §9): `deploy`, `status`, `logs`, `cancel`,
-//! `destroy`, `templates`, talking to a daemon at `--url`. Exit codes: 0 success; 1 the
-//! deployment did not end as asked (failed, cancelled); 2 usage, connection or API errors.
+//! `destroy`, `templates`, and the lifecycle: `plan`, `apply`, `discard`, `update`, `drift`,
+//! `runs`, talking to a daemon at `--url`. Exit codes: 0 success; 1 the deployment or run did
+//! not end as asked (failed, cancelled, drifted); 2 usage, connection or API errors.
 
 use std::time::Duration;
 
@@ -114,6 +115,8 @@ pub struct DeployArgs {
     pub resource_group: Option<String>,
     pub location: Option<String>,
     pub wait: bool,
+    /// Plan only: the run waits (`planned`) for `apply` or `discard`.
+    pub plan: bool,
 }
 
 pub async fn deploy(remote: &Remote, a: DeployArgs) -> Result<(), CliError> {
@@ -121,6 +124,7 @@ pub async fn deploy(remote: &Remote, a: DeployArgs) -> Result<(), CliError> {
     let body = json!({
         "template_name": a.template, "provider_type": a.provider, "parameters": params,
         "subscription_id": a.subscription_id, "resource_group": a.resource_group, "location": a.location,
+        "auto_apply": !a.plan,
     });
     let data = remote
         .call(awc::http::Method::POST, "/deploy", Some(&body))
@@ -134,7 +138,16 @@ pub async fn deploy(remote: &Remote, a: DeployArgs) -> Result<(), CliError> {
         data["provider"].as_str().unwrap_or_default(),
         data["template"].as_str().unwrap_or_default()
     );
-    if a.wait {
+    if a.plan {
+        // The plan is the point: wait for it and show it.
+        wait(remote, &id, &["planned", "completed"]).await?;
+        let runs = remote
+            .get(&format!("/deployments/{id}/runs?limit=1"))
+            .await?;
+        print_plan(&runs["runs"][0]);
+        println!("apply it with: multicloud apply {id}");
+        Ok(())
+    } else if a.wait {
         wait(remote, &id, &["completed"]).await
     } else {
         Ok(())
@@ -305,6 +318,194 @@ pub async fn destroy(remote: &Remote, id: &str, wait_for_it: bool) -> Result<(),
     } else {
         Ok(())
     }
+}
+
+/// Prints a run's plan the way terraform does: one line per resource, then its count line.
+pub fn print_plan(run: &Value) {
+    let plan = &run["plan"];
+    if plan.is_null() {
+        println!("(no plan)");
+        return;
+    }
+    for r in plan["resources"].as_array().cloned().unwrap_or_default() {
+        let mark = match r["action"].as_str().unwrap_or_default() {
+            "create" => "+",
+            "update" => "~",
+            "delete" => "-",
+            "replace" => "-/+",
+            _ => "?",
+        };
+        println!(
+            "  {mark} {} ({})",
+            r["address"].as_str().unwrap_or_default(),
+            r["type"].as_str().unwrap_or_default()
+        );
+    }
+    println!("{}", plan["headline"].as_str().unwrap_or_default());
+}
+
+/// Polls `/runs/{id}` until the run ended or waits for a decision; answers the run.
+pub async fn wait_run(remote: &Remote, run_id: &str) -> Result<Value, CliError> {
+    loop {
+        let run = remote.get(&format!("/runs/{run_id}")).await?;
+        let status = run["status"].as_str().unwrap_or("unknown");
+        if !["pending", "running"].contains(&status) {
+            return Ok(run);
+        }
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+}
+
+/// A run ended as asked, or the exit says why not.
+fn run_outcome(run: &Value, want: &[&str]) -> Result<(), CliError> {
+    let status = run["status"].as_str().unwrap_or("unknown");
+    if want.contains(&status) {
+        return Ok(());
+    }
+    let mut msg = format!(
+        "run {} ended {status}",
+        run["run_id"].as_str().unwrap_or_default()
+    );
+    if let Some(e) = run["error_message"].as_str() {
+        msg.push_str(&format!(": {e}"));
+    }
+    Err(CliError::Outcome(msg))
+}
+
+/// `multicloud plan <id>`: a speculative plan (with proposed parameters), printed.
+pub async fn plan(remote: &Remote, id: &str, params: Vec<(String, Value)>) -> Result<(), CliError> {
+    let params: serde_json::Map<String, Value> = params.into_iter().collect();
+    let run = remote
+        .call(
+            awc::http::Method::POST,
+            &format!("/deployments/{id}/plan"),
+            Some(&json!({ "parameters": params })),
+        )
+        .await?;
+    let run = wait_run(remote, run["run_id"].as_str().unwrap_or_default()).await?;
+    run_outcome(&run, &["completed", "no_changes"])?;
+    print_plan(&run);
+    Ok(())
+}
+
+/// `multicloud update <id> -p k=v`: an update run; `--plan` stops at its plan.
+pub async fn update(
+    remote: &Remote,
+    id: &str,
+    params: Vec<(String, Value)>,
+    plan_only: bool,
+    wait_for_it: bool,
+) -> Result<(), CliError> {
+    let params: serde_json::Map<String, Value> = params.into_iter().collect();
+    let run = remote
+        .call(
+            awc::http::Method::PATCH,
+            &format!("/deployments/{id}"),
+            Some(&json!({ "parameters": params, "auto_apply": !plan_only })),
+        )
+        .await?;
+    let run_id = run["run_id"].as_str().unwrap_or_default().to_string();
+    println!("{id}: update queued (run {run_id})");
+    if plan_only {
+        let run = wait_run(remote, &run_id).await?;
+        run_outcome(&run, &["planned", "no_changes"])?;
+        print_plan(&run);
+        if run["status"] == "planned" {
+            println!("apply it with: multicloud apply {id}");
+        }
+        return Ok(());
+    }
+    if wait_for_it {
+        let run = wait_run(remote, &run_id).await?;
+        run_outcome(&run, &["completed", "no_changes"])?;
+        print_status(&remote.get(&format!("/deployments/{id}/status")).await?);
+    }
+    Ok(())
+}
+
+/// `multicloud apply <id>`: confirms the planned run.
+pub async fn apply(remote: &Remote, id: &str, wait_for_it: bool) -> Result<(), CliError> {
+    let run = remote
+        .call(
+            awc::http::Method::POST,
+            &format!("/deployments/{id}/apply"),
+            Some(&json!({})),
+        )
+        .await?;
+    let run_id = run["run_id"].as_str().unwrap_or_default().to_string();
+    println!("{id}: apply of run {run_id} queued");
+    if wait_for_it {
+        let run = wait_run(remote, &run_id).await?;
+        run_outcome(&run, &["completed"])?;
+        print_status(&remote.get(&format!("/deployments/{id}/status")).await?);
+    }
+    Ok(())
+}
+
+/// `multicloud discard <id>`: drops the planned run's plan.
+pub async fn discard(remote: &Remote, id: &str) -> Result<(), CliError> {
+    let run = remote
+        .call(
+            awc::http::Method::POST,
+            &format!("/deployments/{id}/discard"),
+            Some(&json!({})),
+        )
+        .await?;
+    println!(
+        "{id}: plan of run {} discarded",
+        run["run_id"].as_str().unwrap_or_default()
+    );
+    Ok(())
+}
+
+/// `multicloud drift <id>`: checks for drift; exit 1 when the cloud drifted.
+pub async fn drift(remote: &Remote, id: &str) -> Result<(), CliError> {
+    let run = remote
+        .call(
+            awc::http::Method::POST,
+            &format!("/deployments/{id}/drift-check"),
+            Some(&json!({})),
+        )
+        .await?;
+    let run = wait_run(remote, run["run_id"].as_str().unwrap_or_default()).await?;
+    run_outcome(&run, &["completed"])?;
+    let d = remote.get(&format!("/deployments/{id}")).await?;
+    let drift = &d["drift"];
+    let resources = drift["resources"].as_array().cloned().unwrap_or_default();
+    for r in &resources {
+        println!(
+            "  ~ {} ({}) changed outside the daemon",
+            r["address"].as_str().unwrap_or_default(),
+            r["type"].as_str().unwrap_or_default()
+        );
+    }
+    match drift["status"].as_str() {
+        Some("in_sync") => {
+            println!("{id}: in sync");
+            Ok(())
+        }
+        Some(other) => Err(CliError::Outcome(format!(
+            "{id}: {other} ({} resource(s))",
+            resources.len()
+        ))),
+        None => Err(CliError::Api(format!("{id}: no drift result"))),
+    }
+}
+
+/// `multicloud runs <id>`: the deployment's runs, newest first.
+pub async fn runs(remote: &Remote, id: &str) -> Result<(), CliError> {
+    let data = remote.get(&format!("/deployments/{id}/runs")).await?;
+    for r in data["runs"].as_array().cloned().unwrap_or_default() {
+        println!(
+            "{:<22} {:<12} {:<11} {:<28} {}",
+            r["run_id"].as_str().unwrap_or_default(),
+            r["kind"].as_str().unwrap_or_default(),
+            r["status"].as_str().unwrap_or_default(),
+            r["created_at"].as_str().unwrap_or_default(),
+            r["plan"]["headline"].as_str().unwrap_or_default()
+        );
+    }
+    Ok(())
 }
 
 /// `GET /health`: healthy → Ok; unhealthy or unreachable → an outcome error (exit 1).

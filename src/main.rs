@@ -62,6 +62,57 @@ enum Command {
         /// Wait for the end; the exit code says whether it completed.
         #[arg(long)]
         wait: bool,
+        /// Plan only: print the plan and wait for `multicloud apply` (or `discard`).
+        #[arg(long)]
+        plan: bool,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Preview a change to a deployment (speculative plan; nothing is applied).
+    Plan {
+        id: String,
+        /// A proposed parameter, key=value. Repeatable.
+        #[arg(short = 'p', long = "param", value_parser = multicloud::cli::parse_param)]
+        params: Vec<(String, serde_json::Value)>,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Apply the deployment's planned run (exactly the plan it showed).
+    Apply {
+        id: String,
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Discard the deployment's planned run.
+    Discard {
+        id: String,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Change a deployment's parameters (the others keep their values).
+    Update {
+        id: String,
+        #[arg(short = 'p', long = "param", value_parser = multicloud::cli::parse_param)]
+        params: Vec<(String, serde_json::Value)>,
+        /// Plan only: print the plan and wait for `multicloud apply`.
+        #[arg(long)]
+        plan: bool,
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Check a deployment for drift (exit 1 when the cloud changed behind its back).
+    Drift {
+        id: String,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// List a deployment's runs.
+    Runs {
+        id: String,
         #[command(flatten)]
         remote: RemoteArgs,
     },
@@ -143,6 +194,7 @@ fn client(command: Command) -> ExitCode {
                 resource_group,
                 location,
                 wait,
+                plan,
                 remote,
             } => {
                 let args = cli::DeployArgs {
@@ -153,9 +205,22 @@ fn client(command: Command) -> ExitCode {
                     resource_group,
                     location,
                     wait,
+                    plan,
                 };
                 cli::deploy(&remote.remote(), args).await
             }
+            Command::Plan { id, params, remote } => cli::plan(&remote.remote(), &id, params).await,
+            Command::Apply { id, wait, remote } => cli::apply(&remote.remote(), &id, wait).await,
+            Command::Discard { id, remote } => cli::discard(&remote.remote(), &id).await,
+            Command::Update {
+                id,
+                params,
+                plan,
+                wait,
+                remote,
+            } => cli::update(&remote.remote(), &id, params, plan, wait).await,
+            Command::Drift { id, remote } => cli::drift(&remote.remote(), &id).await,
+            Command::Runs { id, remote } => cli::runs(&remote.remote(), &id).await,
             Command::Status { id, watch, remote } => {
                 cli::status(&remote.remote(), &id, watch).await
             }

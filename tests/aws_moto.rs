@@ -356,3 +356,133 @@ async fn a_changed_template_is_initialised_again_from_its_previous_lock_file() {
         .count();
     assert_eq!(prepared, 2, "one initialised directory per version");
 }
+
+/// The bucket's tags as moto returns them (path-style `?tagging`).
+async fn bucket_tags(moto: &Moto, bucket: &str) -> String {
+    reqwest::get(format!("{}/{bucket}?tagging", moto.url))
+        .await
+        .expect("tagging")
+        .text()
+        .await
+        .expect("text")
+}
+
+#[tokio::test]
+async fn plan_approve_update_and_drift_on_moto() {
+    let db = TestDb::new();
+    let moto = Moto::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = Daemon::start(DaemonConfig::new(Some(&db.url), dir.path(), TEMPLATES).with_moto(&moto))
+        .await;
+    let t = Duration::from_secs(180);
+    let bucket = format!("mc-life-{}", &uuidish()[..12]);
+    let (s, b) = d
+        .post_json(
+            "/deploy",
+            &json!({
+                "template_name": "storage-bucket", "provider_type": "aws",
+                "subscription_id": "123456789012", "location": "us-east-1", "auto_apply": false,
+                "parameters": {"bucket_name": bucket, "tags": {"team": "qa"}}
+            }),
+        )
+        .await;
+    assert_eq!(s, 202, "{b}");
+    let id = b["data"]["deployment_id"].as_str().expect("id").to_string();
+    let st = d.wait_terminal(&id, t).await;
+    assert_eq!(st["status"], "planned", "{st}\n{}", d.log_text());
+    let (_, runs) = d.get(&format!("/deployments/{id}/runs")).await;
+    let plan = &runs["data"]["runs"][0]["plan"];
+    assert_eq!(
+        plan["headline"], "Plan: 4 to add, 0 to change, 0 to destroy.",
+        "{plan}"
+    );
+    let addresses: Vec<&str> = plan["resources"]
+        .as_array()
+        .expect("resources")
+        .iter()
+        .filter_map(|r| r["address"].as_str())
+        .collect();
+    assert!(addresses.contains(&"aws_s3_bucket.this"), "{addresses:?}");
+    // Nothing exists in the cloud before the apply.
+    let head = reqwest::Client::new()
+        .head(format!("{}/{bucket}", moto.url))
+        .send()
+        .await
+        .expect("HEAD");
+    assert_eq!(head.status().as_u16(), 404, "planned, not applied");
+
+    let (s, b) = d
+        .post_json(&format!("/deployments/{id}/apply"), &json!({}))
+        .await;
+    assert_eq!(s, 202, "{b}");
+    let st = d.wait_terminal(&id, t).await;
+    assert_eq!(st["status"], "completed", "{st}\n{}", d.log_text());
+    assert_eq!(st["outputs"]["bucket_name"], bucket.as_str());
+    assert!(bucket_tags(&moto, &bucket).await.contains("qa"));
+
+    // An update changes a real attribute: the tags, read back from moto.
+    let (s, b) = d
+        .patch_json(
+            &format!("/deployments/{id}"),
+            &json!({"parameters": {"tags": {"team": "platform"}}}),
+        )
+        .await;
+    assert_eq!(s, 202, "{b}");
+    let run = d
+        .wait_run(b["data"]["run_id"].as_str().expect("run"), t)
+        .await;
+    assert_eq!(run["status"], "completed", "{run}\n{}", d.log_text());
+    let tags = bucket_tags(&moto, &bucket).await;
+    assert!(
+        tags.contains("platform") && !tags.contains(">qa<"),
+        "{tags}"
+    );
+
+    // In sync right after the apply.
+    let (_, b) = d
+        .post_json(&format!("/deployments/{id}/drift-check"), &json!({}))
+        .await;
+    let check = d
+        .wait_run(b["data"]["run_id"].as_str().expect("run"), t)
+        .await;
+    assert_eq!(check["status"], "completed", "{check}\n{}", d.log_text());
+    let (_, rec) = d.get(&format!("/deployments/{id}")).await;
+    assert_eq!(rec["data"]["drift"]["status"], "in_sync", "{rec}");
+
+    // Someone changes the tags behind the daemon's back: the next check names the bucket.
+    let put = reqwest::Client::new()
+        .put(format!("{}/{bucket}?tagging", moto.url))
+        .body("<Tagging><TagSet><Tag><Key>team</Key><Value>rogue</Value></Tag></TagSet></Tagging>")
+        .send()
+        .await
+        .expect("PUT tagging");
+    assert!(put.status().is_success(), "{:?}", put.text().await);
+    assert!(bucket_tags(&moto, &bucket).await.contains("rogue"));
+    let (_, b) = d
+        .post_json(&format!("/deployments/{id}/drift-check"), &json!({}))
+        .await;
+    let check = d
+        .wait_run(b["data"]["run_id"].as_str().expect("run"), t)
+        .await;
+    assert_eq!(check["status"], "completed", "{check}\n{}", d.log_text());
+    let (_, rec) = d.get(&format!("/deployments/{id}")).await;
+    let drift = &rec["data"]["drift"];
+    assert_eq!(drift["status"], "drifted", "{rec}");
+    assert!(
+        drift["resources"]
+            .as_array()
+            .expect("resources")
+            .iter()
+            .any(|r| r["address"] == "aws_s3_bucket.this"),
+        "{drift}"
+    );
+    let (_, list) = d.get("/deployments?drift=drifted").await;
+    assert_eq!(list["data"]["deployments"][0]["deployment_id"], id.as_str());
+    // A drift check changed nothing.
+    assert!(bucket_tags(&moto, &bucket).await.contains("rogue"));
+
+    let (s, _) = d.delete(&format!("/deployments/{id}")).await;
+    assert_eq!(s, 202);
+    let st = d.wait_terminal(&id, t).await;
+    assert_eq!(st["status"], "destroyed", "{st}");
+}

@@ -327,3 +327,53 @@ async fn runs_of_a_deployment_never_overlap_and_keep_their_order() {
     let st = d.wait_terminal(&id, T).await;
     assert_eq!(st["outputs"]["message"], last["parameters"]["message"]);
 }
+
+#[tokio::test]
+async fn a_plan_survives_kill_9_and_is_applied_by_another_node() {
+    let db = TestDb::new();
+    let dir_a = tempfile::tempdir().expect("tempdir");
+    let dir_b = tempfile::tempdir().expect("tempdir");
+    let mut a = daemon(&db, &dir_a).await;
+    let (s, b) = a
+        .post_json(
+            "/deploy",
+            &json!({"template_name": "echo", "provider_type": "aws", "auto_apply": false,
+                    "parameters": {"message": "carried over"}}),
+        )
+        .await;
+    assert_eq!(s, 202, "{b}");
+    let id = b["data"]["deployment_id"].as_str().expect("id").to_string();
+    assert_eq!(a.wait_terminal(&id, T).await["status"], "planned");
+    a.kill9();
+
+    // Another node (its own data directory) applies the saved plan from PostgreSQL.
+    let node_b = daemon(&db, &dir_b).await;
+    let (s, b) = node_b
+        .post_json(&format!("/deployments/{id}/apply"), &json!({}))
+        .await;
+    assert_eq!(s, 202, "{b}");
+    let st = node_b.wait_terminal(&id, T).await;
+    assert_eq!(st["status"], "completed", "{st}\n{}", node_b.log_text());
+    assert_eq!(st["outputs"]["message"], "carried over");
+    // Exactly the saved plan, applied from its plan file by node B after node A planned it.
+    let (_, logs) = node_b.get(&format!("/deployments/{id}/logs")).await;
+    let lines: Vec<&str> = logs["data"]["lines"]
+        .as_array()
+        .expect("lines")
+        .iter()
+        .filter_map(|l| l["line"].as_str())
+        .collect();
+    let nodes: Vec<&str> = lines
+        .iter()
+        .filter(|l| l.starts_with("run started on "))
+        .filter_map(|l| l.split_whitespace().nth(3))
+        .collect();
+    assert_eq!(nodes.len(), 2, "planned once, applied once: {lines:?}");
+    assert_ne!(nodes[0], nodes[1], "planned on A, applied on B");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("$ terraform apply") && l.ends_with(".tfplan")),
+        "{lines:?}"
+    );
+}

@@ -1077,6 +1077,7 @@ fn error_response(status: u16) -> Value {
                 "not_found",
                 "template_not_found",
                 "deployment_not_found",
+                "run_not_found",
                 "resource_group_not_found",
             ],
         ),
