@@ -102,9 +102,9 @@ fn claims_are_exclusive_and_finishes_are_compare_and_set() {
         outputs: serde_json::json!({"x": 1}),
     };
     assert!(
-        !q::finish(&mut conn, &a, "node-2", &done)
+        q::finish(&mut conn, &a, "node-2", &done)
             .expect("finish")
-            .is_some()
+            .is_none()
     );
     assert!(
         q::finish(&mut conn, &a, "node-1", &done)
@@ -112,7 +112,7 @@ fn claims_are_exclusive_and_finishes_are_compare_and_set() {
             .is_some()
     );
     assert!(
-        !q::finish(
+        q::finish(
             &mut conn,
             &a,
             "node-1",
@@ -121,7 +121,7 @@ fn claims_are_exclusive_and_finishes_are_compare_and_set() {
             }
         )
         .expect("finish")
-        .is_some()
+        .is_none()
     );
     let row = q::find(&mut conn, &a).expect("find").expect("row");
     assert_eq!((row.status.as_str(), row.progress), ("completed", 100));
@@ -163,9 +163,9 @@ fn a_dead_nodes_runs_are_reclaimed_then_given_up() {
     );
     // The old owner lost it: its result is not written.
     assert!(
-        !q::finish(&mut conn, &id, "dead-1", &RunOutcome::Destroyed)
+        q::finish(&mut conn, &id, "dead-1", &RunOutcome::Destroyed)
             .expect("finish")
-            .is_some()
+            .is_none()
     );
 
     expire(&mut conn, &id);

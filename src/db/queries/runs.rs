@@ -310,12 +310,14 @@ pub fn finish(
     outcome: &RunOutcome,
 ) -> QueryResult<Option<RunRow>> {
     let status = outcome.status();
-    let (outputs, error, progress, plan): (
+    /// What a finish writes: outputs, error, progress and the saved plan.
+    type Written<'a> = (
         Option<serde_json::Value>,
-        Option<&str>,
+        Option<&'a str>,
         Option<i16>,
-        Option<&[u8]>,
-    ) = match outcome {
+        Option<&'a [u8]>,
+    );
+    let (outputs, error, progress, plan): Written<'_> = match outcome {
         RunOutcome::Completed { outputs } => (Some(outputs.clone()), None, Some(100), None),
         RunOutcome::Planned { plan, .. } => (None, None, Some(100), Some(plan)),
         RunOutcome::Failed { error } => (None, Some(error), None, None),
@@ -564,7 +566,7 @@ pub fn schedule_drift_checks(
 }
 
 /// The advisory lock key of the drift schedule ("mcdrift").
-const DRIFT_SCHEDULE_LOCK: i64 = 0x6d63_6472_6966_74;
+const DRIFT_SCHEDULE_LOCK: i64 = 0x006d_6364_7269_6674;
 
 /// Runs per status, for metrics.
 pub fn count_by_status(conn: &mut PgConnection) -> QueryResult<Vec<(String, i64)>> {
