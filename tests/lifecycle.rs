@@ -377,3 +377,124 @@ async fn a_plan_survives_kill_9_and_is_applied_by_another_node() {
         "{lines:?}"
     );
 }
+
+/// Copies a directory tree (a templates folder the test may change).
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read_dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+#[tokio::test]
+async fn runs_use_the_applied_template_until_an_update_moves_to_the_latest() {
+    let db = TestDb::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let templates = tempfile::tempdir().expect("templates");
+    copy_tree(std::path::Path::new(FIXTURES), templates.path());
+    let echo = templates.path().join("terraform/aws/echo.tf");
+    let d = Daemon::start(
+        DaemonConfig::new(
+            Some(&db.url),
+            dir.path(),
+            templates.path().to_str().expect("utf-8"),
+        )
+        .set("MULTICLOUD__SECRETS__KEY", SECRETS_KEY),
+    )
+    .await;
+    let id = d.deploy("echo", "aws", json!({"message": "v1"})).await;
+    let st = d.wait_terminal(&id, T).await;
+    assert_eq!(st["status"], "completed", "{st}\n{}", d.log_text());
+    let first = runs(&d, &id).await[0].clone();
+    let v1 = first["template_hash"]
+        .as_str()
+        .expect("the deploy's source is kept")
+        .to_string();
+    assert_eq!(v1.len(), 64);
+
+    // The file changes: plans and drift checks keep using what was applied.
+    let mut source = std::fs::read_to_string(&echo).expect("read");
+    source.push_str("\noutput \"version\" {\n  value = \"2\"\n}\n");
+    std::fs::write(&echo, &source).expect("write");
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, b) = d
+        .post_json(&format!("/deployments/{id}/plan"), &json!({}))
+        .await;
+    let plan = d.wait_run(&run_id(&b), T).await;
+    assert_eq!(plan["status"], "no_changes", "{plan}\n{}", d.log_text());
+    assert_eq!(
+        plan["template_hash"],
+        v1.as_str(),
+        "planned with the applied source"
+    );
+    let (_, b) = d
+        .post_json(
+            &format!("/deployments/{id}/plan"),
+            &json!({"template_version": "latest"}),
+        )
+        .await;
+    let plan = d.wait_run(&run_id(&b), T).await;
+    assert_ne!(plan["template_hash"], v1.as_str(), "{plan}");
+
+    // An update moves to the latest file only when asked, and says from which to which.
+    let (_, b) = d
+        .patch_json(
+            &format!("/deployments/{id}"),
+            &json!({"parameters": {"message": "v1b"}}),
+        )
+        .await;
+    let kept = d.wait_run(&run_id(&b), T).await;
+    assert_eq!(kept["status"], "completed", "{kept}");
+    assert_eq!(
+        (
+            kept["base_template_hash"].as_str(),
+            kept["template_hash"].as_str()
+        ),
+        (Some(v1.as_str()), Some(v1.as_str()))
+    );
+    assert!(
+        d.wait_terminal(&id, T).await["outputs"]
+            .get("version")
+            .is_none()
+    );
+    let (_, b) = d
+        .patch_json(
+            &format!("/deployments/{id}"),
+            &json!({"template_version": "latest"}),
+        )
+        .await;
+    let moved = d.wait_run(&run_id(&b), T).await;
+    assert_eq!(moved["status"], "completed", "{moved}\n{}", d.log_text());
+    assert_eq!(moved["template_version"], "latest");
+    assert_eq!(moved["base_template_hash"], v1.as_str());
+    let v2 = moved["template_hash"].as_str().expect("hash").to_string();
+    assert_ne!(v2, v1);
+    let st = d.wait_terminal(&id, T).await;
+    assert_eq!(st["outputs"]["version"], "2", "{st}");
+
+    // The file is removed: the deployment can still be checked and destroyed with the source
+    // it was applied with.
+    std::fs::remove_file(&echo).expect("remove");
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (s, _) = d.get("/templates/aws/echo").await;
+    assert_eq!(s, 404, "gone from the catalog");
+    let (s, b) = d
+        .post_json(&format!("/deployments/{id}/drift-check"), &json!({}))
+        .await;
+    assert_eq!(s, 202, "{b}");
+    let check = d.wait_run(&run_id(&b), T).await;
+    assert_eq!(check["status"], "completed", "{check}\n{}", d.log_text());
+    assert_eq!(check["template_hash"], v2.as_str());
+    let (s, b) = d.delete(&format!("/deployments/{id}")).await;
+    assert_eq!(s, 202, "{b}");
+    let st = d.wait_terminal(&id, T).await;
+    assert_eq!(st["status"], "destroyed", "{st}\n{}", d.log_text());
+}

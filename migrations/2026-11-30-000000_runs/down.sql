@@ -21,6 +21,7 @@ DROP INDEX deployment_logs_run_idx;
 ALTER TABLE deployment_logs DROP CONSTRAINT deployment_logs_run_fk;
 ALTER TABLE deployment_logs DROP COLUMN run_id;
 DROP TABLE runs;
+DROP TABLE template_sources;
 DROP INDEX deployments_drift_idx;
 ALTER TABLE deployments DROP COLUMN drift;
 ALTER TABLE deployments DROP COLUMN applied_run_id;

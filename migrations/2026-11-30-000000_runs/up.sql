@@ -13,6 +13,14 @@ ALTER TABLE deployments ADD COLUMN applied_run_id TEXT;
 ALTER TABLE deployments ADD COLUMN drift JSONB;
 CREATE INDEX deployments_drift_idx ON deployments ((drift ->> 'status'), created_at DESC);
 
+-- The exact template sources runs ran, by sha256 (a destroy, drift check or plan of a deployment
+-- uses the source it was last applied with, even after the file changed or was removed).
+CREATE TABLE template_sources (
+    hash       TEXT PRIMARY KEY CHECK (hash ~ '^[0-9a-f]{64}$'),
+    source     TEXT NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+
 CREATE TABLE runs (
     run_id              TEXT PRIMARY KEY CHECK (run_id ~ '^run-[0-9a-f]{12,}$'),
     -- FIFO order of the runs of a deployment (created_at ties within one transaction).
@@ -28,8 +36,12 @@ CREATE TABLE runs (
     -- The plan was confirmed: the run applies its saved plan.
     approved_at         TIMESTAMPTZ,
     parameters          JSONB NOT NULL DEFAULT '{}'::jsonb,
-    -- sha256 of the template source the run was accepted with.
-    template_hash       TEXT,
+    -- The template source the run ran (sha256 in template_sources), and for an update the one
+    -- the deployment was applied with when it was queued; `applied` or `latest`: which one an
+    -- update plans with.
+    template_hash       TEXT REFERENCES template_sources (hash),
+    base_template_hash  TEXT REFERENCES template_sources (hash),
+    template_version    TEXT CHECK (template_version IN ('applied', 'latest')),
     plan_summary        JSONB,
     -- The saved plan (terraform's plan file), encrypted with the secrets key.
     saved_plan          BYTEA,

@@ -9,6 +9,14 @@ use super::{Template, name_of};
 use crate::domain::ProviderType;
 
 pub fn load(path: &Path) -> Template {
+    from_source(
+        path,
+        std::fs::read_to_string(path).map_err(|e| e.to_string()),
+    )
+}
+
+/// The template an ARM JSON source describes (`path` names it).
+pub fn from_source(path: &Path, source: Result<String, String>) -> Template {
     let mut template = Template {
         name: name_of(path),
         provider_type: ProviderType::Azure,
@@ -26,8 +34,7 @@ pub fn load(path: &Path) -> Template {
         error: None,
         target_scope: Default::default(),
     };
-    let doc: Value = match std::fs::read_to_string(path)
-        .map_err(|e| e.to_string())
+    let doc: Value = match source
         .and_then(|s| serde_json::from_str(&s).map_err(|e| format!("invalid JSON: {e}")))
     {
         Ok(v) => v,

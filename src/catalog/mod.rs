@@ -49,6 +49,21 @@ pub struct Template {
 /// built-in Bicep compiler's type: one reading of `targetScope` and of ARM `$schema`s.
 pub use crate::bicep::Scope as TargetScope;
 
+/// A template rebuilt from a source a run ran (kept in PostgreSQL): for a deployment whose
+/// template file was changed or removed since it was applied. Azure sources are the ARM JSON
+/// that ran (a Bicep file's compiled template).
+pub fn template_from_source(provider_type: ProviderType, name: &str, source: &str) -> Template {
+    if provider_type.is_terraform() {
+        terraform::from_source(
+            Path::new(&format!("{name}.tf")),
+            provider_type,
+            Ok(source.to_string()),
+        )
+    } else {
+        arm::from_source(Path::new(&format!("{name}.json")), Ok(source.to_string()))
+    }
+}
+
 impl Template {
     /// Reads the template's source from disk.
     pub fn content(&self) -> std::io::Result<String> {

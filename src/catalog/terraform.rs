@@ -9,6 +9,17 @@ use super::{Template, leading_comment, name_of};
 use crate::domain::ProviderType;
 
 pub fn load(path: &Path, provider_type: ProviderType) -> Template {
+    let source =
+        std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()));
+    from_source(path, provider_type, source)
+}
+
+/// The template a source describes (`path` names it).
+pub fn from_source(
+    path: &Path,
+    provider_type: ProviderType,
+    source: Result<String, String>,
+) -> Template {
     let mut template = Template {
         name: name_of(path),
         provider_type,
@@ -26,10 +37,10 @@ pub fn load(path: &Path, provider_type: ProviderType) -> Template {
         error: None,
         target_scope: Default::default(),
     };
-    let source = match std::fs::read_to_string(path) {
+    let source = match source {
         Ok(s) => s,
         Err(e) => {
-            template.error = Some(format!("cannot read {}: {e}", path.display()));
+            template.error = Some(e);
             return template;
         }
     };

@@ -7,7 +7,7 @@ use diesel::prelude::*;
 use super::schema::{deployment_logs, deployments, runs};
 use crate::domain::{
     Deployment, DeploymentId, LogLine, NewDeployment, NewRun, PlanSummary, ProviderType, Run,
-    RunId, UnknownValue,
+    RunId, TemplateVersion, UnknownValue,
 };
 
 #[derive(Debug, Clone, Queryable, QueryableByName, Selectable)]
@@ -126,6 +126,8 @@ pub struct RunRow {
     pub approved_at: Option<DateTime<Utc>>,
     pub parameters: serde_json::Value,
     pub template_hash: Option<String>,
+    pub base_template_hash: Option<String>,
+    pub template_version: Option<String>,
     pub plan_summary: Option<serde_json::Value>,
     #[diesel(sql_type = diesel::sql_types::Bool)]
     #[diesel(select_expression = runs::saved_plan.is_not_null())]
@@ -154,7 +156,8 @@ pub struct NewRunRow {
     pub kind: String,
     pub auto_apply: bool,
     pub parameters: serde_json::Value,
-    pub template_hash: Option<String>,
+    pub template_version: Option<String>,
+    pub base_template_hash: Option<String>,
     pub requested_by: Option<String>,
 }
 
@@ -166,7 +169,8 @@ impl NewRunRow {
             kind: r.kind.as_str().into(),
             auto_apply: r.auto_apply,
             parameters: serde_json::Value::Object(r.parameters.clone()),
-            template_hash: r.template_hash.clone(),
+            template_version: r.template_version.map(|v| v.as_str().to_string()),
+            base_template_hash: None,
             requested_by: r.requested_by.clone(),
         }
     }
@@ -203,6 +207,13 @@ impl TryFrom<RunRow> for Run {
                 _ => serde_json::Map::new(),
             },
             template_hash: row.template_hash,
+            base_template_hash: row.base_template_hash,
+            template_version: match row.template_version.as_deref() {
+                None => None,
+                Some(v) => {
+                    Some(TemplateVersion::parse(v).ok_or_else(|| unknown("template version", v))?)
+                }
+            },
             plan_summary,
             has_saved_plan: row.has_saved_plan,
             outputs: row.outputs,

@@ -51,6 +51,8 @@ diesel::table! {
         approved_at -> Nullable<Timestamptz>,
         parameters -> Jsonb,
         template_hash -> Nullable<Text>,
+        base_template_hash -> Nullable<Text>,
+        template_version -> Nullable<Text>,
         plan_summary -> Nullable<Jsonb>,
         saved_plan -> Nullable<Bytea>,
         outputs -> Nullable<Jsonb>,
@@ -70,6 +72,14 @@ diesel::table! {
 }
 
 diesel::table! {
+    template_sources (hash) {
+        hash -> Text,
+        source -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     terraform_states (deployment_id) {
         deployment_id -> Text,
         backend_type -> Text,
@@ -84,4 +94,10 @@ diesel::joinable!(deployment_logs -> deployments (deployment_id));
 diesel::joinable!(terraform_states -> deployments (deployment_id));
 diesel::joinable!(runs -> deployments (deployment_id));
 
-diesel::allow_tables_to_appear_in_same_query!(deployment_logs, deployments, runs, terraform_states,);
+diesel::allow_tables_to_appear_in_same_query!(
+    deployment_logs,
+    deployments,
+    runs,
+    template_sources,
+    terraform_states,
+);

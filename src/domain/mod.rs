@@ -13,4 +13,6 @@ pub use deployment::{
 };
 pub use plan::{ChangeAction, PlanSummary, ResourceChange};
 pub use provider::ProviderType;
-pub use run::{DriftStatus, NewRun, Run, RunId, RunKind, RunPhase, RunStatus, mirrored_status};
+pub use run::{
+    DriftStatus, NewRun, Run, RunId, RunKind, RunPhase, RunStatus, TemplateVersion, mirrored_status,
+};

@@ -204,7 +204,12 @@ pub struct Run {
     pub approved_at: Option<DateTime<Utc>>,
     /// The parameters this run uses (sensitive ones sealed as stored).
     pub parameters: serde_json::Map<String, serde_json::Value>,
+    /// sha256 of the template source the run ran (known once it started).
     pub template_hash: Option<String>,
+    /// An update: the source the deployment was applied with when the update was queued.
+    pub base_template_hash: Option<String>,
+    /// An update: which template version it plans with.
+    pub template_version: Option<TemplateVersion>,
     pub plan_summary: Option<PlanSummary>,
     /// Whether a saved plan is stored (the bytes are only loaded to apply them).
     pub has_saved_plan: bool,
@@ -234,6 +239,19 @@ impl Run {
         }
     }
 
+    /// Whether the run uses the source its deployment was applied with rather than the
+    /// template file as it is now: everything but a first deploy and an update asked to move
+    /// to the latest version.
+    pub fn uses_applied_source(&self) -> bool {
+        match self.kind {
+            RunKind::Deploy => false,
+            RunKind::Update | RunKind::Plan => {
+                self.template_version != Some(TemplateVersion::Latest)
+            }
+            _ => true,
+        }
+    }
+
     /// Seconds from start to completion, or to now while the run goes on.
     pub fn duration_seconds(&self) -> Option<f64> {
         let start = self.started_at?;
@@ -255,6 +273,34 @@ pub enum RunPhase {
     DriftCheck,
 }
 
+/// Which template source a run of an existing deployment uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TemplateVersion {
+    /// The source the deployment was last applied with (kept in PostgreSQL), even when the
+    /// file changed or is gone.
+    Applied,
+    /// The template file as it is now in the catalog.
+    Latest,
+}
+
+impl TemplateVersion {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TemplateVersion::Applied => "applied",
+            TemplateVersion::Latest => "latest",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TemplateVersion> {
+        match s {
+            "applied" => Some(TemplateVersion::Applied),
+            "latest" => Some(TemplateVersion::Latest),
+            _ => None,
+        }
+    }
+}
+
 /// What a new run needs.
 #[derive(Debug, Clone)]
 pub struct NewRun {
@@ -262,7 +308,8 @@ pub struct NewRun {
     pub kind: RunKind,
     pub auto_apply: bool,
     pub parameters: serde_json::Map<String, serde_json::Value>,
-    pub template_hash: Option<String>,
+    /// Updates: which template source to plan with (default: the applied one).
+    pub template_version: Option<TemplateVersion>,
     pub requested_by: Option<String>,
 }
 
@@ -273,7 +320,7 @@ impl NewRun {
             kind,
             auto_apply: true,
             parameters,
-            template_hash: None,
+            template_version: None,
             requested_by: None,
         }
     }

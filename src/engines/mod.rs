@@ -25,6 +25,9 @@ pub struct RunJob {
     pub run: Run,
     /// The plan a confirmed run applies (opened), for `RunPhase::ApplySaved`.
     pub saved_plan: Option<Vec<u8>>,
+    /// The template source to run instead of the template file: the one the deployment was
+    /// applied with (terraform: the `.tf` source; azure: the ARM JSON).
+    pub source: Option<String>,
     pub template: Arc<Template>,
     /// `<data_dir>/workspaces/<deployment_id>`.
     pub workspace: PathBuf,
@@ -53,8 +56,13 @@ impl Stream {
 /// What an engine reports while it runs.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RunEvent {
-    Log { stream: Stream, line: String },
+    Log {
+        stream: Stream,
+        line: String,
+    },
     Progress(u8),
+    /// The exact template source the run runs (kept, so later runs can use it again).
+    Source(String),
 }
 
 pub type EventSender = mpsc::UnboundedSender<RunEvent>;

@@ -325,7 +325,13 @@ pub struct Run {
     /// The run's parameters; sensitive values read "(sensitive)".
     #[schema(value_type = Object)]
     pub parameters: Value,
+    /// sha256 of the template source the run ran (once it started).
     pub template_hash: Option<String>,
+    /// An update: the source the deployment was applied with when it was queued.
+    pub base_template_hash: Option<String>,
+    /// Updates and plans: "applied" (the source the deployment was applied with) or "latest"
+    /// (the template file as it is now).
+    pub template_version: Option<String>,
     pub plan: Option<PlanView>,
     pub has_saved_plan: bool,
     #[schema(value_type = Option<Object>)]

@@ -16,7 +16,7 @@ use super::envelope::{self, AppError};
 use crate::actors::persistence::{DecidePlan, GetRun, ListRuns, LogScope, PersistError};
 use crate::actors::supervisor::Wake;
 use crate::catalog::ValidationErrors;
-use crate::domain::{Deployment, NewRun, Run, RunId, RunKind};
+use crate::domain::{Deployment, NewRun, Run, RunId, RunKind, TemplateVersion};
 
 const MAX_RUNS_LIMIT: i64 = 200;
 
@@ -30,6 +30,8 @@ fn run_view(r: &Run, d: &Deployment, catalog: &crate::catalog::Catalog) -> Value
         "auto_apply": r.auto_apply,
         "parameters": masked_parameters(&r.parameters, d.provider_type, &d.template_name, catalog),
         "template_hash": r.template_hash,
+        "base_template_hash": r.base_template_hash,
+        "template_version": r.template_version,
         "plan": r.plan_summary.as_ref().map(|p| json!({
             "add": p.add,
             "change": p.change,
@@ -169,6 +171,7 @@ fn optional_json(req: &HttpRequest, body: &[u8]) -> Result<Option<Value>, AppErr
 struct ChangeRequest {
     parameters: Map<String, Value>,
     auto_apply: bool,
+    template_version: TemplateVersion,
 }
 
 fn parse_change(body: Option<Value>, allow_auto_apply: bool) -> Result<ChangeRequest, AppError> {
@@ -184,13 +187,16 @@ fn parse_change(body: Option<Value>, allow_auto_apply: bool) -> Result<ChangeReq
     } else {
         false
     };
-    // Kept for the template versions of the lifecycle: only the applied version is deployable
-    // today, and asking for it explicitly is accepted.
-    match body.remove("template_version") {
-        None | Some(Value::Null) => {}
-        Some(Value::String(v)) if v == "applied" || v == "latest" => {}
-        Some(_) => errors.add("template_version", "must be \"applied\" or \"latest\""),
-    }
+    let template_version = match body.remove("template_version") {
+        None | Some(Value::Null) => TemplateVersion::Applied,
+        Some(Value::String(v)) if TemplateVersion::parse(&v).is_some() => {
+            TemplateVersion::parse(&v).unwrap_or(TemplateVersion::Applied)
+        }
+        Some(_) => {
+            errors.add("template_version", "must be \"applied\" or \"latest\"");
+            TemplateVersion::Applied
+        }
+    };
     let expected = if allow_auto_apply {
         "parameters, auto_apply, template_version"
     } else {
@@ -206,6 +212,7 @@ fn parse_change(body: Option<Value>, allow_auto_apply: bool) -> Result<ChangeReq
         Ok(ChangeRequest {
             parameters,
             auto_apply,
+            template_version,
         })
     } else {
         Err(AppError::Validation(errors))
@@ -255,6 +262,7 @@ pub async fn update(
     let parameters = changed_parameters(&state, &d, &change.parameters, !change.auto_apply)?;
     let mut run = NewRun::new(RunKind::Update, parameters);
     run.auto_apply = change.auto_apply;
+    run.template_version = Some(change.template_version);
     let (d, run) = queue_run(&state, &path, run).await?;
     accepted(&state, &d, &run, format!("update of {} queued", d.id))
 }
@@ -272,6 +280,7 @@ pub async fn plan(
     let parameters = changed_parameters(&state, &d, &change.parameters, false)?;
     let mut run = NewRun::new(RunKind::Plan, parameters);
     run.auto_apply = false;
+    run.template_version = Some(change.template_version);
     let (d, run) = queue_run(&state, &path, run).await?;
     accepted(&state, &d, &run, format!("plan of {} queued", d.id))
 }

@@ -16,8 +16,8 @@ use tokio::sync::{mpsc, watch};
 pub use messages::*;
 
 use super::persistence::{
-    AppendLogs, FinishRun, GetSavedPlan, PersistError, PersistenceHandle, RecordTerraformState,
-    ReleaseRun, SetProgress,
+    AppendLogs, FinishRun, GetRunInputs, PersistError, PersistenceHandle, RecordRunSource,
+    RecordTerraformState, ReleaseRun, SetProgress,
 };
 use super::supervisor::{RunFinished, Supervisor};
 use crate::catalog::CatalogHandle;
@@ -269,21 +269,35 @@ impl DeploymentActor {
 
 impl DeploymentActor {
     /// Starts the engine on this run (with the saved plan a confirmed run applies).
-    fn start_engine(&mut self, saved_plan: Option<Vec<u8>>, ctx: &mut Context<Self>) {
-        let d = &self.deployment;
+    fn start_engine(
+        &mut self,
+        saved_plan: Option<Vec<u8>>,
+        source: Option<String>,
+        ctx: &mut Context<Self>,
+    ) {
+        let d = self.deployment.clone();
         let catalog = self.ctx.catalog.get();
-        let Some(template) = catalog.find(d.provider_type, &d.template_name) else {
-            let error = format!(
-                "template {} ({}) no longer exists",
-                d.template_name, d.provider_type
-            );
-            return self.finish(Some(RunOutcome::Failed { error }), ctx);
+        let template = match (&source, catalog.find(d.provider_type, &d.template_name)) {
+            // A source kept from the deployment's apply describes itself (its parameters,
+            // providers and scope), whatever the template file says now or if it is gone.
+            (Some(kept), _) => {
+                self.log_system("using the template source this deployment was applied with");
+                crate::catalog::template_from_source(d.provider_type, &d.template_name, kept)
+            }
+            (None, Some(t)) => t.clone(),
+            (None, None) => {
+                let error = format!(
+                    "template {} ({}) no longer exists",
+                    d.template_name, d.provider_type
+                );
+                return self.finish(Some(RunOutcome::Failed { error }), ctx);
+            }
         };
         if let Some(err) = &template.error {
             let error = format!("template {} cannot be used: {err}", template.name);
             return self.finish(Some(RunOutcome::Failed { error }), ctx);
         }
-        let template = Arc::new(template.clone());
+        let template = Arc::new(template);
         let engines = self.ctx.engines.clone();
         let engine = match engines.for_provider(d.provider_type) {
             Ok(engine) => engine,
@@ -325,6 +339,7 @@ impl DeploymentActor {
             deployment,
             run: self.run.clone(),
             saved_plan,
+            source,
             template,
             workspace: std::path::absolute(&workspace).unwrap_or(workspace),
             timeout: Duration::from_secs(runner.run_timeout_secs),
@@ -420,35 +435,55 @@ impl Actor for DeploymentActor {
             self.run.kind.as_str()
         );
         self.log_system(started);
-        if self.run.phase() != RunPhase::ApplySaved {
-            return self.start_engine(None, ctx);
+        let saved_plan = self.run.phase() == RunPhase::ApplySaved;
+        let applied_source = self.run.uses_applied_source();
+        if !saved_plan && !applied_source {
+            return self.start_engine(None, None, ctx);
         }
-        // A confirmed run applies exactly the plan it showed: load it first.
+        // A confirmed run applies exactly the plan it showed, and a run of an existing
+        // deployment runs the template source it was applied with: load them first.
         let persistence = self.ctx.persistence.clone();
-        let id = self.id();
+        let msg = GetRunInputs {
+            run_id: self.id(),
+            deployment_id: self.deployment.id.to_string(),
+            saved_plan,
+            applied_source,
+        };
         ctx.wait(
-            async move { persistence.call(GetSavedPlan(id)).await }
+            async move { persistence.call(msg).await }
                 .into_actor(self)
-                .map(|result, act, ctx| {
-                    let key = act.ctx.secret_key.clone();
-                    let plan = match result {
-                        Ok(Some(sealed)) => {
-                            crate::secrets::open_bytes(key.as_ref().as_ref(), &sealed)
-                                .map_err(|e| e.to_string())
-                        }
-                        Ok(None) => Err("the run's saved plan is missing".into()),
+                .map(move |result, act, ctx| {
+                    let inputs = match result {
+                        Ok(inputs) => inputs,
                         Err(PersistError::Unavailable(e)) => {
                             act.log_system(format!(
-                                "could not load the saved plan: {e}; the run will be retried"
+                                "could not load the run's inputs: {e}; the run will be retried"
                             ));
                             return act.finish(None, ctx);
                         }
-                        Err(e) => Err(e.to_string()),
+                        Err(e) => {
+                            let error = e.to_string();
+                            return act.finish(Some(RunOutcome::Failed { error }), ctx);
+                        }
                     };
-                    match plan {
-                        Ok(plan) => act.start_engine(Some(plan), ctx),
-                        Err(error) => act.finish(Some(RunOutcome::Failed { error }), ctx),
-                    }
+                    let plan = match (saved_plan, inputs.saved_plan) {
+                        (false, _) => None,
+                        (true, Some(sealed)) => {
+                            let key = act.ctx.secret_key.clone();
+                            match crate::secrets::open_bytes(key.as_ref().as_ref(), &sealed) {
+                                Ok(plan) => Some(plan),
+                                Err(e) => {
+                                    let error = format!("cannot open the saved plan: {e}");
+                                    return act.finish(Some(RunOutcome::Failed { error }), ctx);
+                                }
+                            }
+                        }
+                        (true, None) => {
+                            let error = "the run's saved plan is missing".to_string();
+                            return act.finish(Some(RunOutcome::Failed { error }), ctx);
+                        }
+                    };
+                    act.start_engine(plan, inputs.applied_source, ctx)
                 }),
         );
     }
@@ -484,6 +519,18 @@ impl StreamHandler<RunEvent> for DeploymentActor {
                 });
             }
             RunEvent::Progress(_) => {}
+            RunEvent::Source(source) => {
+                let msg = RecordRunSource {
+                    run_id: self.id(),
+                    source,
+                };
+                let persistence = self.ctx.persistence.clone();
+                actix_rt::spawn(async move {
+                    if let Err(e) = persistence.call(msg).await {
+                        tracing::warn!(error = %e, "could not keep the run's template source");
+                    }
+                });
+            }
         }
     }
 

@@ -476,7 +476,11 @@ impl Handler<QueueRun> for PersistenceActor {
                 }
                 _ => {}
             }
-            let run = queries::runs::enqueue(conn, &NewRunRow::new(&id, &msg.run))?;
+            let mut row = NewRunRow::new(&id, &msg.run);
+            if msg.run.kind == RunKind::Update {
+                row.base_template_hash = queries::runs::applied_hash(conn, &id)?;
+            }
+            let run = queries::runs::enqueue(conn, &row)?;
             let d = queries::deployments::find(conn, &id)?.ok_or(PersistError::NotFound)?;
             Ok((d.try_into()?, run.try_into()?))
         })
@@ -556,20 +560,61 @@ impl Handler<ListRuns> for PersistenceActor {
     }
 }
 
-/// The saved plan (sealed) of a run that applies it.
+/// What a run needs from the database before its engine starts: the saved plan (sealed) of a
+/// confirmed run, and the template source its deployment was applied with.
 #[derive(Message)]
-#[rtype(result = "Result<Option<Vec<u8>>, PersistError>")]
-pub struct GetSavedPlan(pub String);
+#[rtype(result = "Result<RunInputs, PersistError>")]
+pub struct GetRunInputs {
+    pub run_id: String,
+    pub deployment_id: String,
+    pub saved_plan: bool,
+    pub applied_source: bool,
+}
 
-impl Handler<GetSavedPlan> for PersistenceActor {
-    type Result = Result<Option<Vec<u8>>, PersistError>;
+#[derive(Default)]
+pub struct RunInputs {
+    pub saved_plan: Option<Vec<u8>>,
+    pub applied_source: Option<String>,
+}
 
-    fn handle(&mut self, msg: GetSavedPlan, _: &mut SyncContext<Self>) -> Self::Result {
+impl Handler<GetRunInputs> for PersistenceActor {
+    type Result = Result<RunInputs, PersistError>;
+
+    fn handle(&mut self, msg: GetRunInputs, _: &mut SyncContext<Self>) -> Self::Result {
         let mut conn = self.conn()?;
-        Ok(queries::runs::saved_plan(&mut conn, &msg.0)?)
+        let mut inputs = RunInputs::default();
+        if msg.saved_plan {
+            inputs.saved_plan = queries::runs::saved_plan(&mut conn, &msg.run_id)?;
+        }
+        if msg.applied_source {
+            inputs.applied_source =
+                queries::runs::applied_source(&mut conn, &msg.deployment_id)?.map(|(_, s)| s);
+        }
+        Ok(inputs)
     }
 }
 
+/// Keeps the template source a run ran and records its hash on the run.
+#[derive(Message)]
+#[rtype(result = "Result<String, PersistError>")]
+pub struct RecordRunSource {
+    pub run_id: String,
+    pub source: String,
+}
+
+impl Handler<RecordRunSource> for PersistenceActor {
+    type Result = Result<String, PersistError>;
+
+    fn handle(&mut self, msg: RecordRunSource, _: &mut SyncContext<Self>) -> Self::Result {
+        self.tx(|conn| {
+            Ok(queries::runs::record_source(
+                conn,
+                &msg.run_id,
+                &msg.source,
+            )?)
+        })
+    }
+}
 /// Queues the scheduled drift checks that are due (one node at a time); answers their run ids.
 #[derive(Message)]
 #[rtype(result = "Result<Vec<String>, PersistError>")]

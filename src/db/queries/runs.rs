@@ -13,14 +13,15 @@ use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Bytea, Integer, Jsonb, Nullable, SmallInt, Text};
 
 use crate::db::models::{DeploymentRow, NewRunRow, RunRow};
-use crate::db::schema::{deployments, runs};
+use crate::db::schema::{deployments, runs, template_sources};
 use crate::domain::{
     CancelResult, DeploymentStatus, RunKind, RunOutcome, RunStatus, mirrored_status,
 };
 
 /// The columns of a `RunRow` in raw SQL (the plan's bytes stay in the table).
 const RUN_COLUMNS: &str = "r.run_id, r.queue_seq, r.deployment_id, r.kind, r.status, r.auto_apply, \
-    r.approved_at, r.parameters, r.template_hash, r.plan_summary, \
+    r.approved_at, r.parameters, r.template_hash, r.base_template_hash, r.template_version, \
+    r.plan_summary, \
     (r.saved_plan IS NOT NULL) AS has_saved_plan, r.outputs, r.error_message, r.progress, \
     r.attempts, r.lease_owner, r.lease_expires_at, r.cancel_requested_at, r.requested_by, \
     r.approved_by, r.created_at, r.started_at, r.completed_at, r.updated_at";
@@ -567,6 +568,57 @@ pub fn schedule_drift_checks(
 
 /// The advisory lock key of the drift schedule ("mcdrift").
 const DRIFT_SCHEDULE_LOCK: i64 = 0x006d_6364_7269_6674;
+
+/// Keeps a source a run ran (once per content) and records it on the run. Returns its hash.
+pub fn record_source(conn: &mut PgConnection, run_id: &str, source: &str) -> QueryResult<String> {
+    use sha2::Digest;
+    let hash: String = sha2::Sha256::digest(source.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    diesel::insert_into(template_sources::table)
+        .values((
+            template_sources::hash.eq(&hash),
+            template_sources::source.eq(source),
+        ))
+        .on_conflict_do_nothing()
+        .execute(conn)?;
+    diesel::update(runs::table.find(run_id))
+        .set(runs::template_hash.eq(&hash))
+        .execute(conn)?;
+    Ok(hash)
+}
+
+/// The template source a deployment was applied with (its applied run's; before any
+/// completed apply, its newest run's that recorded one), with its hash.
+pub fn applied_source(
+    conn: &mut PgConnection,
+    deployment_id: &str,
+) -> QueryResult<Option<(String, String)>> {
+    #[derive(QueryableByName)]
+    struct Source {
+        #[diesel(sql_type = Text)]
+        hash: String,
+        #[diesel(sql_type = Text)]
+        source: String,
+    }
+    let found: Option<Source> = diesel::sql_query(
+        "SELECT s.hash, s.source FROM runs r \
+         JOIN deployments d ON d.deployment_id = r.deployment_id \
+         JOIN template_sources s ON s.hash = r.template_hash \
+         WHERE r.deployment_id = $1 AND r.kind IN ('deploy', 'update') \
+         ORDER BY (r.run_id = d.applied_run_id) DESC, r.queue_seq DESC LIMIT 1",
+    )
+    .bind::<Text, _>(deployment_id)
+    .get_result(conn)
+    .optional()?;
+    Ok(found.map(|s| (s.hash, s.source)))
+}
+
+/// The hash of the source a deployment was applied with (see `applied_source`).
+pub fn applied_hash(conn: &mut PgConnection, deployment_id: &str) -> QueryResult<Option<String>> {
+    Ok(applied_source(conn, deployment_id)?.map(|(hash, _)| hash))
+}
 
 /// Runs per status, for metrics.
 pub fn count_by_status(conn: &mut PgConnection) -> QueryResult<Vec<(String, i64)>> {

@@ -700,12 +700,16 @@ impl Run {
         let home = ws.join(".multicloud").join("home");
         std::fs::create_dir_all(&home).map_err(|e| io_failed(&home, e))?;
         let template = &self.job.template;
-        let source = template.content().map_err(|e| {
-            EngineError::Failed(format!(
-                "cannot read template {}: {e}",
-                template.path.display()
-            ))
-        })?;
+        let source = match &self.job.source {
+            Some(applied) => applied.clone(),
+            None => template.content().map_err(|e| {
+                EngineError::Failed(format!(
+                    "cannot read template {}: {e}",
+                    template.path.display()
+                ))
+            })?,
+        };
+        let _ = self.events.send(RunEvent::Source(source.clone()));
         write(&ws.join("main.tf"), source.as_bytes())?;
         // Sensitive values go to terraform through its environment (TF_VAR_*), never a file.
         let sensitive: Vec<&str> = template.sensitive_parameters().collect();
