@@ -78,6 +78,14 @@ async fn real_responses_match_the_openapi_document() {
         ("get", "/deployments/{id}/status"),
         ("get", "/deployments/{id}/logs"),
         ("post", "/deployments/{id}/cancel"),
+        ("patch", "/deployments/{id}"),
+        ("get", "/deployments/{id}/runs"),
+        ("post", "/deployments/{id}/plan"),
+        ("post", "/deployments/{id}/drift-check"),
+        ("post", "/deployments/{id}/apply"),
+        ("post", "/deployments/{id}/discard"),
+        ("get", "/runs/{id}"),
+        ("get", "/runs/{id}/logs"),
         ("get", "/resource-groups"),
         ("post", "/resource-groups"),
         ("delete", "/resource-groups/{name}"),
@@ -173,6 +181,75 @@ async fn real_responses_match_the_openapi_document() {
     .await;
     assert_eq!(s, 409);
     check(&spec, "post", "/deployments/{id}/cancel", s, &b);
+    // The lifecycle: an update, a plan, a drift check, the runs and their logs, refusals.
+    let (s, b) = call(
+        M::PATCH,
+        format!("/deployments/{id}"),
+        Some(json!({"parameters": {"message": "spec 2"}, "auto_apply": false})),
+    )
+    .await;
+    assert_eq!(s, 202, "{b}");
+    check(&spec, "patch", "/deployments/{id}", s, &b);
+    let update = b["data"]["run_id"].as_str().expect("run").to_string();
+    let planned = d.wait_run(&update, Duration::from_secs(60)).await;
+    assert_eq!(planned["status"], "planned");
+    let (s, b) = call(M::GET, format!("/runs/{update}"), None).await;
+    check(&spec, "get", "/runs/{id}", s, &b);
+    let (s, b) = call(M::POST, format!("/deployments/{id}/discard"), None).await;
+    assert_eq!(s, 200, "{b}");
+    check(&spec, "post", "/deployments/{id}/discard", s, &b);
+    for (path, want) in [("apply", 409), ("discard", 409)] {
+        let (s, b) = call(M::POST, format!("/deployments/{id}/{path}"), None).await;
+        assert_eq!(s, want, "{b}");
+        check(&spec, "post", &format!("/deployments/{{id}}/{path}"), s, &b);
+    }
+    let (s, b) = call(
+        M::POST,
+        format!("/deployments/{id}/plan"),
+        Some(json!({"parameters": {"message": "spec 3"}})),
+    )
+    .await;
+    assert_eq!(s, 202, "{b}");
+    check(&spec, "post", "/deployments/{id}/plan", s, &b);
+    let plan = b["data"]["run_id"].as_str().expect("run").to_string();
+    d.wait_run(&plan, Duration::from_secs(60)).await;
+    let (s, b) = call(M::POST, format!("/deployments/{id}/drift-check"), None).await;
+    assert_eq!(s, 202, "{b}");
+    check(&spec, "post", "/deployments/{id}/drift-check", s, &b);
+    d.wait_run(
+        b["data"]["run_id"].as_str().expect("run"),
+        Duration::from_secs(60),
+    )
+    .await;
+    for (path, doc) in [
+        (format!("/deployments/{id}/runs"), "/deployments/{id}/runs"),
+        (
+            format!("/deployments/{id}/runs?limit=0"),
+            "/deployments/{id}/runs",
+        ),
+        (format!("/runs/{plan}"), "/runs/{id}"),
+        (format!("/runs/{plan}/logs"), "/runs/{id}/logs"),
+        (format!("/runs/{plan}/logs?after=-1"), "/runs/{id}/logs"),
+        ("/runs/run-0123456789abcdef".to_string(), "/runs/{id}"),
+        (
+            format!("/deployments/{id}/logs?run=all"),
+            "/deployments/{id}/logs",
+        ),
+        ("/deployments?drift=in_sync".to_string(), "/deployments"),
+        (format!("/deployments/{id}"), "/deployments/{id}"),
+    ] {
+        let (s, b) = call(M::GET, path, None).await;
+        check(&spec, "get", doc, s, &b);
+    }
+    let (s, b) = call(
+        M::PATCH,
+        format!("/deployments/{id}"),
+        Some(json!({"parameters": {"message": 7}, "template_version": "newest"})),
+    )
+    .await;
+    assert_eq!(s, 422, "{b}");
+    check(&spec, "patch", "/deployments/{id}", s, &b);
+
     let (s, b) = call(M::DELETE, format!("/deployments/{id}"), None).await;
     assert_eq!(s, 202);
     check(&spec, "delete", "/deployments/{id}", s, &b);
