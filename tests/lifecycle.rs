@@ -498,3 +498,39 @@ async fn runs_use_the_applied_template_until_an_update_moves_to_the_latest() {
     let st = d.wait_terminal(&id, T).await;
     assert_eq!(st["status"], "destroyed", "{st}\n{}", d.log_text());
 }
+
+#[tokio::test]
+async fn a_plan_made_stale_by_a_later_state_change_fails_clearly() {
+    let db = TestDb::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = daemon(&db, &dir).await;
+    let id = d.deploy("echo", "aws", json!({"message": "before"})).await;
+    assert_eq!(d.wait_terminal(&id, T).await["status"], "completed");
+    let (s, b) = d
+        .patch_json(
+            &format!("/deployments/{id}"),
+            &json!({"parameters": {"message": "after"}, "auto_apply": false}),
+        )
+        .await;
+    assert_eq!(s, 202, "{b}");
+    let planned = d.wait_run(&run_id(&b), T).await;
+    assert_eq!(planned["status"], "planned", "{planned}");
+    // The state changes after the plan (someone else wrote it): its serial moves on.
+    let changed = db.count(&format!(
+        "WITH s AS (UPDATE terraform_remote_state.states \
+           SET data = jsonb_set(data::jsonb, '{{serial}}', to_jsonb((data::jsonb ->> 'serial')::int + 1))::text \
+           WHERE name = '{id}' RETURNING 1) SELECT count(*) AS n FROM s"
+    ));
+    assert_eq!(changed, 1);
+    let (s, b) = d
+        .post_json(&format!("/deployments/{id}/apply"), &json!({}))
+        .await;
+    assert_eq!(s, 202, "{b}");
+    let run = d.wait_run(planned["run_id"].as_str().expect("id"), T).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    let error = run["error_message"].as_str().unwrap_or_default();
+    assert!(error.contains("the saved plan is stale"), "{error}");
+    let st = d.wait_terminal(&id, T).await;
+    assert_eq!(st["status"], "failed");
+    assert_eq!(st["outputs"]["message"], "before", "nothing applied");
+}
