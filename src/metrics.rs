@@ -48,6 +48,7 @@ pub struct Metrics {
     pub run_duration: Family<RunLabels, Histogram>,
     pub terraform_steps: Family<StepLabels, Histogram>,
     pub deployments: Family<StatusLabels, Gauge>,
+    pub runs: Family<StatusLabels, Gauge>,
     pub queue_depth: Gauge,
     pub runs_running: Gauge,
     pub runner_capacity: Gauge,
@@ -95,10 +96,16 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Deployments in the database by status",
         deployments.clone(),
     );
+    let runs = Family::<StatusLabels, Gauge>::default();
+    registry.register(
+        "runs",
+        "Runs in the database by status (planned: waiting for a decision)",
+        runs.clone(),
+    );
     let queue_depth = Gauge::default();
     registry.register(
         "queue_depth",
-        "Pending deployments waiting for a runner",
+        "Pending runs waiting for a runner",
         queue_depth.clone(),
     );
     let runs_running = Gauge::default();
@@ -125,6 +132,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         run_duration,
         terraform_steps,
         deployments,
+        runs,
         queue_depth,
         runs_running,
         runner_capacity,

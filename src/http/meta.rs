@@ -146,7 +146,20 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
                     status: status.as_str().into(),
                 })
                 .set(n);
-            if status == crate::domain::DeploymentStatus::Pending {
+        }
+        for status in crate::domain::RunStatus::ALL {
+            let n = stats
+                .runs_by_status
+                .iter()
+                .find(|(s, _)| s == status.as_str())
+                .map(|(_, n)| *n)
+                .unwrap_or(0);
+            m.runs
+                .get_or_create(&crate::metrics::StatusLabels {
+                    status: status.as_str().into(),
+                })
+                .set(n);
+            if status == crate::domain::RunStatus::Pending {
                 m.queue_depth.set(n);
             }
         }
