@@ -534,3 +534,49 @@ async fn a_plan_made_stale_by_a_later_state_change_fails_clearly() {
     assert_eq!(st["status"], "failed");
     assert_eq!(st["outputs"]["message"], "before", "nothing applied");
 }
+
+#[tokio::test]
+async fn an_approved_apply_interrupted_by_kill_9_converges_on_restart() {
+    let db = TestDb::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut d = Daemon::start(
+        DaemonConfig::new(Some(&db.url), dir.path(), FIXTURES)
+            .set("MULTICLOUD__RUNNER__LEASE_SECS", 3)
+            .set("MULTICLOUD__SECRETS__KEY", SECRETS_KEY),
+    )
+    .await;
+    let (s, b) = d
+        .post_json(
+            "/deploy",
+            &json!({"template_name": "echo", "provider_type": "aws", "auto_apply": false,
+                    "parameters": {"message": "once", "sleep_seconds": 4}}),
+        )
+        .await;
+    assert_eq!(s, 202, "{b}");
+    let id = b["data"]["deployment_id"].as_str().expect("id").to_string();
+    assert_eq!(d.wait_terminal(&id, T).await["status"], "planned");
+    let run = runs(&d, &id).await[0]["run_id"]
+        .as_str()
+        .expect("run")
+        .to_string();
+    let (s, _) = d
+        .post_json(&format!("/deployments/{id}/apply"), &json!({}))
+        .await;
+    assert_eq!(s, 202);
+    // Killed while terraform applies the saved plan; terraform finishes it on its own.
+    let apply = d.step_file(&id, &format!("deploy-{run}-apply"), 1, "apply");
+    wait_for_file(&apply, "Creating...", T).await;
+    d.kill9();
+    d.start_again().await;
+    let st = d.wait_terminal(&id, T).await;
+    assert_eq!(st["status"], "completed", "{st}\n{}", d.log_text());
+    assert_eq!(st["outputs"]["message"], "once");
+    let (_, logs) = d.get(&format!("/runs/{run}/logs")).await;
+    let text = logs.to_string();
+    // The take-over found the plan applied by the orphaned terraform: nothing applied twice.
+    assert!(text.contains("attempt 2"), "{text}");
+    assert!(
+        text.contains("the earlier attempt applied the plan: nothing left to change"),
+        "{text}"
+    );
+}

@@ -228,18 +228,15 @@ impl Run {
                 write(&file, &plan)?;
                 let file_arg = file.display().to_string();
                 let apply = ["apply", "-input=false", "-json", LOCK_TIMEOUT, &file_arg];
-                let report = self
-                    .changing_step(&binary, &env, "apply", &apply)
-                    .await
-                    .map_err(|e| match e {
-                        EngineError::Failed(m) if m.contains("Saved plan is stale") => {
-                            EngineError::Failed(format!(
-                                "the saved plan is stale: the deployment's state changed after it was planned; plan again ({m})"
-                            ))
-                        }
-                        other => other,
-                    })?;
+                let applied = self.changing_step(&binary, &env, "apply", &apply).await;
                 let _ = std::fs::remove_file(&file);
+                let report = match applied {
+                    Ok(report) => report,
+                    Err(EngineError::Failed(m)) if m.contains("Saved plan is stale") => {
+                        return self.stale_plan(&binary, &env, m).await;
+                    }
+                    Err(e) => return Err(e),
+                };
                 self.progress(95);
                 match operation {
                     Operation::Deploy => {
@@ -249,6 +246,45 @@ impl Run {
                     Operation::Destroy => Ok(EngineOutput::Destroyed),
                 }
             }
+        }
+    }
+
+    /// The saved plan no longer matches the state. On a first attempt, the state changed after
+    /// the plan: the run fails (plan again). On a run taken over after its node died, the
+    /// earlier attempt's terraform may have applied the plan to the end (it survives the
+    /// daemon): when planning again finds nothing to change, that apply converged and the run
+    /// completes; otherwise it fails, and nothing that was not approved is applied.
+    async fn stale_plan(
+        &mut self,
+        binary: &Path,
+        env: &[(String, String)],
+        message: String,
+    ) -> Result<EngineOutput, EngineError> {
+        let stale = || {
+            EngineError::Failed(format!(
+                "the saved plan is stale: the deployment's state changed after it was planned; plan again ({message})"
+            ))
+        };
+        if self.job.run.attempts <= 1 {
+            return Err(stale());
+        }
+        self.system(
+            "the saved plan is stale after an interruption: checking whether the earlier attempt applied it"
+                .into(),
+        );
+        let EngineOutput::Planned { summary, .. } = self.plan(binary, env, false).await? else {
+            return Err(stale());
+        };
+        if !summary.is_empty() {
+            return Err(stale());
+        }
+        self.system("the earlier attempt applied the plan: nothing left to change".into());
+        self.progress(95);
+        match self.job.deployment.operation {
+            Operation::Deploy => Ok(EngineOutput::Deployed {
+                outputs: self.outputs(binary, env).await?,
+            }),
+            Operation::Destroy => Ok(EngineOutput::Destroyed),
         }
     }
 
