@@ -580,3 +580,45 @@ async fn an_approved_apply_interrupted_by_kill_9_converges_on_restart() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn completed_deployments_are_checked_for_drift_on_a_schedule() {
+    let db = TestDb::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = Daemon::start(
+        DaemonConfig::new(Some(&db.url), dir.path(), FIXTURES)
+            .set("MULTICLOUD__DRIFT__INTERVAL_SECS", 2)
+            .set("MULTICLOUD__SECRETS__KEY", SECRETS_KEY),
+    )
+    .await;
+    let id = d.deploy("echo", "aws", json!({"message": "watched"})).await;
+    let failed = d
+        .deploy("echo", "aws", json!({"message": "x", "fail": true}))
+        .await;
+    assert_eq!(d.wait_terminal(&id, T).await["status"], "completed");
+    assert_eq!(d.wait_terminal(&failed, T).await["status"], "failed");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let checks = loop {
+        let history = runs(&d, &id).await;
+        let checks: Vec<Value> = history
+            .into_iter()
+            .filter(|r| r["kind"] == "drift_check" && r["status"] == "completed")
+            .collect();
+        if checks.len() >= 2 {
+            break checks;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", d.log_text());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(checks[0]["requested_by"], "schedule");
+    let (_, rec) = d.get(&format!("/deployments/{id}")).await;
+    assert_eq!(rec["data"]["drift"]["status"], "in_sync", "{rec}");
+    // Only completed deployments are checked; a check never waits behind another of its kind.
+    assert!(
+        runs(&d, &failed)
+            .await
+            .iter()
+            .all(|r| r["kind"] != "drift_check"),
+        "a failed deployment is not checked"
+    );
+}
