@@ -433,3 +433,38 @@ fn a_planned_run_holds_the_queue_until_one_decision() {
         Some("plan discarded by request")
     );
 }
+
+#[test]
+fn a_deployment_accepted_alone_gets_its_deploy_run_once_when_claimed() {
+    let (_db, mut conn) = setup();
+    let new = NewDeployment {
+        id: DeploymentId::generate(),
+        provider_type: ProviderType::TerraformAws,
+        template_name: "echo".into(),
+        resource_group: None,
+        subscription_id: None,
+        location: None,
+        parameters: serde_json::json!({"message": "m"})
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+        idempotency_key: None,
+    };
+    let d = deployments::insert(&mut conn, &NewDeploymentRow::from(&new))
+        .expect("insert")
+        .deployment_id;
+    assert!(q::latest_for(&mut conn, &d).expect("runs").is_none());
+    // Two nodes making runs at once make one.
+    assert_eq!(q::materialize_deploy_runs(&mut conn, 5).expect("make"), 1);
+    assert_eq!(q::materialize_deploy_runs(&mut conn, 5).expect("again"), 0);
+    q::ensure_deploy_run(&mut conn, &d).expect("ensure");
+    assert_eq!(q::list_for(&mut conn, &d, None, 10).expect("runs").len(), 1);
+    let claimed = q::claim(&mut conn, "n", 30, 5, 3, &[]).expect("claim");
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(
+        (claimed[0].kind.as_str(), claimed[0].deployment_id.as_str()),
+        ("deploy", d.as_str())
+    );
+    assert_eq!(claimed[0].parameters, serde_json::json!({"message": "m"}));
+    assert_eq!(deployment_status(&mut conn, &d), "running");
+}

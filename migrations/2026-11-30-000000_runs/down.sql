@@ -23,6 +23,7 @@ ALTER TABLE deployment_logs DROP COLUMN run_id;
 DROP TABLE runs;
 DROP TABLE template_sources;
 DROP INDEX deployments_drift_idx;
+CREATE INDEX deployments_lease_idx ON deployments (lease_expires_at) WHERE status = 'running';
 ALTER TABLE deployments DROP COLUMN drift;
 ALTER TABLE deployments DROP COLUMN applied_run_id;
 UPDATE deployments SET status = 'pending' WHERE status = 'planned';

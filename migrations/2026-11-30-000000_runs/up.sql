@@ -11,7 +11,12 @@ ALTER TABLE deployments ADD CONSTRAINT deployments_status_check
 ALTER TABLE deployments ADD COLUMN applied_run_id TEXT;
 -- The result of the last drift check: {status, checked_at, run_id, resources}.
 ALTER TABLE deployments ADD COLUMN drift JSONB;
-CREATE INDEX deployments_drift_idx ON deployments ((drift ->> 'status'), created_at DESC);
+-- The queue is in runs now. A deployment accepted with `auto_apply` gets its deploy run when a
+-- runner claims it (`POST /deploy` writes one row, as before: the run's row would halve the
+-- accept rate), so pending deployments stay indexed; leases are the runs'.
+DROP INDEX deployments_lease_idx;
+CREATE INDEX deployments_drift_idx ON deployments ((drift ->> 'status'), created_at DESC)
+    WHERE drift IS NOT NULL;
 
 -- The exact template sources runs ran, by sha256 (a destroy, drift check or plan of a deployment
 -- uses the source it was last applied with, even after the file changed or was removed).
@@ -24,7 +29,7 @@ CREATE TABLE template_sources (
 CREATE TABLE runs (
     run_id              TEXT PRIMARY KEY CHECK (run_id ~ '^run-[0-9a-f]{12,}$'),
     -- FIFO order of the runs of a deployment (created_at ties within one transaction).
-    queue_seq           BIGSERIAL NOT NULL UNIQUE,
+    queue_seq           BIGSERIAL NOT NULL,
     deployment_id       TEXT NOT NULL REFERENCES deployments (deployment_id) ON DELETE CASCADE,
     kind                TEXT NOT NULL
         CHECK (kind IN ('deploy', 'plan', 'update', 'destroy', 'drift_check')),
@@ -61,9 +66,9 @@ CREATE TABLE runs (
 );
 CREATE INDEX runs_deployment_idx ON runs (deployment_id, queue_seq DESC);
 CREATE INDEX runs_pending_idx ON runs (queue_seq) WHERE status = 'pending';
+-- One deploy run per deployment (made once, by whichever node claims it first).
+CREATE UNIQUE INDEX runs_one_deploy_idx ON runs (deployment_id) WHERE kind = 'deploy';
 CREATE INDEX runs_lease_idx ON runs (lease_expires_at) WHERE status = 'running';
-CREATE INDEX runs_active_idx ON runs (deployment_id, queue_seq)
-    WHERE status IN ('pending', 'running', 'planned');
 
 -- Every existing deployment gets the runs it had: its deploy run and, when a destroy was
 -- queued, a destroy run after it. Ids are derived from the deployment id so the migration is

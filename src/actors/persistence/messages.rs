@@ -67,8 +67,17 @@ impl Handler<CreateDeployment> for PersistenceActor {
                     created: false,
                 });
             }
-            let inserted = queries::deployments::insert(conn, &row)?;
-            queries::runs::insert(conn, &NewRunRow::new(&inserted.deployment_id, &run))?;
+            // A deploy that needs no decision gets its run when a runner claims it (one row
+            // per accept); one that waits for a decision records that in its run now.
+            let inserted = if run.auto_apply {
+                queries::deployments::insert(conn, &row)?
+            } else {
+                queries::deployments::insert_with_run(
+                    conn,
+                    &row,
+                    &NewRunRow::new(&row.deployment_id, &run),
+                )?
+            };
             Ok(Created {
                 deployment: inserted.try_into()?,
                 created: true,
@@ -149,6 +158,7 @@ impl Handler<ClaimRuns> for PersistenceActor {
             if msg.limit <= 0 {
                 return Ok(Vec::new());
             }
+            queries::runs::materialize_deploy_runs(conn, msg.limit)?;
             let rows = queries::runs::claim(
                 conn,
                 &msg.node,
@@ -418,6 +428,7 @@ impl Handler<CancelDeployment> for PersistenceActor {
                     run_id: None,
                 });
             }
+            queries::runs::ensure_deploy_run(conn, &msg.0)?;
             match queries::runs::current_for(conn, &msg.0)? {
                 None => Ok(Cancelled {
                     result: CancelResult::AlreadyFinished,
@@ -448,6 +459,7 @@ impl Handler<QueueRun> for PersistenceActor {
         let id = msg.deployment_id;
         self.tx(|conn| {
             let d = queries::runs::lock_deployment(conn, &id)?.ok_or(PersistError::NotFound)?;
+            queries::runs::ensure_deploy_run(conn, &id)?;
             let conflict = |m: String| Err(PersistError::Conflict(m));
             if d.status == "destroyed" {
                 return conflict(format!("deployment {id} is destroyed"));

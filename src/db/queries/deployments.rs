@@ -6,7 +6,7 @@ use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{Text, Timestamptz};
 
-use crate::db::models::{DeploymentRow, NewDeploymentRow};
+use crate::db::models::{DeploymentRow, NewDeploymentRow, NewRunRow};
 use crate::db::schema::deployments;
 use crate::domain::ListFilter;
 
@@ -15,6 +15,42 @@ pub fn insert(conn: &mut PgConnection, row: &NewDeploymentRow) -> QueryResult<De
         .values(row)
         .returning(DeploymentRow::as_returning())
         .get_result(conn)
+}
+
+/// Inserts a deployment and its first run in one statement (one round trip: `POST /deploy`
+/// is the hot path). Answers the deployment.
+pub fn insert_with_run(
+    conn: &mut PgConnection,
+    row: &NewDeploymentRow,
+    run: &NewRunRow,
+) -> QueryResult<DeploymentRow> {
+    use diesel::sql_types::{Bool, Jsonb, Nullable};
+    diesel::sql_query(
+        "WITH d AS ( \
+            INSERT INTO deployments (deployment_id, provider_type, cloud_provider, template_name, \
+                resource_group, subscription_id, location, parameters, idempotency_key) \
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING * \
+         ), r AS ( \
+            INSERT INTO runs (run_id, deployment_id, kind, auto_apply, parameters, requested_by) \
+            SELECT $10, d.deployment_id, $11, $12, $13, $14 FROM d \
+         ) \
+         SELECT * FROM d",
+    )
+    .bind::<Text, _>(&row.deployment_id)
+    .bind::<Text, _>(&row.provider_type)
+    .bind::<Text, _>(&row.cloud_provider)
+    .bind::<Text, _>(&row.template_name)
+    .bind::<Nullable<Text>, _>(&row.resource_group)
+    .bind::<Nullable<Text>, _>(&row.subscription_id)
+    .bind::<Nullable<Text>, _>(&row.location)
+    .bind::<Jsonb, _>(&row.parameters)
+    .bind::<Nullable<Text>, _>(&row.idempotency_key)
+    .bind::<Text, _>(&run.run_id)
+    .bind::<Text, _>(&run.kind)
+    .bind::<Bool, _>(run.auto_apply)
+    .bind::<Jsonb, _>(&run.parameters)
+    .bind::<Nullable<Text>, _>(&run.requested_by)
+    .get_result(conn)
 }
 
 pub fn find(conn: &mut PgConnection, id: &str) -> QueryResult<Option<DeploymentRow>> {
@@ -56,8 +92,10 @@ pub fn list(conn: &mut PgConnection, f: &ListFilter) -> QueryResult<Vec<Deployme
     }
     if let Some(drift) = f.drift {
         q = q.filter(
-            sql::<diesel::sql_types::Bool>("deployments.drift ->> 'status' = ")
-                .bind::<Text, _>(drift.as_str()),
+            sql::<diesel::sql_types::Bool>(
+                "deployments.drift IS NOT NULL AND deployments.drift ->> 'status' = ",
+            )
+            .bind::<Text, _>(drift.as_str()),
         );
     }
     if let Some((at, id)) = &f.before {

@@ -201,6 +201,42 @@ pub fn cancel_orphaned(conn: &mut PgConnection) -> QueryResult<usize> {
     Ok(rows.len())
 }
 
+/// Gives up to `limit` pending deployments that have no run yet (accepted with `auto_apply`:
+/// `POST /deploy` writes only the deployment) their deploy run, oldest first. The unique deploy
+/// run per deployment makes this safe on several nodes at once. Returns how many it made.
+pub fn materialize_deploy_runs(conn: &mut PgConnection, limit: i64) -> QueryResult<usize> {
+    diesel::sql_query(
+        "INSERT INTO runs (run_id, deployment_id, kind, auto_apply, parameters, created_at) \
+         SELECT 'run-' || substr(md5(random()::text || d.deployment_id), 1, 16), d.deployment_id, \
+                'deploy', true, d.parameters, d.created_at \
+         FROM deployments d \
+         WHERE d.status = 'pending' \
+           AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.deployment_id = d.deployment_id) \
+         ORDER BY d.created_at \
+         LIMIT $1 \
+         ON CONFLICT (deployment_id) WHERE kind = 'deploy' DO NOTHING",
+    )
+    .bind::<BigInt, _>(limit.max(0))
+    .execute(conn)
+}
+
+/// Gives one deployment its deploy run if it has none yet (see `materialize_deploy_runs`), so
+/// that the verbs on runs (cancel, update, plan, destroy) find it.
+pub fn ensure_deploy_run(conn: &mut PgConnection, deployment_id: &str) -> QueryResult<()> {
+    diesel::sql_query(
+        "INSERT INTO runs (run_id, deployment_id, kind, auto_apply, parameters, created_at) \
+         SELECT 'run-' || substr(md5(random()::text || d.deployment_id), 1, 16), d.deployment_id, \
+                'deploy', true, d.parameters, d.created_at \
+         FROM deployments d \
+         WHERE d.deployment_id = $1 AND d.status = 'pending' \
+           AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.deployment_id = d.deployment_id) \
+         ON CONFLICT (deployment_id) WHERE kind = 'deploy' DO NOTHING",
+    )
+    .bind::<Text, _>(deployment_id)
+    .execute(conn)
+    .map(|_| ())
+}
+
 /// Claims up to `limit` runs for `node`: the oldest pending runs that are at the head of their
 /// deployment's queue (or only read), and running runs whose owner's lease expired (a dead
 /// node's work, which re-runs and converges because terraform state is in PostgreSQL).
@@ -439,16 +475,21 @@ pub fn current_for(conn: &mut PgConnection, deployment_id: &str) -> QueryResult<
     .optional()
 }
 
-/// Locks the deployment's row for the rest of the transaction: the lifecycle verbs of one
-/// deployment (destroy, update, apply, discard) take turns, so each sees the others' runs.
+/// Serializes the lifecycle verbs of one deployment (destroy, update, plan, apply, discard,
+/// cancel) for the rest of the transaction, so each sees the runs the others made, and reads
+/// the deployment. A transaction-scoped advisory lock, not a row lock: claims and results
+/// update run rows and then the deployment row, and a verb holding the deployment row while
+/// it waits for a run row would deadlock with them.
 pub fn lock_deployment(
     conn: &mut PgConnection,
     deployment_id: &str,
 ) -> QueryResult<Option<DeploymentRow>> {
+    diesel::sql_query("SELECT pg_advisory_xact_lock(hashtextextended($1, 11)) IS NULL")
+        .bind::<Text, _>(deployment_id)
+        .execute(conn)?;
     deployments::table
         .find(deployment_id)
         .select(DeploymentRow::as_select())
-        .for_update()
         .first(conn)
         .optional()
 }
