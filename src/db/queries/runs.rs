@@ -95,17 +95,27 @@ fn mirrors(r: &RunRow) -> bool {
 /// (a run waiting behind another is shown once it moves). A completed apply also makes the
 /// run's parameters and outputs the deployment's.
 pub fn mirror(conn: &mut PgConnection, r: &RunRow) -> QueryResult<()> {
+    mirror_run(conn, r, false)
+}
+
+/// `mirror`; `at_head`: the caller knows the run is at the head of its deployment's queue (a
+/// claim only takes such runs), which saves the query that checks it.
+fn mirror_run(conn: &mut PgConnection, r: &RunRow, at_head: bool) -> QueryResult<()> {
     if !mirrors(r) {
         return Ok(());
     }
-    let earlier_active: i64 = diesel::sql_query(format!(
-        "SELECT count(*) AS n FROM runs e WHERE e.deployment_id = $1 AND e.queue_seq < $2 \
+    let earlier_active: i64 = if at_head {
+        0
+    } else {
+        diesel::sql_query(format!(
+            "SELECT count(*) AS n FROM runs e WHERE e.deployment_id = $1 AND e.queue_seq < $2 \
          AND e.kind NOT IN {SPECULATIVE} AND e.status IN {ACTIVE}"
-    ))
-    .bind::<Text, _>(&r.deployment_id)
-    .bind::<BigInt, _>(r.queue_seq)
-    .get_result::<Count>(conn)?
-    .n;
+        ))
+        .bind::<Text, _>(&r.deployment_id)
+        .bind::<BigInt, _>(r.queue_seq)
+        .get_result::<Count>(conn)?
+        .n
+    };
     if earlier_active > 0 {
         return Ok(());
     }
@@ -283,7 +293,9 @@ pub fn claim(
     .bind::<Integer, _>(max_attempts)
     .bind::<Array<Text>, _>(exclude)
     .load(conn)?;
-    mirror_all(conn, &rows)?;
+    for r in &rows {
+        mirror_run(conn, r, true)?;
+    }
     Ok(rows)
 }
 
