@@ -860,6 +860,12 @@ async fn arm_runs_plan_with_what_if_apply_the_saved_plan_and_check_drift() {
             .any(|l| l.starts_with("applying the saved plan")),
         "{lines:#?}"
     );
+    // The ARM JSON that ran is kept: later runs use it, whatever the file says now.
+    let v1 = run["template_hash"]
+        .as_str()
+        .expect("the applied source is kept")
+        .to_string();
+    assert_eq!(v1.len(), 64);
 
     // A drift check compares with the applied template (not the changed file): in sync.
     let (s, b) = d
@@ -871,9 +877,66 @@ async fn arm_runs_plan_with_what_if_apply_the_saved_plan_and_check_drift() {
     let (_, rec) = d.get(&format!("/deployments/{id}")).await;
     assert_eq!(rec["data"]["drift"]["status"], "in_sync", "{rec}");
     assert_eq!(rec["data"]["drift"]["resources"], json!([]), "{rec}");
+    assert_eq!(check["template_hash"], v1.as_str());
     let lines = run_lines(&d, check["run_id"].as_str().expect("id")).await;
     assert!(
         lines.contains(&"Drift: none. The cloud matches the applied template.".to_string()),
+        "{lines:#?}"
+    );
+    // A plan uses the applied source too (nothing to change), unless asked for the file as it
+    // is now (its TLS version changes the account).
+    let (_, b) = d
+        .post_json(&format!("/deployments/{id}/plan"), &json!({}))
+        .await;
+    let plan = d.wait_run(&run_id(&b), T).await;
+    assert_eq!(
+        plan["status"],
+        "no_changes",
+        "{plan}
+{}",
+        d.log_text()
+    );
+    assert_eq!(plan["template_hash"], v1.as_str());
+    let (_, b) = d
+        .post_json(
+            &format!("/deployments/{id}/plan"),
+            &json!({"template_version": "latest"}),
+        )
+        .await;
+    let plan = d.wait_run(&run_id(&b), T).await;
+    assert_eq!(
+        plan["status"],
+        "completed",
+        "{plan}
+{}",
+        d.log_text()
+    );
+    assert_ne!(plan["template_hash"], v1.as_str());
+    assert_eq!(
+        plan["plan"]["resources"],
+        json!([{"address": account, "type": "Microsoft.Storage/storageAccounts", "action": "update"}])
+    );
+    // A deployment applied before sources were kept: the drift check compares with the
+    // template ARM keeps with the deployment (exportTemplate), not the changed file.
+    assert_eq!(
+        db.count(&format!(
+            "WITH forgotten AS (UPDATE runs SET template_hash = NULL, base_template_hash = NULL \
+             WHERE deployment_id = '{id}' RETURNING 1) SELECT count(*) AS n FROM forgotten"
+        )),
+        4
+    );
+    let (_, b) = d
+        .post_json(&format!("/deployments/{id}/drift-check"), &json!({}))
+        .await;
+    let check = d.wait_run(&run_id(&b), T).await;
+    assert_eq!(check["status"], "completed", "{check}\n{}", d.log_text());
+    let (_, rec) = d.get(&format!("/deployments/{id}")).await;
+    assert_eq!(rec["data"]["drift"]["status"], "in_sync", "{rec}");
+    let lines = run_lines(&d, check["run_id"].as_str().expect("id")).await;
+    assert!(
+        lines.contains(
+            &"comparing the cloud with the template of the last ARM deployment".to_string()
+        ),
         "{lines:#?}"
     );
     std::fs::write(&file, &source).expect("write");

@@ -15,8 +15,12 @@
 //!   previewed (the template JSON and the parameters object, [`plan::SavedPlan`]);
 //! - apply saved: the deployment PUT with exactly the saved template and parameters (never a
 //!   recompile), followed like any deploy;
-//! - drift check: what-if of the applied template (ARM's `exportTemplate` of the deployment)
-//!   with the applied parameters; any change but `NoChange` and `Ignore` is drift.
+//! - drift check: what-if of the applied template (the source kept from the apply, or ARM's
+//!   `exportTemplate` of the deployment) with the applied parameters; any change but
+//!   `NoChange` and `Ignore` is drift.
+//!
+//! Every run but a destroy reports the ARM JSON it ran (`RunEvent::Source`); a run given the
+//! source its deployment was applied with (`RunJob::source`) runs that instead of the file.
 //!
 //! The run log gets the plan's headline and one line per resource change (`+ ~ -`, id and
 //! type), never a value (what-if's `before`, `after` and `delta` may hold secure ones).
@@ -234,7 +238,16 @@ impl ArmRun {
         }
     }
 
+    /// The ARM JSON this run runs: the source the deployment was applied with when the run
+    /// is given one (`RunJob::source`), else the template file (a `.bicep` file compiled).
     async fn template(&mut self) -> Result<Value, EngineError> {
+        if let Some(source) = &self.job.source {
+            return serde_json::from_str(source).map_err(|e| {
+                EngineError::Failed(format!(
+                    "the template source this deployment was applied with is not valid JSON: {e}"
+                ))
+            });
+        }
         let t = self.job.template.clone();
         if t.format != "bicep" {
             let text = t.content().map_err(|e| {
@@ -345,6 +358,7 @@ impl ArmRun {
 
     async fn deploy(&mut self, target: &Target) -> Result<EngineOutput, EngineError> {
         let template = self.template().await?;
+        self.ran(&template);
         self.progress(5);
         let parameters = parameters_object(&self.job.deployment.parameters);
         self.put_and_follow(target, template, parameters).await
@@ -599,6 +613,7 @@ impl ArmRun {
         } else {
             self.template().await?
         };
+        self.ran(&template);
         self.progress(5);
         let parameters = parameters_object(&self.job.deployment.parameters);
         if let Target::ResourceGroup { sub, rg } = target {
@@ -699,6 +714,7 @@ impl ArmRun {
                 self.log(
                     "applying the saved plan: the template and parameters the what-if previewed",
                 );
+                self.ran(&template);
                 self.progress(5);
                 self.put_and_follow(target, template, parameters).await
             }
@@ -764,10 +780,14 @@ impl ArmRun {
         Ok(result)
     }
 
-    /// The template the deployment was last applied with, as ARM keeps it with its deployment
-    /// (`exportTemplate`). When ARM has no succeeded deployment of it (deleted, or its last PUT
-    /// failed), the template as it is now.
+    /// The template the deployment was last applied with: the source the daemon kept from its
+    /// apply (`RunJob::source`), else as ARM keeps it with its deployment (`exportTemplate`; a
+    /// deployment applied before sources were kept). When ARM has no succeeded deployment of it
+    /// either (deleted, or its last PUT failed), the template as it is now.
     async fn applied_template(&mut self, target: &Target) -> Result<Value, EngineError> {
+        if self.job.source.is_some() {
+            return self.template().await;
+        }
         let path = self.deployment_path(target);
         let record = self
             .client
@@ -804,6 +824,14 @@ impl ArmRun {
             .await
             .map(|g| g.is_some())
             .map_err(|e| self.fail(e))
+    }
+
+    /// Reports the exact template this run runs (kept, so later runs of the deployment can run
+    /// it again whatever happens to the file).
+    fn ran(&self, template: &Value) {
+        let source =
+            serde_json::to_string_pretty(template).unwrap_or_else(|_| template.to_string());
+        let _ = self.events.send(RunEvent::Source(source));
     }
 
     /// The plan's headline and one line per resource change (never a value).
