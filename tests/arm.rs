@@ -711,3 +711,476 @@ async fn a_bicep_template_with_a_local_module_deploys_and_a_registry_module_is_r
     );
     assert!(server.with(|s| !s.resource_groups.contains_key("rg-remote")));
 }
+
+async fn runs(d: &Daemon, id: &str) -> Vec<serde_json::Value> {
+    let (s, b) = d.get(&format!("/deployments/{id}/runs")).await;
+    assert_eq!(s, 200, "{b}");
+    b["data"]["runs"].as_array().expect("runs").clone()
+}
+
+fn run_id(body: &serde_json::Value) -> String {
+    body["data"]["run_id"].as_str().expect("run id").to_string()
+}
+
+/// A run's own log lines.
+async fn run_lines(d: &Daemon, run_id: &str) -> Vec<String> {
+    let (s, logs) = d.get(&format!("/runs/{run_id}/logs?limit=5000")).await;
+    assert_eq!(s, 200, "{logs}");
+    logs["data"]["lines"]
+        .as_array()
+        .expect("lines")
+        .iter()
+        .filter_map(|l| l["line"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// The lifecycle of an Azure deployment on ARM's what-if, with the catalog's storage account
+/// template (compiled by the built-in compiler): a gated deploy is previewed (nothing deployed)
+/// and its approval deploys exactly the previewed template even though the file changed since;
+/// updates applied at once or after their plan (Modify shows as "update"), a speculative plan,
+/// a gated update without changes; drift checks compare the cloud with the applied template
+/// and parameters: in sync, then drifted once the account is changed behind the daemon's back.
+#[tokio::test]
+async fn arm_runs_plan_with_what_if_apply_the_saved_plan_and_check_drift() {
+    let server = ArmServer::start();
+    let db = TestDb::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let templates = tempfile::tempdir().expect("tempdir");
+    let file = templates.path().join("storage-account.bicep");
+    let source =
+        std::fs::read_to_string(format!("{TEMPLATES}/storage-account.bicep")).expect("template");
+    std::fs::write(&file, &source).expect("write");
+    let d = Daemon::start(
+        DaemonConfig::new(
+            Some(&db.url),
+            dir.path(),
+            templates.path().to_str().expect("utf-8"),
+        )
+        .with_arm(&server)
+        .set("MULTICLOUD__AZURE__BICEP_COMPILER", "native")
+        .set("MULTICLOUD__SECRETS__KEY", SECRETS_KEY),
+    )
+    .await;
+    let account = format!(
+        "/subscriptions/{SUB}/resourceGroups/rg-life/providers/Microsoft.Storage/storageAccounts/mclife1"
+    );
+    let blobs = format!("{account}/blobServices/default");
+
+    // A gated deploy: previewed by what-if, nothing deployed before the decision.
+    let (s, b) = d
+        .post_json(
+            "/deploy",
+            &json!({"template_name": "storage-account", "provider_type": "azure",
+            "subscription_id": SUB, "resource_group": "rg-life", "location": "westeurope",
+            "auto_apply": false, "parameters": {"storageAccountName": "mclife1"}}),
+        )
+        .await;
+    assert_eq!(s, 202, "{b}");
+    let id = b["data"]["deployment_id"].as_str().expect("id").to_string();
+    let st = d.wait_terminal(&id, T).await;
+    assert_eq!(st["status"], "planned", "{st}\n{}", d.log_text());
+    let history = runs(&d, &id).await;
+    let first = &history[0];
+    assert_eq!(
+        (first["kind"].as_str(), first["status"].as_str()),
+        (Some("deploy"), Some("planned"))
+    );
+    assert_eq!(
+        first["plan"]["headline"], "Plan: 2 to add, 0 to change, 0 to destroy.",
+        "{first}"
+    );
+    assert_eq!(
+        first["plan"]["resources"],
+        json!([
+            {"address": account, "type": "Microsoft.Storage/storageAccounts", "action": "create"},
+            {"address": blobs, "type": "Microsoft.Storage/storageAccounts/blobServices", "action": "create"},
+        ])
+    );
+    assert_eq!(first["has_saved_plan"], true);
+    assert_eq!(st["outputs"], serde_json::Value::Null);
+    server.with(|s| {
+        assert_eq!(s.deployment_puts, 0, "nothing deployed before the decision");
+        assert!(s.resources.is_empty(), "{:?}", s.resources);
+        assert_eq!(s.what_if_requests.len(), 1);
+        let request = &s.what_if_requests[0];
+        assert_eq!(request["resourceGroup"], "rg-life");
+        assert_eq!(request["deployment"], format!("multicloud-{id}"));
+        assert_eq!(request["body"]["properties"]["mode"], "Incremental");
+        assert_eq!(
+            request["body"]["properties"]["parameters"]["storageAccountName"],
+            json!({"value": "mclife1"})
+        );
+    });
+    let first_id = first["run_id"].as_str().expect("id").to_string();
+    let lines = run_lines(&d, &first_id).await;
+    for want in [
+        format!("POST what-if of deployment multicloud-{id} in rg-life"),
+        "Plan: 2 to add, 0 to change, 0 to destroy.".to_string(),
+        format!("  + {account} (Microsoft.Storage/storageAccounts)"),
+        format!("  + {blobs} (Microsoft.Storage/storageAccounts/blobServices)"),
+    ] {
+        assert!(lines.contains(&want), "{want:?} not in {lines:#?}");
+    }
+
+    // The template changes on disk after the plan: the approval deploys what was previewed.
+    let changed = source.replace("minimumTlsVersion: 'TLS1_2'", "minimumTlsVersion: 'TLS1_3'");
+    assert_ne!(changed, source);
+    std::fs::write(&file, &changed).expect("write");
+    let (s, b) = d
+        .post_json(&format!("/deployments/{id}/apply"), &json!({}))
+        .await;
+    assert_eq!(s, 202, "{b}");
+    let run = d.wait_run(&first_id, T).await;
+    assert_eq!(run["status"], "completed", "{run}\n{}", d.log_text());
+    let st = d.wait_terminal(&id, T).await;
+    assert_eq!(st["status"], "completed", "{st}");
+    assert_eq!(st["outputs"]["storageAccountName"], "mclife1", "{st}");
+    assert_eq!(st["outputs"]["storageAccountId"], account.as_str(), "{st}");
+    server.with(|s| {
+        assert_eq!(s.deployment_puts, 1);
+        assert_eq!(
+            s.what_if_requests.len(),
+            1,
+            "the approval previews nothing again"
+        );
+        let state = s.resource(&account).expect("the account exists");
+        assert_eq!(
+            state["properties"]["minimumTlsVersion"], "TLS1_2",
+            "the saved template, not a recompile"
+        );
+        assert_eq!(state["sku"]["name"], "Standard_LRS");
+        assert_eq!(state["location"], "westeurope");
+        assert_eq!(state["tags"], json!({"managed-by": "multicloud"}));
+        assert!(s.resource(&blobs).is_some(), "{:?}", s.resources);
+    });
+    let lines = run_lines(&d, &first_id).await;
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("applying the saved plan")),
+        "{lines:#?}"
+    );
+    // The ARM JSON that ran is kept: later runs use it, whatever the file says now.
+    let v1 = run["template_hash"]
+        .as_str()
+        .expect("the applied source is kept")
+        .to_string();
+    assert_eq!(v1.len(), 64);
+
+    // A drift check compares with the applied template (not the changed file): in sync.
+    let (s, b) = d
+        .post_json(&format!("/deployments/{id}/drift-check"), &json!({}))
+        .await;
+    assert_eq!(s, 202, "{b}");
+    let check = d.wait_run(&run_id(&b), T).await;
+    assert_eq!(check["status"], "completed", "{check}\n{}", d.log_text());
+    let (_, rec) = d.get(&format!("/deployments/{id}")).await;
+    assert_eq!(rec["data"]["drift"]["status"], "in_sync", "{rec}");
+    assert_eq!(rec["data"]["drift"]["resources"], json!([]), "{rec}");
+    assert_eq!(check["template_hash"], v1.as_str());
+    let lines = run_lines(&d, check["run_id"].as_str().expect("id")).await;
+    assert!(
+        lines.contains(&"Drift: none. The cloud matches the applied template.".to_string()),
+        "{lines:#?}"
+    );
+    // A plan uses the applied source too (nothing to change), unless asked for the file as it
+    // is now (its TLS version changes the account).
+    let (_, b) = d
+        .post_json(&format!("/deployments/{id}/plan"), &json!({}))
+        .await;
+    let plan = d.wait_run(&run_id(&b), T).await;
+    assert_eq!(
+        plan["status"],
+        "no_changes",
+        "{plan}
+{}",
+        d.log_text()
+    );
+    assert_eq!(plan["template_hash"], v1.as_str());
+    let (_, b) = d
+        .post_json(
+            &format!("/deployments/{id}/plan"),
+            &json!({"template_version": "latest"}),
+        )
+        .await;
+    let plan = d.wait_run(&run_id(&b), T).await;
+    assert_eq!(
+        plan["status"],
+        "completed",
+        "{plan}
+{}",
+        d.log_text()
+    );
+    assert_ne!(plan["template_hash"], v1.as_str());
+    assert_eq!(
+        plan["plan"]["resources"],
+        json!([{"address": account, "type": "Microsoft.Storage/storageAccounts", "action": "update"}])
+    );
+    // A deployment applied before sources were kept: the drift check compares with the
+    // template ARM keeps with the deployment (exportTemplate), not the changed file.
+    assert_eq!(
+        db.count(&format!(
+            "WITH forgotten AS (UPDATE runs SET template_hash = NULL, base_template_hash = NULL \
+             WHERE deployment_id = '{id}' RETURNING 1) SELECT count(*) AS n FROM forgotten"
+        )),
+        4
+    );
+    let (_, b) = d
+        .post_json(&format!("/deployments/{id}/drift-check"), &json!({}))
+        .await;
+    let check = d.wait_run(&run_id(&b), T).await;
+    assert_eq!(check["status"], "completed", "{check}\n{}", d.log_text());
+    let (_, rec) = d.get(&format!("/deployments/{id}")).await;
+    assert_eq!(rec["data"]["drift"]["status"], "in_sync", "{rec}");
+    let lines = run_lines(&d, check["run_id"].as_str().expect("id")).await;
+    assert!(
+        lines.contains(
+            &"comparing the cloud with the template of the last ARM deployment".to_string()
+        ),
+        "{lines:#?}"
+    );
+    std::fs::write(&file, &source).expect("write");
+
+    // An update applied at once: ARM holds the new sku.
+    let (s, b) = d
+        .patch_json(
+            &format!("/deployments/{id}"),
+            &json!({"parameters": {"skuName": "Standard_GRS"}}),
+        )
+        .await;
+    assert_eq!(s, 202, "{b}");
+    assert_eq!(b["data"]["kind"], "update");
+    let update = d.wait_run(&run_id(&b), T).await;
+    assert_eq!(update["status"], "completed", "{update}\n{}", d.log_text());
+    server.with(|s| {
+        assert_eq!(
+            s.resource(&account).expect("account")["sku"]["name"],
+            "Standard_GRS"
+        );
+        assert_eq!(s.deployment_puts, 2);
+    });
+    let (_, rec) = d.get(&format!("/deployments/{id}")).await;
+    assert_eq!(rec["data"]["parameters"]["skuName"], "Standard_GRS");
+
+    // A speculative plan: a summary, nothing kept, nothing applied.
+    let (s, b) = d
+        .post_json(
+            &format!("/deployments/{id}/plan"),
+            &json!({"parameters": {"skuName": "Standard_ZRS"}}),
+        )
+        .await;
+    assert_eq!(s, 202, "{b}");
+    let plan = d.wait_run(&run_id(&b), T).await;
+    assert_eq!(plan["status"], "completed", "{plan}\n{}", d.log_text());
+    assert_eq!(plan["plan"]["change"], 1, "{plan}");
+    assert_eq!(plan["has_saved_plan"], false);
+    server.with(|s| {
+        assert_eq!(
+            s.resource(&account).expect("account")["sku"]["name"],
+            "Standard_GRS"
+        );
+    });
+
+    // A gated update: the account's Modify is an "update" in the plan; applied once approved.
+    let (s, b) = d
+        .patch_json(
+            &format!("/deployments/{id}"),
+            &json!({"parameters": {"accessTier": "Cool", "tags": {"team": "data"}}, "auto_apply": false}),
+        )
+        .await;
+    assert_eq!(s, 202, "{b}");
+    let gated = d.wait_run(&run_id(&b), T).await;
+    assert_eq!(gated["status"], "planned", "{gated}\n{}", d.log_text());
+    assert_eq!(
+        gated["plan"]["headline"], "Plan: 0 to add, 1 to change, 0 to destroy.",
+        "{gated}"
+    );
+    assert_eq!(
+        gated["plan"]["resources"],
+        json!([{"address": account, "type": "Microsoft.Storage/storageAccounts", "action": "update"}])
+    );
+    let gated_id = gated["run_id"].as_str().expect("id").to_string();
+    let lines = run_lines(&d, &gated_id).await;
+    assert!(
+        lines.contains(&format!(
+            "  ~ {account} (Microsoft.Storage/storageAccounts)"
+        )),
+        "{lines:#?}"
+    );
+    server.with(|s| {
+        assert_eq!(
+            s.resource(&account).expect("account")["properties"]["accessTier"],
+            "Hot"
+        );
+        // What the what-if answered: the account's delta, its blob service unchanged.
+        let op = format!("whatif-{}", s.what_if_requests.len());
+        let changes = s.what_ifs[&op].result["properties"]["changes"].clone();
+        let of = |id: &str| {
+            changes
+                .as_array()
+                .expect("changes")
+                .iter()
+                .find(|c| c["resourceId"] == id)
+                .cloned()
+                .expect("a change")
+        };
+        let change = of(&account);
+        assert_eq!(change["changeType"], "Modify");
+        assert_eq!(
+            change["delta"],
+            json!([
+                {"path": "properties.accessTier", "propertyChangeType": "Modify", "before": "Hot", "after": "Cool"},
+                {"path": "tags.team", "propertyChangeType": "Create", "after": "data"},
+            ])
+        );
+        assert_eq!(of(&blobs)["changeType"], "NoChange");
+    });
+    let (s, b) = d
+        .post_json(&format!("/deployments/{id}/apply"), &json!({}))
+        .await;
+    assert_eq!(s, 202, "{b}");
+    let gated = d.wait_run(&gated_id, T).await;
+    assert_eq!(gated["status"], "completed", "{gated}\n{}", d.log_text());
+    server.with(|s| {
+        let state = s.resource(&account).expect("account");
+        assert_eq!(state["properties"]["accessTier"], "Cool");
+        assert_eq!(state["sku"]["name"], "Standard_GRS", "kept");
+        assert_eq!(
+            state["tags"],
+            json!({"team": "data", "managed-by": "multicloud"})
+        );
+    });
+
+    // A gated update that changes nothing ends without a decision.
+    let (s, b) = d
+        .patch_json(&format!("/deployments/{id}"), &json!({"auto_apply": false}))
+        .await;
+    assert_eq!(s, 202, "{b}");
+    let same = d.wait_run(&run_id(&b), T).await;
+    assert_eq!(same["status"], "no_changes", "{same}\n{}", d.log_text());
+
+    // Someone changes the account in the portal: the drift check names it.
+    assert!(server.with(|s| s.edit_resource(&account, |r| {
+        r["tags"]["owner"] = json!("portal-user-7");
+        r["properties"]["allowBlobPublicAccess"] = json!(true);
+    })));
+    let (s, b) = d
+        .post_json(&format!("/deployments/{id}/drift-check"), &json!({}))
+        .await;
+    assert_eq!(s, 202, "{b}");
+    let check = d.wait_run(&run_id(&b), T).await;
+    assert_eq!(check["status"], "completed", "{check}\n{}", d.log_text());
+    let (_, rec) = d.get(&format!("/deployments/{id}")).await;
+    let drift = &rec["data"]["drift"];
+    assert_eq!(drift["status"], "drifted", "{rec}");
+    assert_eq!(
+        drift["resources"],
+        json!([{"address": account, "type": "Microsoft.Storage/storageAccounts", "action": "update"}])
+    );
+    assert_eq!(drift["run_id"], check["run_id"]);
+    let (_, list) = d.get("/deployments?drift=drifted").await;
+    assert_eq!(list["data"]["count"], 1);
+    let lines = run_lines(&d, check["run_id"].as_str().expect("id")).await;
+    assert!(
+        lines.contains(&"Drift: 1 resource(s) differ from the applied template.".to_string()),
+        "{lines:#?}"
+    );
+    assert!(
+        lines.contains(&format!(
+            "  ~ {account} (Microsoft.Storage/storageAccounts)"
+        )),
+        "{lines:#?}"
+    );
+    // Values (what-if's before, after and delta) are never written anywhere.
+    let (_, all) = d
+        .get(&format!("/deployments/{id}/logs?run=all&limit=5000"))
+        .await;
+    for text in [all.to_string(), rec.to_string(), d.log_text()] {
+        assert!(!text.contains("portal-user-7"), "{text}");
+    }
+
+    // Destroy still deletes what the deployment made, child first.
+    let (s, b) = d.delete(&format!("/deployments/{id}")).await;
+    assert_eq!(s, 202, "{b}");
+    let st = d.wait_terminal(&id, T).await;
+    assert_eq!(st["status"], "destroyed", "{st}\n{}", d.log_text());
+    server.with(|s| {
+        assert!(s.resources.is_empty(), "{:?}", s.resources);
+        assert_eq!(s.deleted, vec![blobs.clone(), account.clone()]);
+    });
+}
+
+/// At subscription scope: the what-if of a gated deploy previews the resource group the
+/// template creates (nothing is created before the approval), and a drift check sees the
+/// group's tags changed behind the daemon's back.
+#[tokio::test]
+async fn a_subscription_scope_plan_previews_its_resource_group_and_drift_is_seen() {
+    let server = ArmServer::start();
+    let db = TestDb::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let templates = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/templates-subscription"
+    );
+    let d = Daemon::start(
+        DaemonConfig::new(Some(&db.url), dir.path(), templates)
+            .with_arm(&server)
+            .set("MULTICLOUD__AZURE__BICEP_COMPILER", "native"),
+    )
+    .await;
+    let group = format!("/subscriptions/{SUB}/resourceGroups/rg-planned");
+    let (s, b) = d
+        .post_json(
+            "/deploy",
+            &json!({"template_name": "group-creator", "provider_type": "azure",
+            "subscription_id": SUB, "location": "westeurope", "auto_apply": false,
+            "parameters": {"groupName": "rg-planned"}}),
+        )
+        .await;
+    assert_eq!(s, 202, "{b}");
+    let id = b["data"]["deployment_id"].as_str().expect("id").to_string();
+    let st = d.wait_terminal(&id, T).await;
+    assert_eq!(st["status"], "planned", "{st}\n{}", d.log_text());
+    let first = runs(&d, &id).await[0].clone();
+    assert_eq!(
+        first["plan"]["resources"],
+        json!([{"address": group, "type": "Microsoft.Resources/resourceGroups", "action": "create"}])
+    );
+    server.with(|s| {
+        assert!(!s.resource_groups.contains_key("rg-planned"));
+        assert_eq!(s.deployment_puts, 0);
+        let request = &s.what_if_requests[0];
+        assert_eq!(request["resourceGroup"], serde_json::Value::Null);
+        assert_eq!(request["body"]["location"], "westeurope");
+    });
+
+    let (s, b) = d
+        .post_json(&format!("/deployments/{id}/apply"), &json!({}))
+        .await;
+    assert_eq!(s, 202, "{b}");
+    let run = d.wait_run(first["run_id"].as_str().expect("id"), T).await;
+    assert_eq!(run["status"], "completed", "{run}\n{}", d.log_text());
+    assert_eq!(
+        server.with(|s| s.resource(&group)),
+        Some(json!({"location": "westeurope", "tags": {"purpose": "subscription-scope-test"}}))
+    );
+
+    let drift_check = || async {
+        let (s, b) = d
+            .post_json(&format!("/deployments/{id}/drift-check"), &json!({}))
+            .await;
+        assert_eq!(s, 202, "{b}");
+        let check = d.wait_run(&run_id(&b), T).await;
+        assert_eq!(check["status"], "completed", "{check}\n{}", d.log_text());
+        let (_, rec) = d.get(&format!("/deployments/{id}")).await;
+        rec["data"]["drift"].clone()
+    };
+    assert_eq!(drift_check().await["status"], "in_sync");
+    assert!(server.with(|s| s.edit_resource(&group, |g| g["tags"]["purpose"] = json!("edited"))));
+    let drift = drift_check().await;
+    assert_eq!(drift["status"], "drifted", "{drift}");
+    assert_eq!(
+        drift["resources"],
+        json!([{"address": group, "type": "Microsoft.Resources/resourceGroups", "action": "update"}])
+    );
+}

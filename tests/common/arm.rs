@@ -2,18 +2,25 @@
 //! enough to drive the daemon's ARM engine: OAuth2 client-credentials tokens that expire (and
 //! can be revoked), resource groups (PUT, GET, list, DELETE as a long-running operation),
 //! deployments (PUT answering 201 with `Azure-AsyncOperation`, state Accepted → Running →
-//! Succeeded | Failed on successive reads, outputs, outputResources, cancel), provider metadata,
-//! resource deletes, 429 with `Retry-After`, and ARM-shaped error bodies.
+//! Succeeded | Failed on successive reads, outputs, outputResources, cancel, exportTemplate),
+//! what-if (POST `.../whatIf` answering 202 with `Location`, polled to its `changes`), provider
+//! metadata, resource deletes, 429 with `Retry-After`, and ARM-shaped error bodies.
+//!
+//! Templates are evaluated (a subset of ARM's expression language, see [`eval`]) into the
+//! resources they declare, each with its state (location, sku, kind, properties, tags). A
+//! succeeded deployment stores that state; what-if compares a template's resources with the
+//! stored ones; [`ArmState::edit_resource`] changes a resource behind the daemon's back, as
+//! someone would in the portal.
 //!
 //! Template behaviour is driven by parameters: `shouldFail: true` ends Failed with a nested
 //! error, `slow: true` stays Running until cancelled.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 pub const TENANT: &str = "tenant-test";
 pub const CLIENT_ID: &str = "client-test";
@@ -30,6 +37,17 @@ pub struct Deployment {
     pub parameters: Value,
     /// Resource groups a subscription-scope template creates: (name, the group as ARM shows it).
     pub groups: Vec<(String, Value)>,
+    /// The template as it was sent (what `exportTemplate` gives back).
+    pub template: Value,
+    /// Every resource it makes (its modules' too): id and state as declared.
+    pub resources: Vec<(String, Value)>,
+}
+
+/// A what-if operation: polled through its `Location` until it answers its result.
+#[derive(Debug, Clone)]
+pub struct WhatIf {
+    pub polls: u32,
+    pub result: Value,
 }
 
 #[derive(Debug, Default)]
@@ -43,17 +61,53 @@ pub struct ArmState {
     pub deleting_groups: HashMap<String, u32>,
     pub deployments: HashMap<String, Deployment>,
     pub resources: Vec<String>,
+    /// The state of each resource (by lowercase id): location, sku, kind, properties, tags.
+    pub resource_state: HashMap<String, Value>,
     pub deleted: Vec<String>,
     pub throttle_next_puts: u32,
     pub throttled: u32,
     pub deployment_puts: u32,
     pub cancels: u32,
+    /// Every what-if request: `{deployment, resourceGroup, body}`.
+    pub what_if_requests: Vec<Value>,
+    pub what_ifs: HashMap<String, WhatIf>,
 }
 
 impl ArmState {
     /// Every token issued so far stops working (as if revoked or expired early).
     pub fn revoke_tokens(&mut self) {
         self.tokens.clear();
+    }
+
+    /// A resource as the server holds it: its state (location, sku, kind, properties, tags as
+    /// last deployed or edited; a resource group's location and tags), or None when it does not
+    /// exist.
+    pub fn resource(&self, id: &str) -> Option<Value> {
+        current_state(self, id)
+    }
+
+    /// Changes a resource behind the daemon's back, as someone would in the portal: `edit` gets
+    /// its state (see [`ArmState::resource`]). False when there is no such resource.
+    pub fn edit_resource(&mut self, id: &str, edit: impl FnOnce(&mut Value)) -> bool {
+        if let Some(name) = group_name(id) {
+            let Some(group) = self.resource_groups.get_mut(&name.to_ascii_lowercase()) else {
+                return false;
+            };
+            let mut state = json!({"location": group["location"], "tags": group["tags"]});
+            edit(&mut state);
+            group["location"] = state["location"].clone();
+            group["tags"] = state["tags"].clone();
+            return true;
+        }
+        if !self.resources.iter().any(|r| r.eq_ignore_ascii_case(id)) {
+            return false;
+        }
+        edit(
+            self.resource_state
+                .entry(id.to_ascii_lowercase())
+                .or_insert_with(|| json!({})),
+        );
+        true
     }
 }
 
@@ -112,81 +166,525 @@ fn error(status: u16, code: &str, message: &str) -> HttpResponse {
         .json(json!({"error": {"code": code, "message": message}}))
 }
 
-/// `[parameters('x')]` → the parameter's value; other strings as they are.
-fn eval(v: &Value, params: &serde_json::Map<String, Value>) -> Value {
-    eval_in(v, params, "", &serde_json::Map::new())
+/// Where template expressions are evaluated: the parameter values, the template's variables,
+/// the deployment's scope, and the outputs of the nested deployments evaluated so far.
+#[derive(Clone, Copy)]
+struct Scope<'a> {
+    params: &'a Map<String, Value>,
+    variables: &'a Map<String, Value>,
+    sub: &'a str,
+    rg: Option<&'a str>,
+    rg_location: Option<&'a str>,
+    nested: &'a Map<String, Value>,
 }
 
-/// The few template expressions the test server evaluates: `[parameters('p')]`,
-/// `[resourceId('NS/type', parameters('p'))]` (in the resource group of `scope`), and a nested
-/// deployment's output, `[reference(resourceId('Microsoft.Resources/deployments', 'd'),
-/// 'ver').outputs.o.value]` (from `nested`: deployment name → its outputs). Anything else is
-/// kept as written.
-fn eval_in(
-    v: &Value,
-    params: &serde_json::Map<String, Value>,
-    scope: &str,
-    nested: &serde_json::Map<String, Value>,
-) -> Value {
-    static PARAM: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
-        regex::Regex::new(r"^\[parameters\('([^']+)'\)\]$").expect("regex")
-    });
-    static RESOURCE_ID: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
-        regex::Regex::new(r"^\[resourceId\('([^']+)', parameters\('([^']+)'\)\)\]$").expect("regex")
-    });
-    static NESTED_OUTPUT: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
-        regex::Regex::new(
-            r"^\[reference\(resourceId\('Microsoft\.Resources/deployments', '([^']+)'\), '[^']+'\)\.outputs\.([A-Za-z0-9_]+)\.value\]$",
-        )
-        .expect("regex")
-    });
-    let Some(s) = v.as_str() else {
-        return v.clone();
+/// A template value with the expressions in its strings evaluated, at any depth. The server
+/// knows a subset of ARM's language: string and integer literals, property and index access,
+/// `parameters`, `variables`, `resourceGroup()`, `subscription()`, `format`, `concat`,
+/// `union`, `createObject`, `equals`, `greater`/`less` (`OrEquals`), `not`, `and`, `or`, `if`,
+/// `null`/`true`/`false`, `string`, `toLower`/`toUpper`, `resourceId`,
+/// `subscriptionResourceId`, and `reference(...)` of a nested deployment (its `outputs`). An
+/// expression beyond that is kept as written.
+fn eval(v: &Value, s: &Scope) -> Value {
+    eval_at(v, s, 0)
+}
+
+fn eval_at(v: &Value, s: &Scope, depth: usize) -> Value {
+    match v {
+        Value::String(x) => eval_string(x, s, depth),
+        Value::Array(a) => Value::Array(a.iter().map(|x| eval_at(x, s, depth)).collect()),
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, x)| (k.clone(), eval_at(x, s, depth)))
+                .collect(),
+        ),
+        _ => v.clone(),
+    }
+}
+
+fn eval_string(x: &str, s: &Scope, depth: usize) -> Value {
+    if let Some(rest) = x.strip_prefix("[[") {
+        return Value::String(format!("[{rest}"));
+    }
+    let kept = || Value::String(x.to_string());
+    let Some(inner) = x.strip_prefix('[').and_then(|r| r.strip_suffix(']')) else {
+        return kept();
     };
-    if let Some(c) = PARAM.captures(s) {
-        return params.get(&c[1]).cloned().unwrap_or(Value::Null);
+    let Some(tokens) = lex(inner) else {
+        return kept();
+    };
+    let mut p = Parser {
+        tokens: &tokens,
+        pos: 0,
+        scope: s,
+        depth,
+    };
+    match p.expr() {
+        Some(v) if p.pos == tokens.len() => v,
+        _ => kept(),
     }
-    if let Some(c) = RESOURCE_ID.captures(s) {
-        let name = params
-            .get(&c[2])
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        return json!(format!("{scope}/providers/{}/{name}", &c[1]));
-    }
-    if let Some(c) = NESTED_OUTPUT.captures(s) {
-        return nested
-            .get(&c[1])
-            .and_then(|o| o.get(&c[2]))
-            .and_then(|o| o.get("value"))
-            .cloned()
-            .unwrap_or(Value::Null);
-    }
-    v.clone()
 }
 
-/// A nested deployment (a Bicep module) with the inner expression scope: its template and
-/// the parameter values it is given.
-fn nested_deployments(template: &Value) -> Vec<(String, Value, Value)> {
-    template["resources"]
-        .as_array()
-        .map(|rs| {
-            rs.iter()
-                .filter(|r| {
-                    r["type"]
-                        .as_str()
-                        .is_some_and(|t| t.eq_ignore_ascii_case("Microsoft.Resources/deployments"))
-                        && r["properties"]["template"].is_object()
-                })
-                .map(|r| {
-                    (
-                        r["name"].as_str().unwrap_or_default().to_string(),
-                        r["properties"]["template"].clone(),
-                        r["properties"]["parameters"].clone(),
-                    )
-                })
-                .collect()
-        })
+#[derive(Debug, Clone, PartialEq)]
+enum Tok {
+    Str(String),
+    Int(i64),
+    Ident(String),
+    Sym(char),
+}
+
+fn lex(s: &str) -> Option<Vec<Tok>> {
+    let chars: Vec<char> = s.chars().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c.is_whitespace() {
+            i += 1;
+        } else if c == '\'' {
+            let mut text = String::new();
+            i += 1;
+            loop {
+                match chars.get(i) {
+                    None => return None,
+                    Some('\'') if chars.get(i + 1) == Some(&'\'') => {
+                        text.push('\'');
+                        i += 2;
+                    }
+                    Some('\'') => {
+                        i += 1;
+                        break;
+                    }
+                    Some(ch) => {
+                        text.push(*ch);
+                        i += 1;
+                    }
+                }
+            }
+            out.push(Tok::Str(text));
+        } else if c.is_ascii_digit()
+            || (c == '-' && chars.get(i + 1).is_some_and(|d| d.is_ascii_digit()))
+        {
+            let start = i;
+            i += 1;
+            while chars.get(i).is_some_and(|d| d.is_ascii_digit()) {
+                i += 1;
+            }
+            out.push(Tok::Int(
+                chars[start..i].iter().collect::<String>().parse().ok()?,
+            ));
+        } else if c.is_alphabetic() || c == '_' {
+            let start = i;
+            while chars
+                .get(i)
+                .is_some_and(|d| d.is_alphanumeric() || *d == '_')
+            {
+                i += 1;
+            }
+            out.push(Tok::Ident(chars[start..i].iter().collect()));
+        } else if "(),.[]".contains(c) {
+            out.push(Tok::Sym(c));
+            i += 1;
+        } else {
+            return None;
+        }
+    }
+    Some(out)
+}
+
+/// Evaluates while it parses: `call(args...)`, literals, then `.name` and `[index]`.
+struct Parser<'t, 's> {
+    tokens: &'t [Tok],
+    pos: usize,
+    scope: &'s Scope<'s>,
+    depth: usize,
+}
+
+impl Parser<'_, '_> {
+    fn next(&mut self) -> Option<Tok> {
+        let t = self.tokens.get(self.pos).cloned();
+        self.pos += 1;
+        t
+    }
+
+    fn eat(&mut self, c: char) -> bool {
+        let found = self.tokens.get(self.pos) == Some(&Tok::Sym(c));
+        if found {
+            self.pos += 1;
+        }
+        found
+    }
+
+    fn expr(&mut self) -> Option<Value> {
+        let mut v = match self.next()? {
+            Tok::Str(s) => Value::String(s),
+            Tok::Int(n) => json!(n),
+            Tok::Ident(name) => {
+                if !self.eat('(') {
+                    return None;
+                }
+                let mut args = Vec::new();
+                if !self.eat(')') {
+                    loop {
+                        args.push(self.expr()?);
+                        if self.eat(',') {
+                            continue;
+                        }
+                        if self.eat(')') {
+                            break;
+                        }
+                        return None;
+                    }
+                }
+                call(&name, &args, self.scope, self.depth)?
+            }
+            Tok::Sym(_) => return None,
+        };
+        loop {
+            if self.eat('.') {
+                let Some(Tok::Ident(prop)) = self.next() else {
+                    return None;
+                };
+                v = v.get(&prop)?.clone();
+            } else if self.eat('[') {
+                let index = self.expr()?;
+                if !self.eat(']') {
+                    return None;
+                }
+                v = match index {
+                    Value::String(k) => v.get(&k)?.clone(),
+                    Value::Number(n) => v.get(usize::try_from(n.as_u64()?).ok()?)?.clone(),
+                    _ => return None,
+                };
+            } else {
+                return Some(v);
+            }
+        }
+    }
+}
+
+fn text_of(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn call(name: &str, args: &[Value], s: &Scope, depth: usize) -> Option<Value> {
+    let str_arg = |i: usize| args.get(i).and_then(Value::as_str);
+    let int_args = || Some((args.first()?.as_i64()?, args.get(1)?.as_i64()?));
+    let bools = || {
+        args.iter()
+            .map(Value::as_bool)
+            .collect::<Option<Vec<bool>>>()
+    };
+    let v = match name.to_ascii_lowercase().as_str() {
+        "parameters" => s.params.get(str_arg(0)?)?.clone(),
+        "variables" if depth < 16 => eval_at(s.variables.get(str_arg(0)?)?, s, depth + 1),
+        "resourcegroup" => {
+            let mut g = json!({
+                "id": format!("/subscriptions/{}/resourceGroups/{}", s.sub, s.rg?),
+                "name": s.rg?,
+            });
+            if let Some(l) = s.rg_location {
+                g["location"] = json!(l);
+            }
+            g
+        }
+        "subscription" => {
+            json!({"id": format!("/subscriptions/{}", s.sub), "subscriptionId": s.sub})
+        }
+        "null" => Value::Null,
+        "true" => json!(true),
+        "false" => json!(false),
+        "string" => json!(text_of(args.first()?)),
+        "tolower" => json!(str_arg(0)?.to_lowercase()),
+        "toupper" => json!(str_arg(0)?.to_uppercase()),
+        "format" => {
+            let mut out = str_arg(0)?.to_string();
+            for (i, a) in args.iter().enumerate().skip(1) {
+                out = out.replace(&format!("{{{}}}", i - 1), &text_of(a));
+            }
+            json!(out)
+        }
+        "concat" if args.iter().all(Value::is_array) => Value::Array(
+            args.iter()
+                .flat_map(|a| a.as_array().cloned().unwrap_or_default())
+                .collect(),
+        ),
+        "concat" => json!(args.iter().map(text_of).collect::<String>()),
+        "union" if args.iter().all(Value::is_object) => {
+            let mut out = Map::new();
+            for a in args {
+                out.extend(a.as_object().cloned().unwrap_or_default());
+            }
+            Value::Object(out)
+        }
+        "union" if args.iter().all(Value::is_array) => {
+            let mut out: Vec<Value> = Vec::new();
+            for x in args
+                .iter()
+                .flat_map(|a| a.as_array().cloned().unwrap_or_default())
+            {
+                if !out.contains(&x) {
+                    out.push(x);
+                }
+            }
+            Value::Array(out)
+        }
+        "createobject" if args.len() % 2 == 0 => {
+            let mut out = Map::new();
+            for pair in args.chunks(2) {
+                out.insert(pair[0].as_str()?.to_string(), pair[1].clone());
+            }
+            Value::Object(out)
+        }
+        "equals" => json!(args.first()? == args.get(1)?),
+        "greater" => json!(int_args().map(|(a, b)| a > b)?),
+        "greaterorequals" => json!(int_args().map(|(a, b)| a >= b)?),
+        "less" => json!(int_args().map(|(a, b)| a < b)?),
+        "lessorequals" => json!(int_args().map(|(a, b)| a <= b)?),
+        "not" => json!(!args.first()?.as_bool()?),
+        "and" => json!(bools()?.iter().all(|b| *b)),
+        "or" => json!(bools()?.iter().any(|b| *b)),
+        "if" => args
+            .get(if args.first()?.as_bool()? { 1 } else { 2 })?
+            .clone(),
+        "resourceid" => json!(resource_id_of(s, args, false)?),
+        "subscriptionresourceid" => json!(resource_id_of(s, args, true)?),
+        "reference" => {
+            // A nested deployment's outputs (a Bicep module's): reference(resourceId(
+            // 'Microsoft.Resources/deployments', 'name'), 'version').outputs.o.value.
+            let id = str_arg(0)?;
+            let marker = "/providers/microsoft.resources/deployments/";
+            let at = id.to_ascii_lowercase().rfind(marker)? + marker.len();
+            json!({"outputs": s.nested.get(&id[at..])?.clone()})
+        }
+        _ => return None,
+    };
+    Some(v)
+}
+
+/// `resourceId([subscriptionId], [resourceGroupName], type, name...)` (or, at subscription
+/// level, `subscriptionResourceId([subscriptionId], type, name...)`).
+fn resource_id_of(s: &Scope, args: &[Value], subscription_level: bool) -> Option<String> {
+    let args: Vec<&str> = args.iter().map(Value::as_str).collect::<Option<_>>()?;
+    let t = args.iter().position(|a| a.contains('/'))?;
+    let (sub, rg) = match (t, subscription_level) {
+        (0, false) => (s.sub, s.rg),
+        (0, true) => (s.sub, None),
+        (1, false) => (s.sub, Some(args[0])),
+        (1, true) => (args[0], None),
+        (2, false) => (args[0], Some(args[1])),
+        _ => return None,
+    };
+    Some(arm_id(sub, rg, args[t], &args[t + 1..].join("/")))
+}
+
+/// A resource's id from its type and name, as ARM builds it: `.../providers/NS/type/name`, a
+/// child's types and names interleaved (`storageAccounts/blobServices` named `acct/default` →
+/// `storageAccounts/acct/blobServices/default`); a resource group at subscription scope is
+/// `/subscriptions/s/resourceGroups/name`.
+fn arm_id(sub: &str, rg: Option<&str>, ty: &str, name: &str) -> String {
+    let scope = match rg {
+        Some(rg) => format!("/subscriptions/{sub}/resourceGroups/{rg}"),
+        None if ty.eq_ignore_ascii_case("Microsoft.Resources/resourceGroups") => {
+            return format!("/subscriptions/{sub}/resourceGroups/{name}");
+        }
+        None => format!("/subscriptions/{sub}"),
+    };
+    let (namespace, types) = ty.split_once('/').unwrap_or((ty, ""));
+    let types: Vec<&str> = types.split('/').collect();
+    let names: Vec<&str> = name.split('/').collect();
+    if types.len() != names.len() {
+        return format!("{scope}/providers/{ty}/{name}");
+    }
+    let path: Vec<String> = types
+        .iter()
+        .zip(names)
+        .map(|(t, n)| format!("{t}/{n}"))
+        .collect();
+    format!("{scope}/providers/{namespace}/{}", path.join("/"))
+}
+
+/// `/subscriptions/s/resourceGroups/g` → `g`.
+fn group_name(id: &str) -> Option<&str> {
+    let parts: Vec<&str> = id.trim_matches('/').split('/').collect();
+    (parts.len() == 4
+        && parts[0].eq_ignore_ascii_case("subscriptions")
+        && parts[2].eq_ignore_ascii_case("resourcegroups"))
+    .then(|| parts[3])
+}
+
+/// The state a template declares for a resource: the parts of it a PUT sets.
+fn declared_state(r: &Value, s: &Scope) -> Value {
+    let mut state = Map::new();
+    for key in [
+        "location",
+        "sku",
+        "kind",
+        "properties",
+        "tags",
+        "identity",
+        "zones",
+        "plan",
+    ] {
+        if let Some(v) = r.get(key) {
+            state.insert(key.to_string(), eval(v, s));
+        }
+    }
+    Value::Object(state)
+}
+
+fn is_module(r: &Value) -> bool {
+    r["type"]
+        .as_str()
+        .is_some_and(|t| t.eq_ignore_ascii_case("Microsoft.Resources/deployments"))
+        && r["properties"]["template"].is_object()
+}
+
+fn is_group(r: &Value) -> bool {
+    r["type"]
+        .as_str()
+        .is_some_and(|t| t.eq_ignore_ascii_case("Microsoft.Resources/resourceGroups"))
+}
+
+/// What a deployment's template makes, evaluated.
+struct Evaluated {
+    /// Every resource (its modules' too): id and state as declared.
+    resources: Vec<(String, Value)>,
+    outputs: Value,
+    /// Resource groups a subscription-scope template creates: (lowercase name, the group).
+    groups: Vec<(String, Value)>,
+}
+
+/// Evaluates a template with its parameter values (defaults that are expressions evaluated
+/// too): modules first (a nested deployment with its inner scope: its resources are the
+/// deployment's, its outputs readable by the outer expressions), then the resources and the
+/// outputs.
+fn evaluate(
+    st: &ArmState,
+    sub: &str,
+    rg: Option<&str>,
+    template: &Value,
+    given: &Map<String, Value>,
+) -> Evaluated {
+    let rg_location = rg
+        .and_then(|rg| st.resource_groups.get(&rg.to_ascii_lowercase()))
+        .and_then(|g| g["location"].as_str())
+        .map(str::to_string);
+    let none = Map::new();
+    let variables = template["variables"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    let base = Scope {
+        params: given,
+        variables: &variables,
+        sub,
+        rg,
+        rg_location: rg_location.as_deref(),
+        nested: &none,
+    };
+    let mut values = given.clone();
+    for (pname, decl) in template["parameters"]
+        .as_object()
+        .cloned()
         .unwrap_or_default()
+    {
+        if let Some(d) = decl.get("defaultValue")
+            && values.get(&pname) == Some(d)
+        {
+            values.insert(pname, eval(d, &base));
+        }
+    }
+    let outer = Scope {
+        params: &values,
+        ..base
+    };
+    let resources = template["resources"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mut nested_outputs = Map::new();
+    let mut made = Vec::new();
+    for r in resources.iter().filter(|r| is_module(r)) {
+        let scope = Scope {
+            nested: &nested_outputs,
+            ..outer
+        };
+        let inner = &r["properties"]["template"];
+        let mut inner_values = Map::new();
+        for (pname, decl) in inner["parameters"].as_object().cloned().unwrap_or_default() {
+            let v = r["properties"]["parameters"]
+                .get(&pname)
+                .and_then(|g| g.get("value"))
+                .map(|v| eval(v, &scope))
+                .or_else(|| decl.get("defaultValue").cloned())
+                .unwrap_or(Value::Null);
+            inner_values.insert(pname, v);
+        }
+        let inner_variables = inner["variables"].as_object().cloned().unwrap_or_default();
+        let inner_scope = Scope {
+            params: &inner_values,
+            variables: &inner_variables,
+            nested: &none,
+            ..outer
+        };
+        for ir in inner["resources"].as_array().cloned().unwrap_or_default() {
+            let ty = ir["type"].as_str().unwrap_or_default();
+            let name = text_of(&eval(&ir["name"], &inner_scope));
+            made.push((
+                arm_id(sub, rg, ty, &name),
+                declared_state(&ir, &inner_scope),
+            ));
+        }
+        let mut outs = Map::new();
+        for (oname, o) in inner["outputs"].as_object().cloned().unwrap_or_default() {
+            outs.insert(
+                oname,
+                json!({"type": o["type"], "value": eval(&o["value"], &inner_scope)}),
+            );
+        }
+        let dname = text_of(&eval(&r["name"], &scope));
+        nested_outputs.insert(dname, Value::Object(outs));
+    }
+    let scope = Scope {
+        nested: &nested_outputs,
+        ..outer
+    };
+    let mut own = Vec::new();
+    let mut groups = Vec::new();
+    for r in resources.iter().filter(|r| !is_module(r)) {
+        let ty = r["type"].as_str().unwrap_or_default();
+        let name = text_of(&eval(&r["name"], &scope));
+        let id = arm_id(sub, rg, ty, &name);
+        let mut state = declared_state(r, &scope);
+        if rg.is_none() && is_group(r) {
+            if state.get("tags").is_none() {
+                state["tags"] = json!({});
+            }
+            let group = json!({
+                "id": id, "name": name, "location": state["location"], "tags": state["tags"],
+                "properties": {"provisioningState": "Succeeded"},
+            });
+            groups.push((name.to_ascii_lowercase(), group));
+        }
+        own.push((id, state));
+    }
+    let mut outputs = Map::new();
+    for (oname, o) in template["outputs"].as_object().cloned().unwrap_or_default() {
+        outputs.insert(
+            oname,
+            json!({"type": o["type"], "value": eval(&o["value"], &scope)}),
+        );
+    }
+    own.extend(made);
+    Evaluated {
+        resources: own,
+        outputs: Value::Object(outputs),
+        groups,
+    }
 }
 
 /// What ARM checks of a template before it deploys anything: every resource has a type, an
@@ -418,6 +916,7 @@ async fn handle(
             "namespace": segs[3],
             "resourceTypes": [
                 {"resourceType": "storageAccounts", "apiVersions": ["2024-01-01-preview", "2023-05-01"]},
+                {"resourceType": "storageAccounts/blobServices", "apiVersions": ["2023-05-01"]},
                 {"resourceType": "publicIPAddresses", "apiVersions": ["2024-01-01"]},
             ],
         })),
@@ -464,6 +963,13 @@ async fn handle(
                 st.resources.retain(|r| !r.to_ascii_lowercase().contains(&prefix));
                 return HttpResponse::Ok().finish();
             }
+            if let Some(w) = st.what_ifs.get_mut(*op) {
+                w.polls += 1;
+                if w.polls < 2 {
+                    return HttpResponse::Accepted().insert_header(("Retry-After", "1")).finish();
+                }
+                return HttpResponse::Ok().json(w.result.clone());
+            }
             if let Some(id) = op.strip_prefix("resdelete-") {
                 let _ = id;
                 return HttpResponse::Ok().finish();
@@ -489,6 +995,20 @@ async fn handle(
         ("PUT", ["subscriptions", sub, "resourcegroups", _, "providers", "microsoft.resources", "deployments", name]) => {
             let (sub, rg, name) = (sub.to_string(), segs[3].to_string(), name.to_string());
             put_deployment(&mut st, &base, &sub, Some(&rg), &name, &body)
+        }
+        ("POST", ["subscriptions", sub, "resourcegroups", _, "providers", "microsoft.resources", "deployments", name, "whatif"]) => {
+            let (sub, rg, name) = (sub.to_string(), segs[3].to_string(), name.to_string());
+            what_if(&mut st, &base, &sub, Some(&rg), &name, &body)
+        }
+        ("POST", ["subscriptions", sub, "providers", "microsoft.resources", "deployments", name, "whatif"]) => {
+            let (sub, name) = (sub.to_string(), name.to_string());
+            what_if(&mut st, &base, &sub, None, &name, &body)
+        }
+        ("POST", ["subscriptions", sub, "resourcegroups", rg, "providers", "microsoft.resources", "deployments", name, "exporttemplate"]) => {
+            export_template(&st, &format!("{sub}/{rg}/{name}"))
+        }
+        ("POST", ["subscriptions", sub, "providers", "microsoft.resources", "deployments", name, "exporttemplate"]) => {
+            export_template(&st, &format!("{sub}/-/{name}"))
         }
         ("PUT", ["subscriptions", sub, "providers", "microsoft.resources", "deployments", name]) => {
             let (sub, name) = (sub.to_string(), name.to_string());
@@ -537,7 +1057,8 @@ async fn handle(
                 Some(d) => error(409, "DeploymentCannotBeCancelled", &format!("The deployment is in state '{}' and cannot be cancelled.", d.state)),
             }
         }
-        ("DELETE", ["subscriptions", _, "resourcegroups", _, "providers", _, _, _]) => {
+        // A resource, or a child resource (`.../type/name/childType/childName`).
+        ("DELETE", ["subscriptions", _, "resourcegroups", _, "providers", _, rest @ ..]) if rest.len() >= 2 && rest.len() % 2 == 0 => {
             let versions = ["api-version=2023-05-01", "api-version=2024-01-01"];
             if !versions.iter().any(|v| req.query_string().contains(v)) {
                 return error(400, "NoRegisteredProviderFound", "No registered resource provider found for this API version.");
@@ -547,6 +1068,7 @@ async fn handle(
                 return error(404, "ResourceNotFound", &format!("The Resource '{id}' was not found."));
             };
             st.resources.remove(pos);
+            st.resource_state.remove(&id.to_ascii_lowercase());
             st.deleted.push(id);
             HttpResponse::Accepted()
                 .insert_header(("Location", format!("{base}/subscriptions/x/operationresults/resdelete-{}?api-version=2021-04-01", st.deleted.len())))
@@ -573,47 +1095,11 @@ fn put_deployment(
                     .insert_header(("Retry-After", "1"))
                     .json(json!({"error": {"code": "TooManyRequests", "message": "Number of 'write' requests for subscription exceeded the limit. Retry after 1 second."}}));
     }
-    if let Some(rg) = rg
-        && !st.resource_groups.contains_key(&rg.to_ascii_lowercase())
-    {
-        return error(
-            404,
-            "ResourceGroupNotFound",
-            &format!("Resource group '{rg}' could not be found."),
-        );
-    }
     let key = format!(
         "{sub}/{}/{name}",
         rg.map(str::to_ascii_lowercase)
             .unwrap_or_else(|| "-".into())
     );
-    // ARM's rules for the scope: the schema must be the scope's, and a deployment above
-    // a resource group needs a location for its record.
-    let schema = body["properties"]["template"]["$schema"]
-        .as_str()
-        .unwrap_or_default()
-        .to_ascii_lowercase();
-    let want = if rg.is_some() {
-        "/deploymenttemplate.json"
-    } else {
-        "/subscriptiondeploymenttemplate.json"
-    };
-    if !schema.is_empty() && !schema.trim_end_matches('#').ends_with(want) {
-        return error(
-            400,
-            "InvalidSchema",
-            &format!(
-                "The template schema '{schema}' is not supported for a deployment at this scope."
-            ),
-        );
-    }
-    if rg.is_none() && !body["location"].is_string() {
-        return error(
-            400,
-            "InvalidDeployment",
-            "The 'location' property must be specified for the template deployment.",
-        );
-    }
     if st
         .deployments
         .get(&key)
@@ -627,166 +1113,24 @@ fn put_deployment(
             ),
         );
     }
-    let props = &body["properties"];
-    if props["mode"] != "Incremental" {
-        return error(400, "InvalidDeploymentMode", "mode must be Incremental");
-    }
-    let template = &props["template"];
-    if !template["$schema"].is_string() || !template["resources"].is_array() {
-        return error(
-            400,
-            "InvalidTemplate",
-            "Deployment template validation failed: the template must have $schema and resources.",
-        );
-    }
-    if let Err(message) = validate_template(template) {
-        return HttpResponse::BadRequest().json(json!({"error": {"code": "InvalidTemplate", "message": format!("Deployment template validation failed: '{message}'.")}}));
-    }
-    // Parameters: {name: {value}}; every declared one without a default must be given.
-    let mut values = serde_json::Map::new();
-    let given = props["parameters"].as_object().cloned().unwrap_or_default();
-    for (pname, decl) in template["parameters"]
-        .as_object()
-        .cloned()
-        .unwrap_or_default()
-    {
-        match given.get(&pname).and_then(|g| g.get("value")) {
-            Some(v) => {
-                if let Err(message) = check_parameter(&pname, &decl, v) {
-                    return HttpResponse::BadRequest().json(json!({"error": {"code": "InvalidTemplate", "message": format!("Deployment template validation failed: '{message}'.")}}));
-                }
-                values.insert(pname, v.clone());
-            }
-            None => match decl.get("defaultValue") {
-                Some(d) => {
-                    values.insert(pname, d.clone());
-                }
-                None => {
-                    return HttpResponse::BadRequest().json(json!({"error": {"code": "InvalidTemplate", "message": "Deployment template validation failed.",
-                                "details": [{"code": "MissingParameter", "message": format!("The value for the template parameter '{pname}' is not provided.")}]}}));
-                }
-            },
-        }
-    }
-    for pname in given.keys() {
-        if !template["parameters"]
-            .as_object()
-            .is_some_and(|p| p.contains_key(pname))
-        {
-            return error(
-                400,
-                "InvalidTemplate",
-                &format!(
-                    "The template parameters '{pname}' in the parameters file are not valid; they are not present in the original template."
-                ),
-            );
-        }
-    }
-    // Modules: their resources are the deployment's, their outputs readable by the outer ones.
-    let rg_scope = format!(
-        "/subscriptions/{sub}/resourceGroups/{}",
-        rg.unwrap_or_default()
-    );
-    let mut nested_outputs = serde_json::Map::new();
-    let mut nested_resources = Vec::new();
-    for (dname, inner, given) in nested_deployments(template) {
-        let mut inner_values = serde_json::Map::new();
-        for (pname, decl) in inner["parameters"].as_object().cloned().unwrap_or_default() {
-            let v = given
-                .get(&pname)
-                .and_then(|g| g.get("value"))
-                .map(|v| eval_in(v, &values, &rg_scope, &nested_outputs))
-                .or_else(|| decl.get("defaultValue").cloned())
-                .unwrap_or(Value::Null);
-            inner_values.insert(pname, v);
-        }
-        for r in inner["resources"].as_array().cloned().unwrap_or_default() {
-            let ty = r["type"].as_str().unwrap_or_default();
-            let rname = eval(&r["name"], &inner_values);
-            nested_resources.push(format!(
-                "{rg_scope}/providers/{ty}/{}",
-                rname.as_str().unwrap_or_default()
-            ));
-        }
-        let mut outs = serde_json::Map::new();
-        for (oname, o) in inner["outputs"].as_object().cloned().unwrap_or_default() {
-            outs.insert(
-                oname,
-                json!({"type": o["type"], "value": eval_in(&o["value"], &inner_values, &rg_scope, &serde_json::Map::new())}),
-            );
-        }
-        nested_outputs.insert(dname, Value::Object(outs));
-    }
-    let output_resources: Vec<String> = template["resources"]
-        .as_array()
-        .map(|rs| {
-            rs.iter()
-                .filter(|r| !r["properties"]["template"].is_object())
-                .map(|r| {
-                    let ty = r["type"].as_str().unwrap_or_default();
-                    let name = eval(&r["name"], &values);
-                    let rname = name.as_str().unwrap_or_default();
-                    match rg {
-                        Some(rg) => format!(
-                            "/subscriptions/{sub}/resourceGroups/{rg}/providers/{ty}/{rname}"
-                        ),
-                        None if ty.eq_ignore_ascii_case("Microsoft.Resources/resourceGroups") => {
-                            format!("/subscriptions/{sub}/resourceGroups/{rname}")
-                        }
-                        None => format!("/subscriptions/{sub}/providers/{ty}/{rname}"),
-                    }
-                })
-                .collect::<Vec<String>>()
-        })
-        .unwrap_or_default()
-        .into_iter()
-        .chain(nested_resources)
-        .collect();
-    let mut outputs = serde_json::Map::new();
-    for (oname, o) in template["outputs"].as_object().cloned().unwrap_or_default() {
-        outputs.insert(
-            oname,
-            json!({"type": o["type"], "value": eval_in(&o["value"], &values, &rg_scope, &nested_outputs)}),
-        );
-    }
-    let groups: Vec<(String, Value)> = if rg.is_some() {
-        Vec::new()
-    } else {
-        template["resources"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-            .iter()
-            .filter(|r| {
-                r["type"]
-                    .as_str()
-                    .is_some_and(|t| t.eq_ignore_ascii_case("Microsoft.Resources/resourceGroups"))
-            })
-            .map(|r| {
-                let gname = eval(&r["name"], &values)
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string();
-                let group = json!({
-                    "id": format!("/subscriptions/{sub}/resourceGroups/{gname}"),
-                    "name": gname, "location": eval(&r["location"], &values),
-                    "tags": r.get("tags").map(|t| eval(t, &values)).unwrap_or(json!({})),
-                    "properties": {"provisioningState": "Succeeded"},
-                });
-                (gname.to_ascii_lowercase(), group)
-            })
-            .collect()
+    let values = match check_request(st, rg, body, &["Incremental"]) {
+        Ok(values) => values,
+        Err(answer) => return *answer,
     };
+    let template = &body["properties"]["template"];
+    let made = evaluate(st, sub, rg, template, &values);
     st.deployment_puts += 1;
     let dep = Deployment {
         state: "Accepted".into(),
         reads: 0,
         fail: values.get("shouldFail") == Some(&json!(true)),
         slow: values.get("slow") == Some(&json!(true)),
-        outputs: Value::Object(outputs),
-        output_resources,
+        outputs: made.outputs,
+        output_resources: made.resources.iter().map(|(id, _)| id.clone()).collect(),
         parameters: Value::Object(values),
-        groups,
+        groups: made.groups,
+        template: template.clone(),
+        resources: made.resources,
     };
     st.deployments.insert(key, dep);
     let scope = match rg {
@@ -797,6 +1141,285 @@ fn put_deployment(
                 .insert_header(("Azure-AsyncOperation", format!("{base}{scope}/providers/Microsoft.Resources/deployments/{name}/operationStatuses/op1?api-version=2024-03-01")))
                 .insert_header(("Retry-After", "1"))
                 .json(json!({"name": name, "properties": {"provisioningState": "Accepted", "mode": "Incremental"}}))
+}
+
+/// What ARM checks of a deployment request before it deploys or previews anything (a PUT and
+/// a what-if alike): the resource group exists, the template's schema is the scope's, a
+/// deployment above a resource group has a location for its record, the mode, the template,
+/// and the parameters (`{name: {value}}`) against their declarations; every declared one
+/// without a default must be given. Gives the parameter values (given or default) or ARM's
+/// answer.
+fn check_request(
+    st: &ArmState,
+    rg: Option<&str>,
+    body: &Value,
+    modes: &[&str],
+) -> Result<Map<String, Value>, Box<HttpResponse>> {
+    if let Some(rg) = rg
+        && !st.resource_groups.contains_key(&rg.to_ascii_lowercase())
+    {
+        return Err(error(
+            404,
+            "ResourceGroupNotFound",
+            &format!("Resource group '{rg}' could not be found."),
+        )
+        .into());
+    }
+    let schema = body["properties"]["template"]["$schema"]
+        .as_str()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let want = if rg.is_some() {
+        "/deploymenttemplate.json"
+    } else {
+        "/subscriptiondeploymenttemplate.json"
+    };
+    if !schema.is_empty() && !schema.trim_end_matches('#').ends_with(want) {
+        return Err(error(
+            400,
+            "InvalidSchema",
+            &format!(
+                "The template schema '{schema}' is not supported for a deployment at this scope."
+            ),
+        )
+        .into());
+    }
+    if rg.is_none() && !body["location"].is_string() {
+        return Err(error(
+            400,
+            "InvalidDeployment",
+            "The 'location' property must be specified for the template deployment.",
+        )
+        .into());
+    }
+    let props = &body["properties"];
+    if !props["mode"].as_str().is_some_and(|m| modes.contains(&m)) {
+        return Err(error(
+            400,
+            "InvalidDeploymentMode",
+            &format!("mode must be {}", modes.join(" or ")),
+        )
+        .into());
+    }
+    let template = &props["template"];
+    if !template["$schema"].is_string() || !template["resources"].is_array() {
+        return Err(error(
+            400,
+            "InvalidTemplate",
+            "Deployment template validation failed: the template must have $schema and resources.",
+        )
+        .into());
+    }
+    let invalid = |message: String| {
+        Box::new(HttpResponse::BadRequest().json(json!({"error": {"code": "InvalidTemplate", "message": format!("Deployment template validation failed: '{message}'.")}})))
+    };
+    validate_template(template).map_err(invalid)?;
+    let mut values = Map::new();
+    let given = props["parameters"].as_object().cloned().unwrap_or_default();
+    let declared = template["parameters"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    for (pname, decl) in &declared {
+        match given.get(pname).and_then(|g| g.get("value")) {
+            Some(v) => {
+                check_parameter(pname, decl, v).map_err(invalid)?;
+                values.insert(pname.clone(), v.clone());
+            }
+            None => match decl.get("defaultValue") {
+                Some(d) => {
+                    values.insert(pname.clone(), d.clone());
+                }
+                None => {
+                    return Err(Box::new(HttpResponse::BadRequest().json(json!({"error": {"code": "InvalidTemplate", "message": "Deployment template validation failed.",
+                                "details": [{"code": "MissingParameter", "message": format!("The value for the template parameter '{pname}' is not provided.")}]}}))));
+                }
+            },
+        }
+    }
+    if let Some(pname) = given.keys().find(|p| !declared.contains_key(*p)) {
+        return Err(error(
+            400,
+            "InvalidTemplate",
+            &format!(
+                "The template parameters '{pname}' in the parameters file are not valid; they are not present in the original template."
+            ),
+        )
+        .into());
+    }
+    Ok(values)
+}
+
+/// `POST .../deployments/{name}/whatIf` at resource group scope (`rg`) or subscription scope
+/// (None): the request is checked as a PUT is (mode Incremental or Complete), the template
+/// evaluated, and its resources compared with the ones held; the answer is 202 with a
+/// `Location` to poll for the result.
+fn what_if(
+    st: &mut ArmState,
+    base: &str,
+    sub: &str,
+    rg: Option<&str>,
+    name: &str,
+    body: &Value,
+) -> HttpResponse {
+    st.what_if_requests
+        .push(json!({"deployment": name, "resourceGroup": rg, "body": body}));
+    let values = match check_request(st, rg, body, &["Incremental", "Complete"]) {
+        Ok(values) => values,
+        Err(answer) => return *answer,
+    };
+    let made = evaluate(st, sub, rg, &body["properties"]["template"], &values);
+    let complete = body["properties"]["mode"] == "Complete";
+    let changes = predict_changes(st, sub, rg, &made, complete);
+    let op = format!("whatif-{}", st.what_if_requests.len());
+    st.what_ifs.insert(
+        op.clone(),
+        WhatIf {
+            polls: 0,
+            result: json!({"status": "Succeeded", "properties": {"changes": changes}}),
+        },
+    );
+    HttpResponse::Accepted()
+        .insert_header((
+            "Location",
+            format!("{base}/subscriptions/{sub}/operationresults/{op}?api-version=2024-03-01"),
+        ))
+        .insert_header(("Retry-After", "1"))
+        .finish()
+}
+
+/// A resource's state as held: a resource group's location and tags, another resource's
+/// stored state; None when it does not exist.
+fn current_state(st: &ArmState, id: &str) -> Option<Value> {
+    if let Some(name) = group_name(id) {
+        let g = st.resource_groups.get(&name.to_ascii_lowercase())?;
+        return Some(json!({"location": g["location"], "tags": g["tags"]}));
+    }
+    st.resources
+        .iter()
+        .any(|r| r.eq_ignore_ascii_case(id))
+        .then(|| {
+            st.resource_state
+                .get(&id.to_ascii_lowercase())
+                .cloned()
+                .unwrap_or_else(|| json!({}))
+        })
+}
+
+/// `{id, ...state}`, as what-if shows a resource before or after.
+fn with_id(id: &str, state: &Value) -> Value {
+    let mut view = Map::new();
+    view.insert("id".into(), json!(id));
+    view.extend(state.as_object().cloned().unwrap_or_default());
+    Value::Object(view)
+}
+
+/// What-if's changes: each resource of the template is Create (not held), Modify (held with
+/// another state; `delta` says where) or NoChange; what the scope holds beyond the template is
+/// Ignore (mode Incremental) or Delete (mode Complete).
+fn predict_changes(
+    st: &ArmState,
+    sub: &str,
+    rg: Option<&str>,
+    made: &Evaluated,
+    complete: bool,
+) -> Vec<Value> {
+    let mut changes = Vec::new();
+    let mut declared = HashSet::new();
+    for (id, after) in &made.resources {
+        if !declared.insert(id.to_ascii_lowercase()) {
+            continue;
+        }
+        let change = match current_state(st, id) {
+            None => {
+                json!({"resourceId": id, "changeType": "Create", "before": null, "after": with_id(id, after)})
+            }
+            Some(before) => {
+                let mut delta = Vec::new();
+                diff("", &before, after, &mut delta);
+                let kind = if delta.is_empty() {
+                    "NoChange"
+                } else {
+                    "Modify"
+                };
+                json!({"resourceId": id, "changeType": kind, "before": with_id(id, &before),
+                       "after": with_id(id, after), "delta": delta})
+            }
+        };
+        changes.push(change);
+    }
+    let held: Vec<String> = match rg {
+        Some(rg) => {
+            let prefix = format!(
+                "/subscriptions/{}/resourcegroups/{}/",
+                sub.to_ascii_lowercase(),
+                rg.to_ascii_lowercase()
+            );
+            st.resources
+                .iter()
+                .filter(|r| r.to_ascii_lowercase().starts_with(&prefix))
+                .cloned()
+                .collect()
+        }
+        None => {
+            let prefix = format!("/subscriptions/{}/", sub.to_ascii_lowercase());
+            st.resource_groups
+                .values()
+                .filter_map(|g| g["id"].as_str())
+                .filter(|id| id.to_ascii_lowercase().starts_with(&prefix))
+                .map(str::to_string)
+                .collect()
+        }
+    };
+    for id in held {
+        if declared.contains(&id.to_ascii_lowercase()) {
+            continue;
+        }
+        let before = current_state(st, &id).unwrap_or_default();
+        let kind = if complete { "Delete" } else { "Ignore" };
+        changes.push(json!({"resourceId": id, "changeType": kind, "before": with_id(&id, &before), "after": null}));
+    }
+    changes
+}
+
+/// The property changes from `before` to `after`, leaf by leaf: `{path, propertyChangeType:
+/// Create | Delete | Modify, before, after}` (arrays compared whole).
+fn diff(path: &str, before: &Value, after: &Value, out: &mut Vec<Value>) {
+    let at = |k: &str| {
+        if path.is_empty() {
+            k.to_string()
+        } else {
+            format!("{path}.{k}")
+        }
+    };
+    match (before, after) {
+        (Value::Object(b), Value::Object(a)) => {
+            let keys: BTreeSet<&String> = b.keys().chain(a.keys()).collect();
+            for k in keys {
+                match (b.get(k), a.get(k)) {
+                    (Some(x), Some(y)) => diff(&at(k), x, y, out),
+                    (None, Some(y)) => {
+                        out.push(json!({"path": at(k), "propertyChangeType": "Create", "after": y}))
+                    }
+                    (Some(x), None) => out
+                        .push(json!({"path": at(k), "propertyChangeType": "Delete", "before": x})),
+                    (None, None) => {}
+                }
+            }
+        }
+        (b, a) if b != a => {
+            out.push(json!({"path": path, "propertyChangeType": "Modify", "before": b, "after": a}))
+        }
+        _ => {}
+    }
+}
+
+/// `POST .../deployments/{name}/exportTemplate`: the template the deployment was made with.
+fn export_template(st: &ArmState, key: &str) -> HttpResponse {
+    match st.deployments.get(key) {
+        Some(d) => HttpResponse::Ok().json(json!({"template": d.template})),
+        None => error(404, "DeploymentNotFound", "not found"),
+    }
 }
 
 fn operation_status(st: &mut ArmState, key: &str) -> HttpResponse {
@@ -836,7 +1459,7 @@ fn cancel_deployment(st: &mut ArmState, key: &str) -> HttpResponse {
 }
 
 /// Reading a deployment moves it on: Accepted → Running → Succeeded | Failed (or stays Running
-/// while slow). Succeeded registers its resources.
+/// while slow). Succeeded registers its resources with their declared state.
 fn advance(st: &mut ArmState, key: &str) -> Option<Value> {
     let d = st.deployments.get_mut(key)?;
     d.reads += 1;
@@ -848,20 +1471,24 @@ fn advance(st: &mut ArmState, key: &str) -> Option<Value> {
                 d.state = "Failed".into();
             } else {
                 d.state = "Succeeded".into();
-                created = d.output_resources.clone();
+                created = d.resources.clone();
             }
         }
         _ => {}
     }
     let d = d.clone();
-    for r in created {
+    // A PUT sets each resource's state to the one declared.
+    for (r, state) in created {
         if let Some((gname, group)) = d
             .groups
             .iter()
             .find(|(_, g)| g["id"].as_str() == Some(r.as_str()))
         {
             st.resource_groups.insert(gname.clone(), group.clone());
-        } else if !st.resources.contains(&r) {
+            continue;
+        }
+        st.resource_state.insert(r.to_ascii_lowercase(), state);
+        if !st.resources.contains(&r) {
             st.resources.push(r);
         }
     }

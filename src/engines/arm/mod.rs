@@ -7,8 +7,26 @@
 //! timeout. Destroy deletes the resources the deployment reported (`outputResources`), newest
 //! first. A run taken over after a crash follows the deployment already in ARM instead of
 //! starting another.
+//!
+//! The phases of a run (`Run::phase`), as terraform's engine has them:
+//! - plan (a gated deploy or update, or a speculative plan): ARM's what-if
+//!   (`POST .../deployments/{name}/whatIf`, followed through its `Location`) with the run's
+//!   parameters, summarized by [`whatif::summarize`]; a gated run keeps exactly what was
+//!   previewed (the template JSON and the parameters object, [`plan::SavedPlan`]);
+//! - apply saved: the deployment PUT with exactly the saved template and parameters (never a
+//!   recompile), followed like any deploy;
+//! - drift check: what-if of the applied template (the source kept from the apply, or ARM's
+//!   `exportTemplate` of the deployment) with the applied parameters; any change but
+//!   `NoChange` and `Ignore` is drift.
+//!
+//! Every run but a destroy reports the ARM JSON it ran (`RunEvent::Source`); a run given the
+//! source its deployment was applied with (`RunJob::source`) runs that instead of the file.
+//!
+//! The run log gets the plan's headline and one line per resource change (`+ ~ -`, id and
+//! type), never a value (what-if's `before`, `after` and `delta` may hold secure ones).
 
 pub mod client;
+pub mod plan;
 pub mod whatif;
 
 use std::collections::HashMap;
@@ -34,7 +52,8 @@ use super::{
 };
 use crate::catalog::TargetScope;
 use crate::config::{BicepCompilerChoice, Settings};
-use crate::domain::Operation;
+use crate::domain::{ChangeAction, Operation, PlanSummary, RunPhase};
+use plan::{PlannedAction, SavedPlan};
 
 /// How often a deployment's state is read while it runs, unless ARM asks for another pace.
 const POLL: Duration = Duration::from_secs(1);
@@ -209,13 +228,26 @@ impl ArmRun {
 
     async fn execute(mut self) -> Result<EngineOutput, EngineError> {
         let target = self.target()?;
-        match self.job.deployment.operation {
-            Operation::Deploy => self.deploy(&target).await,
-            Operation::Destroy => self.destroy(&target).await,
+        match (self.job.run.phase(), self.job.deployment.operation) {
+            (RunPhase::PlanAndApply, Operation::Deploy) => self.deploy(&target).await,
+            (RunPhase::PlanAndApply, Operation::Destroy) => self.destroy(&target).await,
+            (RunPhase::Plan, Operation::Deploy) => self.plan(&target, false).await,
+            (RunPhase::Plan, Operation::Destroy) => self.plan_destroy(&target).await,
+            (RunPhase::DriftCheck, _) => self.plan(&target, true).await,
+            (RunPhase::ApplySaved, _) => self.apply_saved(&target).await,
         }
     }
 
+    /// The ARM JSON this run runs: the source the deployment was applied with when the run
+    /// is given one (`RunJob::source`), else the template file (a `.bicep` file compiled).
     async fn template(&mut self) -> Result<Value, EngineError> {
+        if let Some(source) = &self.job.source {
+            return serde_json::from_str(source).map_err(|e| {
+                EngineError::Failed(format!(
+                    "the template source this deployment was applied with is not valid JSON: {e}"
+                ))
+            });
+        }
         let t = self.job.template.clone();
         if t.format != "bicep" {
             let text = t.content().map_err(|e| {
@@ -326,7 +358,21 @@ impl ArmRun {
 
     async fn deploy(&mut self, target: &Target) -> Result<EngineOutput, EngineError> {
         let template = self.template().await?;
+        self.ran(&template);
         self.progress(5);
+        let parameters = parameters_object(&self.job.deployment.parameters);
+        self.put_and_follow(target, template, parameters).await
+    }
+
+    /// PUTs the deployment (mode Incremental) with this template and parameters object and
+    /// follows it to its end; a deployment ARM is still running (a run taken over after a
+    /// crash) is followed instead.
+    async fn put_and_follow(
+        &mut self,
+        target: &Target,
+        template: Value,
+        parameters: Value,
+    ) -> Result<EngineOutput, EngineError> {
         if let Target::ResourceGroup { sub, rg } = target {
             self.ensure_resource_group(sub, rg).await?;
         }
@@ -351,7 +397,7 @@ impl ArmRun {
                 "properties": {
                     "mode": "Incremental",
                     "template": template,
-                    "parameters": parameters_object(&self.job.deployment.parameters),
+                    "parameters": parameters,
                 },
                 "tags": {"managed-by": "multicloud", "multicloud-deployment": self.job.deployment.id.as_str()},
             });
@@ -477,7 +523,16 @@ impl ArmRun {
     }
 
     async fn destroy(&mut self, target: &Target) -> Result<EngineOutput, EngineError> {
-        let sub = target.subscription();
+        let Some(ids) = self.output_resources(target).await? else {
+            self.log("the ARM deployment no longer exists: nothing to delete");
+            return Ok(EngineOutput::Destroyed);
+        };
+        self.delete_resources(target, &ids).await
+    }
+
+    /// The resources the ARM deployment reported (`outputResources`, oldest first); None when
+    /// the deployment no longer exists.
+    async fn output_resources(&self, target: &Target) -> Result<Option<Vec<String>>, EngineError> {
         let path = format!(
             "{}?api-version={DEPLOYMENTS_API}",
             self.deployment_path(target)
@@ -488,17 +543,28 @@ impl ArmRun {
             .await
             .map_err(|e| self.fail(e))?
         else {
-            self.log("the ARM deployment no longer exists: nothing to delete");
-            return Ok(EngineOutput::Destroyed);
+            return Ok(None);
         };
-        let ids: Vec<String> = d["properties"]["outputResources"]
-            .as_array()
-            .map(|r| {
-                r.iter()
-                    .filter_map(|x| x["id"].as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
+        Ok(Some(
+            d["properties"]["outputResources"]
+                .as_array()
+                .map(|r| {
+                    r.iter()
+                        .filter_map(|x| x["id"].as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        ))
+    }
+
+    /// Deletes these resources newest first (each a long-running operation); one already gone
+    /// is skipped.
+    async fn delete_resources(
+        &mut self,
+        target: &Target,
+        ids: &[String],
+    ) -> Result<EngineOutput, EngineError> {
+        let sub = target.subscription();
         self.log(format!("deleting {} resources, newest first", ids.len()));
         let total = ids.len().max(1);
         for (i, id) in ids.iter().rev().enumerate() {
@@ -534,6 +600,245 @@ impl ArmRun {
             self.progress((10 + 85 * (i + 1) / total).min(99) as u8);
         }
         Ok(EngineOutput::Destroyed)
+    }
+
+    /// A what-if, for a plan or a drift check. A plan previews the template (compiled now) with
+    /// the run's parameters; a gated run keeps exactly that as its saved plan (a speculative
+    /// plan keeps nothing). A drift check previews the applied template with the applied
+    /// parameters: whatever would change is what changed in the cloud since.
+    async fn plan(&mut self, target: &Target, drift: bool) -> Result<EngineOutput, EngineError> {
+        let speculative = self.job.run.kind.is_speculative();
+        let template = if drift {
+            self.applied_template(target).await?
+        } else {
+            self.template().await?
+        };
+        self.ran(&template);
+        self.progress(5);
+        let parameters = parameters_object(&self.job.deployment.parameters);
+        if let Target::ResourceGroup { sub, rg } = target {
+            if !speculative {
+                // What-if looks into the resource group: a gated first deploy makes it now
+                // (empty; the same group its apply would make).
+                self.ensure_resource_group(sub, rg).await?;
+            } else if !self.resource_group_exists(sub, rg).await? {
+                // A plan or drift check changes nothing: without its group, everything the
+                // template declares would be made anew.
+                self.log(format!(
+                    "resource group {rg} does not exist: the resource group and everything in the template would be created"
+                ));
+                let mut summary = PlanSummary::default();
+                summary.push(
+                    format!("/subscriptions/{sub}/resourceGroups/{rg}"),
+                    "Microsoft.Resources/resourceGroups".into(),
+                    ChangeAction::Create,
+                );
+                self.log_plan(&summary, drift);
+                return Ok(EngineOutput::Planned {
+                    summary,
+                    plan: None,
+                });
+            }
+        }
+        let result = self.what_if(target, &template, &parameters).await?;
+        self.progress(80);
+        let summary = whatif::summarize(&result)
+            .map_err(|e| EngineError::Failed(format!("reading the what-if result: {e}")))?;
+        self.log_plan(&summary, drift);
+        let plan = (!speculative).then(|| {
+            SavedPlan {
+                format: plan::FORMAT,
+                scope: target.scope_path(),
+                deployment_name: deployment_name(self.job.deployment.id.as_str()),
+                location: target.location(),
+                action: PlannedAction::Deploy {
+                    template,
+                    parameters,
+                },
+            }
+            .to_bytes()
+        });
+        self.progress(95);
+        Ok(EngineOutput::Planned { summary, plan })
+    }
+
+    /// A gated destroy's plan: every resource the deployment reported is deleted.
+    async fn plan_destroy(&mut self, target: &Target) -> Result<EngineOutput, EngineError> {
+        let ids = self.output_resources(target).await?.unwrap_or_default();
+        let mut summary = PlanSummary::default();
+        for id in ids.iter().rev() {
+            summary.push(id.clone(), whatif::type_of(id), ChangeAction::Delete);
+        }
+        self.log_plan(&summary, false);
+        let plan = SavedPlan {
+            format: plan::FORMAT,
+            scope: target.scope_path(),
+            deployment_name: deployment_name(self.job.deployment.id.as_str()),
+            location: target.location(),
+            action: PlannedAction::Destroy { resources: ids },
+        };
+        Ok(EngineOutput::Planned {
+            summary,
+            plan: Some(plan.to_bytes()),
+        })
+    }
+
+    /// A confirmed run: exactly its saved plan, for the deployment it was made for.
+    async fn apply_saved(&mut self, target: &Target) -> Result<EngineOutput, EngineError> {
+        let bytes = self
+            .job
+            .saved_plan
+            .as_deref()
+            .ok_or_else(|| EngineError::Failed("the run has no saved plan to apply".into()))?;
+        let saved = SavedPlan::from_bytes(bytes).map_err(EngineError::Failed)?;
+        let name = deployment_name(self.job.deployment.id.as_str());
+        if !saved.scope.eq_ignore_ascii_case(&target.scope_path())
+            || saved.deployment_name != name
+            || saved.location != target.location()
+        {
+            return Err(EngineError::Failed(format!(
+                "the saved plan is for deployment {} in {}, not {name} in {}: plan again",
+                saved.deployment_name,
+                saved.scope,
+                target.scope_path()
+            )));
+        }
+        match (saved.action, self.job.deployment.operation) {
+            (
+                PlannedAction::Deploy {
+                    template,
+                    parameters,
+                },
+                Operation::Deploy,
+            ) => {
+                self.log(
+                    "applying the saved plan: the template and parameters the what-if previewed",
+                );
+                self.ran(&template);
+                self.progress(5);
+                self.put_and_follow(target, template, parameters).await
+            }
+            (PlannedAction::Destroy { resources }, Operation::Destroy) => {
+                self.delete_resources(target, &resources).await
+            }
+            _ => Err(EngineError::Failed(
+                "the saved plan is for another operation: plan again".into(),
+            )),
+        }
+    }
+
+    /// ARM's what-if of this template and parameters object (mode Incremental), followed
+    /// through its `Location` to the result (`properties.changes`). Obeys cancel and the run
+    /// timeout (a what-if changes nothing: there is nothing to cancel in ARM).
+    async fn what_if(
+        &mut self,
+        target: &Target,
+        template: &Value,
+        parameters: &Value,
+    ) -> Result<Value, EngineError> {
+        let path = format!(
+            "{}/whatIf?api-version={DEPLOYMENTS_API}",
+            self.deployment_path(target)
+        );
+        let mut body = json!({
+            "properties": {"mode": "Incremental", "template": template, "parameters": parameters},
+        });
+        if let Target::Subscription { location, .. } = target {
+            body["location"] = json!(location);
+        }
+        self.log(format!(
+            "POST what-if of deployment {} {}",
+            deployment_name(self.job.deployment.id.as_str()),
+            target.describe()
+        ));
+        let first = self
+            .client
+            .request(Method::POST, &path, Some(&body))
+            .await
+            .map_err(|e| self.fail(e))?;
+        self.progress(10);
+        let client = self.client.clone();
+        let deadline = self.deadline;
+        let mut stop = self.stop.clone();
+        // The run's deadline is watched here; the client's own is only a backstop.
+        let waited = tokio::select! {
+            r = client.wait_operation(&first, deadline + Duration::from_secs(3600)) => r,
+            reason = stop_requested(&mut stop) => return Err(EngineError::Stopped(reason)),
+            _ = tokio::time::sleep_until(deadline) => {
+                return Err(EngineError::TimedOut(self.job.timeout.as_secs()));
+            }
+        };
+        let (state, result) = waited.map_err(|e| self.fail(e))?;
+        let status = result["status"].as_str().unwrap_or(&state);
+        if status != "Succeeded" {
+            let (_, message) = describe_error(&result["error"]);
+            return Err(EngineError::Failed(mask_secrets(
+                &format!("what-if ended {status}: {message}"),
+                &self.secrets,
+            )));
+        }
+        Ok(result)
+    }
+
+    /// The template the deployment was last applied with: the source the daemon kept from its
+    /// apply (`RunJob::source`), else as ARM keeps it with its deployment (`exportTemplate`; a
+    /// deployment applied before sources were kept). When ARM has no succeeded deployment of it
+    /// either (deleted, or its last PUT failed), the template as it is now.
+    async fn applied_template(&mut self, target: &Target) -> Result<Value, EngineError> {
+        if self.job.source.is_some() {
+            return self.template().await;
+        }
+        let path = self.deployment_path(target);
+        let record = self
+            .client
+            .get_optional(&format!("{path}?api-version={DEPLOYMENTS_API}"))
+            .await
+            .map_err(|e| self.fail(e))?;
+        let state = record
+            .as_ref()
+            .and_then(|d| d["properties"]["provisioningState"].as_str())
+            .unwrap_or_default();
+        if state == "Succeeded" {
+            let exported = self
+                .client
+                .request(
+                    Method::POST,
+                    &format!("{path}/exportTemplate?api-version={DEPLOYMENTS_API}"),
+                    None,
+                )
+                .await
+                .map_err(|e| self.fail(e))?;
+            if exported.body["template"].is_object() {
+                self.log("comparing the cloud with the template of the last ARM deployment");
+                return Ok(exported.body["template"].clone());
+            }
+        }
+        self.log("ARM holds no succeeded deployment of it: comparing the cloud with the template as it is now");
+        self.template().await
+    }
+
+    async fn resource_group_exists(&self, sub: &str, rg: &str) -> Result<bool, EngineError> {
+        let path = format!("/subscriptions/{sub}/resourcegroups/{rg}?api-version={RESOURCES_API}");
+        self.client
+            .get_optional(&path)
+            .await
+            .map(|g| g.is_some())
+            .map_err(|e| self.fail(e))
+    }
+
+    /// Reports the exact template this run runs (kept, so later runs of the deployment can run
+    /// it again whatever happens to the file).
+    fn ran(&self, template: &Value) {
+        let source =
+            serde_json::to_string_pretty(template).unwrap_or_else(|_| template.to_string());
+        let _ = self.events.send(RunEvent::Source(source));
+    }
+
+    /// The plan's headline and one line per resource change (never a value).
+    fn log_plan(&self, summary: &PlanSummary, drift: bool) {
+        for line in plan::log_lines(summary, drift) {
+            self.log(line);
+        }
     }
 
     /// The newest API version of a resource's type, from the provider's metadata (cached).
@@ -619,12 +924,32 @@ impl Target {
         }
     }
 
+    /// Where a subscription-scope deployment keeps its record.
+    fn location(&self) -> Option<String> {
+        match self {
+            Target::ResourceGroup { .. } => None,
+            Target::Subscription { location, .. } => Some(location.clone()),
+        }
+    }
+
     fn describe(&self) -> String {
         match self {
             Target::ResourceGroup { rg, .. } => format!("in {rg}"),
             Target::Subscription { sub, location } => {
                 format!("at subscription scope ({sub}, record in {location})")
             }
+        }
+    }
+}
+
+/// Resolves when the run is asked to stop (never, once nobody can ask).
+async fn stop_requested(stop: &mut StopSignal) -> StopReason {
+    loop {
+        if let Some(reason) = *stop.borrow_and_update() {
+            return reason;
+        }
+        if stop.changed().await.is_err() {
+            std::future::pending::<()>().await;
         }
     }
 }

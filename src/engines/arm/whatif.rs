@@ -32,18 +32,23 @@ pub fn summarize(result: &Value) -> Result<PlanSummary, String> {
             "NoChange" | "Ignore" => continue,
             other => return Err(format!("{id}: unknown what-if changeType {other:?}")),
         };
-        let resource_type = resource_type_of(id)
-            .map(|(ns, ty)| format!("{ns}/{ty}"))
-            .unwrap_or_else(|| {
-                if super::is_resource_group_id(id) {
-                    "Microsoft.Resources/resourceGroups".into()
-                } else {
-                    String::new()
-                }
-            });
-        summary.push(id.to_string(), resource_type, action);
+        summary.push(id.to_string(), type_of(id), action);
     }
     Ok(summary)
+}
+
+/// A resource's type from its id (`Microsoft.Storage/storageAccounts`, a resource group's
+/// `Microsoft.Resources/resourceGroups`); empty when the id does not say.
+pub fn type_of(id: &str) -> String {
+    resource_type_of(id)
+        .map(|(ns, ty)| format!("{ns}/{ty}"))
+        .unwrap_or_else(|| {
+            if super::is_resource_group_id(id) {
+                "Microsoft.Resources/resourceGroups".into()
+            } else {
+                String::new()
+            }
+        })
 }
 
 #[cfg(test)]
