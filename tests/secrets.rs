@@ -34,6 +34,45 @@ async fn without_a_key_sensitive_values_are_refused() {
         st["outputs"]["secret_length"], 4,
         "terraform applied its own default \"none\""
     );
+    // A plan that waits for a decision would keep every variable's value (the sensitive
+    // default too) in a plan file: without a key to seal it, it is refused and says why.
+    for (path, body) in [
+        (
+            "/deploy".to_string(),
+            json!({"template_name": "echo", "provider_type": "aws", "auto_apply": false, "parameters": {"message": "m"}}),
+        ),
+        (
+            format!("/deployments/{id}"),
+            json!({"parameters": {"message": "n"}, "auto_apply": false}),
+        ),
+    ] {
+        let r = reqwest::Client::new()
+            .request(
+                if path == "/deploy" {
+                    reqwest::Method::POST
+                } else {
+                    reqwest::Method::PATCH
+                },
+                d.url(&path),
+            )
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        let s = r.status().as_u16();
+        let b: serde_json::Value = r.json().await.expect("json");
+        assert_error(s, &b, 422);
+        assert!(
+            problem(&b, "auto_apply")
+                .is_some_and(|p| p.contains("secrets key") && p.contains("secret")),
+            "{b}"
+        );
+    }
+    assert_eq!(
+        db.count("SELECT count(*) AS n FROM deployments"),
+        1,
+        "nothing more was written"
+    );
 }
 
 #[tokio::test]
