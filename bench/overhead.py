@@ -6,7 +6,10 @@ hand with the bare command sequence on the same backend (PostgreSQL) and the sam
 provider file, interleaved, and prints the medians side by side with per-step timings.
 
 Daemon times are its own record: a deploy is created_at (the row committed, before the 202) to
-completed_at (the result committed); a destroy is the instant before DELETE to completed_at.
+completed_at (the result committed); a destroy is the instant before DELETE to completed_at. A
+plan-gated deploy (`auto_apply: false`, then `POST .../apply` as soon as it is planned) is its two
+phases without the client's reaction time: created_at to the plan's end (the run's "run ended
+planned" line), plus approved_at to completed_at.
 Steps come from the run's log: each `$ terraform ...` line (and the initialised template being
 linked) starts a step, the next marker ends it; "queue" is acceptance to the first log line.
 
@@ -119,7 +122,45 @@ def bare_destroy(ws, workspace):
     ])
 
 
-results = {k: [] for k in ("daemon deploy", "bare deploy", "daemon destroy", "bare destroy")}
+def gated_steps(did, run_id):
+    """{step: seconds} of a gated run: its plan phase and its apply phase."""
+    lines = call("GET", f"/runs/{run_id}/logs?limit=5000")["lines"]
+    marks = [(step_name(l["line"]), ts(l["at"])) for l in lines]
+    ends = [ts(l["at"]) for l in lines if l["line"].startswith("run ended")]
+    timed = [(n, t) for n, t in marks if n]
+    steps = {}
+    for phase_end in ends:
+        phase = [(n, t) for n, t in timed if t <= phase_end]
+        timed = [(n, t) for n, t in timed if t > phase_end]
+        phase.append(("end", phase_end))
+        for (name, t0), (_, t1) in zip(phase, phase[1:]):
+            steps[name] = steps.get(name, 0.0) + (t1 - t0)
+    return steps
+
+
+def gated_deploy(i):
+    """A plan-gated deploy applied as soon as it is planned: (seconds, steps)."""
+    d = call("POST", "/deploy", {"template_name": "storage-bucket", "provider_type": "aws",
+                                 "auto_apply": False,
+                                 "parameters": {"bucket_name": f"ovh-g-{i}-{tag}"}})
+    did = d["deployment_id"]
+    while call("GET", f"/deployments/{did}/status")["status"] in ("pending", "running"):
+        time.sleep(0.05)
+    call("POST", f"/deployments/{did}/apply", {})
+    st = wait(did)
+    assert st["status"] == "completed", st
+    run = call("GET", f"/deployments/{did}/runs?limit=1")["runs"][0]
+    lines = call("GET", f"/runs/{run['run_id']}/logs?limit=5000")["lines"]
+    planned = next(ts(l["at"]) for l in lines if l["line"].startswith("run ended planned"))
+    rec = call("GET", f"/deployments/{did}")
+    seconds = (planned - ts(rec["created_at"])) + (ts(rec["completed_at"]) - ts(run["approved_at"]))
+    call("DELETE", f"/deployments/{did}")
+    assert wait(did)["status"] == "destroyed"
+    return seconds, gated_steps(did, run["run_id"])
+
+
+results = {k: [] for k in ("daemon deploy", "bare deploy", "daemon destroy", "bare destroy",
+                           "daemon gated")}
 steps = {k: [] for k in results}
 tag = os.getpid()
 for i in range(N):
@@ -139,6 +180,11 @@ for i in range(N):
     rec = call("GET", f"/deployments/{did}")
     results["daemon destroy"].append(ts(rec["completed_at"]) - t0)
     steps["daemon destroy"].append(daemon_steps(did, "operation destroy", t0))
+
+    # Plan-gated: plan, then apply the saved plan at once.
+    seconds, s = gated_deploy(i)
+    results["daemon gated"].append(seconds)
+    steps["daemon gated"].append(s)
 
     # By hand: the same template, provider file and backend.
     ws = f"{WORK}/bare-{i}"
@@ -180,7 +226,12 @@ for op in ("deploy", "destroy"):
     print(f"  {op}: daemon {dm:.2f} s [{step_table('daemon ' + op)}]")
     print(f"  {op}: bare   {bm:.2f} s [{step_table('bare ' + op)}]")
     print(f"  {op}: ratio {dm / bm:.3f}")
+gm, bm = med(results["daemon gated"]), med(results["bare deploy"])
+out["gated"] = (gm, bm, gm / bm)
+print(f"  gated: daemon {gm:.2f} s [{step_table('daemon gated')}]")
+print(f"  gated: ratio {gm / bm:.3f}")
 with open(f"{WORK}/overhead.txt", "w") as f:
     for op, (dm, bm, r) in out.items():
+        kind = "deploy" if op == "gated" else op
         f.write(f"{op}\tdaemon {dm:.2f} s, bare {bm:.2f} s, ratio {r:.3f} "
-                f"(daemon: {step_table('daemon ' + op)}; bare: {step_table('bare ' + op)})\n")
+                f"(daemon: {step_table('daemon ' + op)}; bare: {step_table('bare ' + kind)})\n")

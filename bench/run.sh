@@ -128,13 +128,14 @@ kill "$DPID"
 
 fi
 if want overhead; then
-echo "== 4. Daemon vs the same terraform commands by hand: storage-bucket on moto, deploy and destroy (median of 5)"
+echo "== 4. Daemon vs the same terraform commands by hand: storage-bucket on moto, deploy, plan-gated deploy and destroy (median of 5)"
 URL=$(db overhead); start_daemon overhead "$URL" "$ROOT/templates" MULTICLOUD__RUNNER__MAX_CONCURRENT=1
 python3 "$ROOT/bench/overhead.py" "$PORT" "$MOTO" "$URL" "$TFRC" "$WORK" "$ROOT/templates" "$WORK/overhead" 5
 while IFS=$'\t' read -r op measured; do
   case $op in
     deploy) row "end to end deploy (daemon / by hand)" "$measured" "≤0.7" "bench/overhead.py: created_at → completed_at vs init; workspace select; plan -out; apply plan; output -json" ;;
     destroy) row "end to end destroy (daemon / by hand)" "$measured" "≤0.7" "bench/overhead.py: DELETE → completed_at vs init; workspace select; apply -destroy -auto-approve" ;;
+    gated) row "plan-gated deploy, applied at once (daemon / by hand)" "$measured" "≤1.0" "bench/overhead.py: auto_apply=false, apply when planned: plan phase + apply phase vs the bare deploy sequence" ;;
   esac
 done <"$WORK/overhead.txt"
 kill "$DPID"

@@ -42,6 +42,9 @@ pub struct PoolLabels {
     pub state: String,
 }
 
+/// Gauges by status (deployments, runs).
+pub type StatusGauges = Family<StatusLabels, Gauge>;
+
 pub struct Metrics {
     registry: Registry,
     pub http_requests: Family<HttpLabels, Histogram>,

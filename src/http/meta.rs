@@ -134,31 +134,25 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         .call(crate::actors::persistence::GetDatabaseStats)
         .await
     {
+        let gauge =
+            |family: &crate::metrics::StatusGauges, counts: &[(String, i64)], status: &str| {
+                let n = counts
+                    .iter()
+                    .find(|(s, _)| s == status)
+                    .map(|(_, n)| *n)
+                    .unwrap_or(0);
+                family
+                    .get_or_create(&crate::metrics::StatusLabels {
+                        status: status.into(),
+                    })
+                    .set(n);
+                n
+            };
         for status in crate::domain::DeploymentStatus::ALL {
-            let n = stats
-                .by_status
-                .iter()
-                .find(|(s, _)| s == status.as_str())
-                .map(|(_, n)| *n)
-                .unwrap_or(0);
-            m.deployments
-                .get_or_create(&crate::metrics::StatusLabels {
-                    status: status.as_str().into(),
-                })
-                .set(n);
+            gauge(&m.deployments, &stats.by_status, status.as_str());
         }
         for status in crate::domain::RunStatus::ALL {
-            let n = stats
-                .runs_by_status
-                .iter()
-                .find(|(s, _)| s == status.as_str())
-                .map(|(_, n)| *n)
-                .unwrap_or(0);
-            m.runs
-                .get_or_create(&crate::metrics::StatusLabels {
-                    status: status.as_str().into(),
-                })
-                .set(n);
+            let n = gauge(&m.runs, &stats.runs_by_status, status.as_str());
             if status == crate::domain::RunStatus::Pending {
                 m.queue_depth.set(n);
             }

@@ -215,36 +215,35 @@ pub fn cancel_orphaned(conn: &mut PgConnection) -> QueryResult<usize> {
 /// `POST /deploy` writes only the deployment) their deploy run, oldest first. The unique deploy
 /// run per deployment makes this safe on several nodes at once. Returns how many it made.
 pub fn materialize_deploy_runs(conn: &mut PgConnection, limit: i64) -> QueryResult<usize> {
-    diesel::sql_query(
-        "INSERT INTO runs (run_id, deployment_id, kind, auto_apply, parameters, created_at) \
-         SELECT 'run-' || substr(md5(random()::text || d.deployment_id), 1, 16), d.deployment_id, \
-                'deploy', true, d.parameters, d.created_at \
-         FROM deployments d \
-         WHERE d.status = 'pending' \
-           AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.deployment_id = d.deployment_id) \
-         ORDER BY d.created_at \
-         LIMIT $1 \
-         ON CONFLICT (deployment_id) WHERE kind = 'deploy' DO NOTHING",
-    )
-    .bind::<BigInt, _>(limit.max(0))
-    .execute(conn)
+    make_deploy_runs(conn, None, limit)
 }
 
 /// Gives one deployment its deploy run if it has none yet (see `materialize_deploy_runs`), so
 /// that the verbs on runs (cancel, update, plan, destroy) find it.
 pub fn ensure_deploy_run(conn: &mut PgConnection, deployment_id: &str) -> QueryResult<()> {
+    make_deploy_runs(conn, Some(deployment_id), 1).map(|_| ())
+}
+
+/// The deploy runs of pending deployments without one (all, or one deployment's).
+fn make_deploy_runs(
+    conn: &mut PgConnection,
+    deployment_id: Option<&str>,
+    limit: i64,
+) -> QueryResult<usize> {
     diesel::sql_query(
         "INSERT INTO runs (run_id, deployment_id, kind, auto_apply, parameters, created_at) \
          SELECT 'run-' || substr(md5(random()::text || d.deployment_id), 1, 16), d.deployment_id, \
                 'deploy', true, d.parameters, d.created_at \
          FROM deployments d \
-         WHERE d.deployment_id = $1 AND d.status = 'pending' \
+         WHERE d.status = 'pending' AND ($1 IS NULL OR d.deployment_id = $1) \
            AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.deployment_id = d.deployment_id) \
+         ORDER BY d.created_at \
+         LIMIT $2 \
          ON CONFLICT (deployment_id) WHERE kind = 'deploy' DO NOTHING",
     )
-    .bind::<Text, _>(deployment_id)
+    .bind::<Nullable<Text>, _>(deployment_id)
+    .bind::<BigInt, _>(limit.max(0))
     .execute(conn)
-    .map(|_| ())
 }
 
 /// Claims up to `limit` runs for `node`: the oldest pending runs that are at the head of their

@@ -139,6 +139,11 @@ struct StepReport {
     applying: bool,
     /// The apply phase ended (its `change_summary`).
     apply_done: bool,
+    /// The plan's own description of itself: its `planned_change` and `resource_drift`
+    /// messages (`change` objects, no values), complete once `plan_done`.
+    planned_changes: Vec<Value>,
+    drifted: Vec<Value>,
+    plan_done: bool,
     /// The `outputs` message that follows the apply's summary, with the values
     /// (`{name: {sensitive, type, value}}`, no value for sensitive ones). Once the apply
     /// finished without outputs message: `{}` (the template declares none).
@@ -335,8 +340,43 @@ impl Run {
         } else {
             args.push(LOCK_TIMEOUT);
         }
-        self.changing_step(binary, env, "plan", &args).await?;
+        let report = self.changing_step(binary, env, "plan", &args).await?;
         self.progress(80);
+        // The plan describes itself in its stream; `show -json` (which loads every provider's
+        // schema: ~2 s with the AWS provider) only for a stream that does not.
+        let streamed = if !report.plan_done {
+            None
+        } else if drift {
+            plan::summarize_stream(&report.drifted).ok()
+        } else {
+            plan::summarize_stream(&report.planned_changes).ok()
+        };
+        let summary = match streamed {
+            Some(summary) => summary,
+            None => self.show_summary(binary, env, &file, drift).await?,
+        };
+        self.log_plan(&summary, drift);
+        let saved = if speculative {
+            None
+        } else {
+            Some(std::fs::read(&file).map_err(|e| io_failed(&file, e))?)
+        };
+        let _ = std::fs::remove_file(&file);
+        self.progress(95);
+        Ok(EngineOutput::Planned {
+            summary,
+            plan: saved,
+        })
+    }
+
+    /// A saved plan's summary from `terraform show -json <plan file>`.
+    async fn show_summary(
+        &mut self,
+        binary: &Path,
+        env: &[(String, String)],
+        file: &Path,
+        drift: bool,
+    ) -> Result<crate::domain::PlanSummary, EngineError> {
         let file_arg = file.display().to_string();
         let show = ["show", "-json", "-no-color", &file_arg];
         let step = Step {
@@ -360,12 +400,16 @@ impl Run {
         let json: Value = serde_json::from_str(&shown.stdout).map_err(|e| {
             EngineError::Failed(format!("terraform show -json gave invalid JSON: {e}"))
         })?;
-        let summary = if drift {
+        if drift {
             plan::summarize_drift(&json)
         } else {
             plan::summarize(&json)
         }
-        .map_err(|e| EngineError::Failed(format!("reading the plan: {e}")))?;
+        .map_err(|e| EngineError::Failed(format!("reading the plan: {e}")))
+    }
+
+    /// The plan's headline and one line per resource change in the run's log.
+    fn log_plan(&self, summary: &crate::domain::PlanSummary, drift: bool) {
         self.system(if drift {
             if summary.is_empty() {
                 "Drift: none. The cloud matches the state.".to_string()
@@ -391,17 +435,6 @@ impl Run {
                 r.resource_type
             ));
         }
-        let saved = if speculative {
-            None
-        } else {
-            Some(std::fs::read(&file).map_err(|e| io_failed(&file, e))?)
-        };
-        let _ = std::fs::remove_file(&file);
-        self.progress(95);
-        Ok(EngineOutput::Planned {
-            summary,
-            plan: saved,
-        })
     }
 
     /// Plans and drift checks run next to the deployment's other runs, so they get a directory
@@ -991,6 +1024,15 @@ fn handle_event(event: &Value, report: &mut StepReport) -> Option<u32> {
     match event.get("type").and_then(Value::as_str)? {
         "planned_change" => {
             report.planned += 1;
+            if let Some(change) = event.get("change") {
+                report.planned_changes.push(change.clone());
+            }
+            None
+        }
+        "resource_drift" => {
+            if let Some(change) = event.get("change") {
+                report.drifted.push(change.clone());
+            }
             None
         }
         "change_summary" => {
@@ -998,6 +1040,7 @@ fn handle_event(event: &Value, report: &mut StepReport) -> Option<u32> {
             let n = |k: &str| c.get(k).and_then(Value::as_u64).unwrap_or(0) as u32;
             match c.get("operation").and_then(Value::as_str) {
                 Some("plan") => {
+                    report.plan_done = true;
                     report.planned = n("add") + n("change") + n("remove");
                     // The plan is the first part of the step's progress.
                     Some(0)

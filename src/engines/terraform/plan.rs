@@ -1,6 +1,8 @@
-//! A saved plan's summary from `terraform show -json <planfile>` (its `resource_changes`):
-//! address, type and action of every change; `no-op` and `read` are not changes. Values are
-//! never read, so sensitive ones (which terraform marks in `show -json`) cannot leak.
+//! A plan's summary: address, type and action of every change; no-ops and reads are not
+//! changes. Read from the `-json` stream of the `plan` that writes the saved plan file (its
+//! `planned_change` and `resource_drift` messages describe that same plan, without values), or
+//! from `terraform show -json <planfile>` (its `resource_changes`, `resource_drift`) when a
+//! stream lacks them. Values are never read, so sensitive ones cannot leak.
 
 use serde_json::Value;
 
@@ -46,6 +48,33 @@ fn summarize_list(show_json: &Value, key: &str) -> Result<PlanSummary, String> {
             ["delete"] => ChangeAction::Delete,
             ["delete", "create"] | ["create", "delete"] => ChangeAction::Replace,
             other => return Err(format!("{address}: unknown change actions {other:?}")),
+        };
+        summary.push(address.to_string(), resource_type.to_string(), action);
+    }
+    Ok(summary)
+}
+
+/// Reads the `change` objects of a plan's `-json` stream: its `planned_change` messages, or
+/// for a drift check its `resource_drift` messages (`{resource: {addr, resource_type}, action}`).
+/// An action this version does not know is an error (the caller falls back to `show -json`).
+pub fn summarize_stream(changes: &[Value]) -> Result<PlanSummary, String> {
+    let mut summary = PlanSummary::default();
+    for change in changes {
+        let address = change
+            .pointer("/resource/addr")
+            .and_then(Value::as_str)
+            .ok_or("a planned change without an address")?;
+        let resource_type = change
+            .pointer("/resource/resource_type")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let action = match change.get("action").and_then(Value::as_str).unwrap_or("") {
+            "noop" | "read" => continue,
+            "create" => ChangeAction::Create,
+            "update" => ChangeAction::Update,
+            "delete" => ChangeAction::Delete,
+            "replace" => ChangeAction::Replace,
+            other => return Err(format!("{address}: action {other:?}")),
         };
         summary.push(address.to_string(), resource_type.to_string(), action);
     }
