@@ -42,7 +42,7 @@ struct DeployRequest {
 }
 
 /// Whether a string or key anywhere in `v` holds U+0000.
-pub(super) fn contains_nul(v: &Value) -> bool {
+fn contains_nul(v: &Value) -> bool {
     match v {
         Value::String(s) => s.contains('\0'),
         Value::Array(a) => a.iter().any(contains_nul),
@@ -52,7 +52,7 @@ pub(super) fn contains_nul(v: &Value) -> bool {
 }
 
 /// A free-text filter: at most `MAX_FIELD_LEN` characters, no control characters.
-pub(super) fn text_filter(field: &str, value: Option<String>) -> Result<Option<String>, AppError> {
+fn text_filter(field: &str, value: Option<String>) -> Result<Option<String>, AppError> {
     match value {
         Some(s) if s.chars().any(char::is_control) => Err(AppError::invalid(
             field,
@@ -823,8 +823,8 @@ pub async fn destroy(
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
-    let current = load(&state, &path).await?;
-    let run = NewRun::new(RunKind::Destroy, current.parameters.clone());
+    // The run's parameters are the deployment's, read where the run is queued.
+    let run = NewRun::new(RunKind::Destroy, Map::new());
     let (d, run) = queue_run(&state, &path, run).await?;
     Ok(envelope::success(
         StatusCode::ACCEPTED,

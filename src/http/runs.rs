@@ -188,15 +188,14 @@ fn parse_change(body: Option<Value>, allow_auto_apply: bool) -> Result<ChangeReq
         false
     };
     let template_version = match body.remove("template_version") {
-        None | Some(Value::Null) => TemplateVersion::Applied,
-        Some(Value::String(v)) if TemplateVersion::parse(&v).is_some() => {
-            TemplateVersion::parse(&v).unwrap_or(TemplateVersion::Applied)
-        }
-        Some(_) => {
-            errors.add("template_version", "must be \"applied\" or \"latest\"");
-            TemplateVersion::Applied
-        }
-    };
+        None | Some(Value::Null) => Some(TemplateVersion::Applied),
+        Some(Value::String(v)) => TemplateVersion::parse(&v),
+        Some(_) => None,
+    }
+    .unwrap_or_else(|| {
+        errors.add("template_version", "must be \"applied\" or \"latest\"");
+        TemplateVersion::Applied
+    });
     let expected = if allow_auto_apply {
         "parameters, auto_apply, template_version"
     } else {
@@ -294,7 +293,8 @@ pub async fn drift_check(
     if let Some(reason) = super::meta::not_configured(&state, d.provider_type) {
         return Err(AppError::ProviderNotConfigured(reason));
     }
-    let mut run = NewRun::new(RunKind::DriftCheck, d.parameters.clone());
+    // The run's parameters are the deployment's, read where the run is queued.
+    let mut run = NewRun::new(RunKind::DriftCheck, Map::new());
     run.auto_apply = false;
     let (d, run) = queue_run(&state, &path, run).await?;
     accepted(&state, &d, &run, format!("drift check of {} queued", d.id))

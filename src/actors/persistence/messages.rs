@@ -464,7 +464,7 @@ impl Handler<QueueRun> for PersistenceActor {
             if d.status == "destroyed" {
                 return conflict(format!("deployment {id} is destroyed"));
             }
-            if queries::runs::has_active(conn, &id, Some(RunKind::Destroy))? {
+            if queries::runs::has_active(conn, &id, RunKind::Destroy)? {
                 return conflict(format!("deployment {id} is being destroyed"));
             }
             match msg.run.kind {
@@ -489,6 +489,10 @@ impl Handler<QueueRun> for PersistenceActor {
                 _ => {}
             }
             let mut row = NewRunRow::new(&id, &msg.run);
+            if matches!(msg.run.kind, RunKind::Destroy | RunKind::DriftCheck) {
+                // They act on what is deployed: the deployment's values as read under the lock.
+                row.parameters = d.parameters.clone();
+            }
             if msg.run.kind == RunKind::Update {
                 row.base_template_hash = queries::runs::applied_hash(conn, &id)?;
             }
@@ -559,7 +563,6 @@ pub struct ListRuns {
     pub limit: i64,
 }
 
-/// A run and its position in its deployment's queue (the runs listing's cursor).
 impl Handler<ListRuns> for PersistenceActor {
     type Result = Result<Vec<Run>, PersistError>;
 

@@ -158,14 +158,7 @@ struct Count {
 
 /// After a run of the queue ended, the next one waiting (if it is shown) appears as pending.
 fn mirror_next(conn: &mut PgConnection, deployment_id: &str) -> QueryResult<()> {
-    let next: Option<RunRow> = diesel::sql_query(format!(
-        "SELECT {RUN_COLUMNS} FROM runs r WHERE r.deployment_id = $1 \
-         AND r.kind NOT IN {SPECULATIVE} AND r.status IN {ACTIVE} ORDER BY r.queue_seq LIMIT 1"
-    ))
-    .bind::<Text, _>(deployment_id)
-    .get_result(conn)
-    .optional()?;
-    match next {
+    match current_for(conn, deployment_id)? {
         Some(r) => mirror(conn, &r),
         None => Ok(()),
     }
@@ -523,19 +516,19 @@ pub fn planned_for(conn: &mut PgConnection, deployment_id: &str) -> QueryResult<
     .optional()
 }
 
-/// Whether the deployment has a run that holds its queue (any kind but plans and drift
-/// checks), optionally only of one kind.
+/// Whether the deployment has a run of this kind that holds its queue (pending, running or
+/// planned).
 pub fn has_active(
     conn: &mut PgConnection,
     deployment_id: &str,
-    kind: Option<RunKind>,
+    kind: RunKind,
 ) -> QueryResult<bool> {
     let n = diesel::sql_query(format!(
-        "SELECT count(*) AS n FROM runs r WHERE r.deployment_id = $1 \
-         AND r.kind NOT IN {SPECULATIVE} AND r.status IN {ACTIVE} AND ($2 IS NULL OR r.kind = $2)"
+        "SELECT count(*) AS n FROM runs r WHERE r.deployment_id = $1 AND r.kind = $2 \
+         AND r.status IN {ACTIVE}"
     ))
     .bind::<Text, _>(deployment_id)
-    .bind::<Nullable<Text>, _>(kind.map(RunKind::as_str))
+    .bind::<Text, _>(kind.as_str())
     .get_result::<Count>(conn)?
     .n;
     Ok(n > 0)
