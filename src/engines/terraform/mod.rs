@@ -1120,7 +1120,9 @@ fn concurrent_ddl(detail: &str) -> bool {
 }
 
 /// Whether terraform failed because its `pg` state backend could not be reached (errors of
-/// Go's lib/pq start with `pq:`; connection failures with `dial`).
+/// Go's lib/pq start with `pq:`; connection failures with `dial`; a connection the server
+/// dropped under a query names its unix socket, `.s.PGSQL.<port>`, or is lib/pq's "bad
+/// connection").
 fn state_backend_unreachable(detail: &str) -> bool {
     [
         "pq: the database system is",
@@ -1128,6 +1130,8 @@ fn state_backend_unreachable(detail: &str) -> bool {
         "dial tcp",
         "connection refused",
         "pq: terminating connection",
+        "driver: bad connection",
+        ".s.PGSQL.",
     ]
     .iter()
     .any(|needle| detail.contains(needle))
@@ -1323,8 +1327,15 @@ mod tests {
         assert!(state_backend_unreachable(
             "dial unix /tmp/x/.s.PGSQL.5432: connect: no such file or directory"
         ));
+        // The server restarted under a running init (seen in CI).
+        assert!(state_backend_unreachable(
+            "Error: read unix @->/tmp/mc-pgr/postgres/run/.s.PGSQL.5432: read: connection reset by peer"
+        ));
         assert!(!state_backend_unreachable(
             "Error: creating S3 Bucket: BucketAlreadyExists"
+        ));
+        assert!(!state_backend_unreachable(
+            "Error: reading S3 Bucket: read tcp 127.0.0.1:1->127.0.0.1:5000: read: connection reset by peer"
         ));
     }
 
