@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::domain::{Caller, Role};
+
 /// Everything that can go wrong while loading the configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -38,6 +40,59 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub secrets: SecretsSettings,
     pub drift: DriftSettings,
+    pub audit: AuditSettings,
+    pub webhooks: WebhookSettings,
+}
+
+/// The audit trail (`GET /audit`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSettings {
+    /// Audit rows older than this are deleted; 0 keeps them forever.
+    pub retention_days: u32,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        Self {
+            retention_days: 365,
+        }
+    }
+}
+
+/// Delivery of webhook events.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookSettings {
+    /// Deliveries this node sends at once; 0: this node delivers none (another node does).
+    pub delivery_workers: u32,
+    /// Allow webhook URLs on private, loopback and link-local addresses (refused by default:
+    /// a webhook must not reach the daemon's own network or a cloud metadata service).
+    pub allow_private: bool,
+    /// One attempt's time limit (connect, send, read the answer).
+    pub timeout_secs: u64,
+    /// Attempts before a delivery is marked dead.
+    pub max_attempts: u32,
+    /// The wait after the first failure; it doubles after each (with jitter).
+    pub backoff_initial_ms: u64,
+    /// The longest wait between attempts.
+    pub backoff_max_secs: u64,
+    /// Delivered and dead deliveries (and their events) older than this are deleted; 0 keeps them.
+    pub retention_days: u32,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        Self {
+            delivery_workers: 4,
+            allow_private: false,
+            timeout_secs: 10,
+            max_attempts: 10,
+            backoff_initial_ms: 2000,
+            backoff_max_secs: 3600,
+            retention_days: 30,
+        }
+    }
 }
 
 /// Scheduled drift checks of completed deployments.
@@ -274,8 +329,151 @@ impl Default for AzureSettings {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthSettings {
-    pub tokens: Vec<String>,
+    pub tokens: Vec<TokenEntry>,
     pub allow_anonymous: bool,
+    /// A planned run cannot be applied by the token that requested it.
+    pub four_eyes: bool,
+}
+
+/// One entry of `auth.tokens`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum TokenEntry {
+    /// A bare token (as before roles existed): role `admin`, named `token-<n>` (1-based).
+    Plain(String),
+    /// `{name, role, token_sha256}`: the file holds only the token's SHA-256 (hex). `token`
+    /// instead of `token_sha256` is accepted too.
+    Named(NamedToken),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamedToken {
+    pub name: String,
+    pub role: Role,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub token_sha256: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub token: String,
+}
+
+/// A configured token as the daemon checks it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedToken {
+    pub name: String,
+    pub role: Role,
+    pub sha256: [u8; 32],
+}
+
+/// SHA-256 of a presented or configured token.
+pub fn token_digest(token: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(token).into()
+}
+
+const MIN_TOKEN_LEN: usize = 16;
+const RESERVED_NAMES: [&str; 3] = [Caller::ANONYMOUS, Caller::UNKNOWN, "schedule"];
+
+impl AuthSettings {
+    /// The tokens with names, roles and digests; an error names the first bad entry.
+    pub fn resolve(&self) -> Result<Vec<ResolvedToken>, ConfigError> {
+        let invalid = |msg: String| ConfigError::Invalid(msg);
+        let mut out: Vec<ResolvedToken> = Vec::with_capacity(self.tokens.len());
+        for (i, entry) in self.tokens.iter().enumerate() {
+            let resolved = match entry {
+                TokenEntry::Plain(token) => {
+                    if token.len() < MIN_TOKEN_LEN {
+                        return Err(invalid(format!(
+                            "auth.tokens must be at least {MIN_TOKEN_LEN} characters long"
+                        )));
+                    }
+                    ResolvedToken {
+                        name: format!("token-{}", i + 1),
+                        role: Role::Admin,
+                        sha256: token_digest(token.as_bytes()),
+                    }
+                }
+                TokenEntry::Named(t) => {
+                    let name_ok = !t.name.is_empty()
+                        && t.name.len() <= 64
+                        && t.name.bytes().all(|b| {
+                            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@')
+                        })
+                        && !RESERVED_NAMES.contains(&t.name.as_str());
+                    if !name_ok {
+                        return Err(invalid(format!(
+                            "auth.tokens[{i}].name {:?} must be 1-64 letters, digits, '.', '_', '-' or '@' (and not {RESERVED_NAMES:?})",
+                            t.name
+                        )));
+                    }
+                    let sha256 = match (t.token_sha256.is_empty(), t.token.is_empty()) {
+                        (false, true) => parse_sha256(&t.token_sha256).ok_or_else(|| {
+                            invalid(format!(
+                                "auth.tokens[{i}].token_sha256 (token {:?}) must be 64 hex digits: the SHA-256 of the token (`multicloud token`)",
+                                t.name
+                            ))
+                        })?,
+                        (true, false) if t.token.len() >= MIN_TOKEN_LEN => {
+                            token_digest(t.token.as_bytes())
+                        }
+                        (true, false) => {
+                            return Err(invalid(format!(
+                                "auth.tokens[{i}].token (token {:?}) must be at least {MIN_TOKEN_LEN} characters long",
+                                t.name
+                            )));
+                        }
+                        _ => {
+                            return Err(invalid(format!(
+                                "auth.tokens[{i}] (token {:?}) needs exactly one of token_sha256 or token",
+                                t.name
+                            )));
+                        }
+                    };
+                    ResolvedToken {
+                        name: t.name.clone(),
+                        role: t.role,
+                        sha256,
+                    }
+                }
+            };
+            if out.iter().any(|o| o.name == resolved.name) {
+                return Err(invalid(format!(
+                    "auth.tokens: the name {:?} is used twice",
+                    resolved.name
+                )));
+            }
+            if out.iter().any(|o| o.sha256 == resolved.sha256) {
+                return Err(invalid(format!(
+                    "auth.tokens: tokens {:?} and {:?} are the same token",
+                    out.iter()
+                        .find(|o| o.sha256 == resolved.sha256)
+                        .map(|o| o.name.as_str())
+                        .unwrap_or_default(),
+                    resolved.name
+                )));
+            }
+            out.push(resolved);
+        }
+        Ok(out)
+    }
+}
+
+impl From<&str> for TokenEntry {
+    fn from(token: &str) -> Self {
+        TokenEntry::Plain(token.to_string())
+    }
+}
+
+fn parse_sha256(hex: &str) -> Option<[u8; 32]> {
+    let hex = hex.trim();
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
 }
 
 const MASK: &str = "********";
@@ -338,8 +536,16 @@ impl Settings {
                 self.server.bind
             ));
         }
-        if self.auth.tokens.iter().any(|t| t.len() < 16) {
-            return invalid("auth.tokens must be at least 16 characters long".into());
+        self.auth.resolve()?;
+        if self.auth.four_eyes && self.auth.tokens.is_empty() {
+            return invalid(
+                "auth.four_eyes needs auth.tokens: without tokens every request is the same anonymous caller".into(),
+            );
+        }
+        if self.webhooks.timeout_secs == 0 || self.webhooks.max_attempts == 0 {
+            return invalid(
+                "webhooks.timeout_secs and webhooks.max_attempts must be at least 1".into(),
+            );
         }
         if self.server.max_body_bytes == 0 {
             return invalid("server.max_body_bytes must be greater than 0".into());
@@ -378,7 +584,12 @@ impl Settings {
         mask(&mut masked.aws.secret_access_key);
         mask(&mut masked.azure.client_secret);
         mask(&mut masked.secrets.key);
-        masked.auth.tokens.iter_mut().for_each(mask);
+        for entry in &mut masked.auth.tokens {
+            match entry {
+                TokenEntry::Plain(t) => mask(t),
+                TokenEntry::Named(t) => mask(&mut t.token),
+            }
+        }
         masked.database.url = mask_url_password(&masked.database.url);
         toml_string(&masked)
     }
@@ -393,13 +604,30 @@ fn toml_string(settings: &Settings) -> String {
             out.push_str(&format!("[{section}]\n"));
             if let serde_json::Value::Object(fields) = fields {
                 for (key, v) in fields {
-                    out.push_str(&format!("{key} = {v}\n"));
+                    out.push_str(&format!("{key} = {}\n", toml_value(&v)));
                 }
             }
             out.push('\n');
         }
     }
     out
+}
+
+/// A JSON value in TOML syntax (objects as inline tables).
+fn toml_value(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Array(items) => {
+            format!("[{}]", items.iter().map(toml_value).collect::<Vec<_>>().join(", "))
+        }
+        serde_json::Value::Object(map) => format!(
+            "{{ {} }}",
+            map.iter()
+                .map(|(k, v)| format!("{k} = {}", toml_value(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        other => other.to_string(),
+    }
 }
 
 /// `postgres://user:secret@host/db` → `postgres://user:********@host/db`.
@@ -461,7 +689,16 @@ mod tests {
         .expect("loads");
         assert_eq!(s.server.bind, "0.0.0.0:9000");
         assert_eq!(s.runner.max_concurrent, 0);
-        assert_eq!(s.auth.tokens, vec!["aaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbb"]);
+        assert_eq!(
+            s.auth.tokens,
+            vec![
+                TokenEntry::from("aaaaaaaaaaaaaaaa"),
+                TokenEntry::from("bbbbbbbbbbbbbbbb")
+            ]
+        );
+        let tokens = s.auth.resolve().expect("resolves");
+        assert_eq!(tokens[1].name, "token-2");
+        assert_eq!(tokens[1].role, Role::Admin);
         assert_eq!(s.aws.access_key_id, "1234");
     }
 
@@ -512,6 +749,63 @@ mod tests {
             .is_ok()
         );
         assert!(load(&[("MULTICLOUD__AUTH__TOKENS", "short")]).is_err());
+    }
+
+    fn file(text: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::Builder::new()
+            .suffix(".toml")
+            .tempfile()
+            .expect("temp file");
+        std::io::Write::write_all(&mut f, text.as_bytes()).expect("write");
+        f
+    }
+
+    #[test]
+    fn named_tokens_with_roles_hold_only_a_digest() {
+        let digest: String = token_digest(b"alice-token-0123456789")
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let f = file(&format!(
+            "[auth]\nfour_eyes = true\ntokens = [\n  {{ name = \"alice\", role = \"approver\", token_sha256 = \"{digest}\" }},\n  {{ name = \"ci\", role = \"operator\", token = \"ci-token-0123456789\" }},\n  \"legacy-token-0123456789\",\n]\n"
+        ));
+        let s = Settings::load_from(Some(f.path()), Path::new("/nonexistent"), Vec::new())
+            .expect("loads");
+        let tokens = s.auth.resolve().expect("resolves");
+        assert_eq!(
+            tokens
+                .iter()
+                .map(|t| (t.name.as_str(), t.role))
+                .collect::<Vec<_>>(),
+            vec![
+                ("alice", Role::Approver),
+                ("ci", Role::Operator),
+                ("token-3", Role::Admin)
+            ]
+        );
+        assert_eq!(tokens[0].sha256, token_digest(b"alice-token-0123456789"));
+        assert!(s.auth.four_eyes);
+        let out = s.to_masked_toml();
+        assert!(!out.contains("ci-token-0123456789") && !out.contains("legacy-token"), "{out}");
+        assert!(out.contains(&digest), "{out}");
+
+        for (bad, why) in [
+            ("{ name = \"a\", role = \"root\", token = \"0123456789abcdef\" }", "auth.tokens"),
+            ("{ name = \"a\", role = \"viewer\", token_sha256 = \"abc\" }", "64 hex digits"),
+            ("{ name = \"a\", role = \"viewer\" }", "exactly one of"),
+            ("{ name = \"a\", role = \"viewer\", token = \"short\" }", "at least 16"),
+            ("{ name = \"anonymous\", role = \"viewer\", token = \"0123456789abcdef\" }", "name"),
+            ("{ name = \"a b\", role = \"viewer\", token = \"0123456789abcdef\" }", "name"),
+            ("{ name = \"a\", role = \"viewer\", token = \"0123456789abcdef\" }, { name = \"a\", role = \"admin\", token = \"fedcba9876543210\" }", "used twice"),
+            ("{ name = \"a\", role = \"viewer\", token = \"0123456789abcdef\" }, \"0123456789abcdef\"", "same token"),
+        ] {
+            let f = file(&format!("[auth]\ntokens = [{bad}]\n"));
+            let err = Settings::load_from(Some(f.path()), Path::new("/nonexistent"), Vec::new())
+                .expect_err(bad);
+            assert!(err.to_string().contains(why), "{bad}: {err}");
+        }
+        let err = load(&[("MULTICLOUD__AUTH__FOUR_EYES", "true")]).expect_err("no tokens");
+        assert!(err.to_string().contains("four_eyes"), "{err}");
     }
 
     #[test]

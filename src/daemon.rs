@@ -16,6 +16,7 @@ use anyhow::Context as _;
 use rand::RngCore;
 
 use crate::actors::deployment::RunContext;
+use crate::actors::notifier::{Notifier, WakeNotifier};
 use crate::actors::persistence::{PersistenceActor, PersistenceHandle};
 use crate::actors::supervisor::{Drain, QueueNotification, Supervisor};
 use crate::catalog::{Catalog, CatalogHandle};
@@ -108,10 +109,12 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
             secret_key: secret_key.clone(),
         });
         let supervisor = Supervisor::new(run_ctx).start();
+        let notifier = Notifier::new(node.clone(), settings.clone(), persistence.clone(), secret_key.clone()).start();
         let listener_stop = Arc::new(AtomicBool::new(false));
         let notified = supervisor.clone();
-        let listener = db::notify::spawn_listener(database_url.clone(), listener_stop.clone(), move |event| {
-            notified.do_send(QueueNotification(event));
+        let listener = db::notify::spawn_listener(database_url.clone(), listener_stop.clone(), move |event| match event {
+            db::notify::QueueEvent::Webhook(_) => notifier.do_send(WakeNotifier),
+            event => notified.do_send(QueueNotification(event)),
         })
         .context("starting the LISTEN thread")?;
         let state = web::Data::new(AppState {

@@ -24,3 +24,4 @@ pub mod http;
 pub mod metrics;
 pub mod secrets;
 pub mod telemetry;
+pub mod webhooks;

@@ -42,8 +42,9 @@ fn insert_with(conn: &mut PgConnection) -> (String, String) {
         location: None,
         parameters: Default::default(),
         idempotency_key: None,
+        requested_by: None,
     };
-    let d = deployments::insert(conn, &NewDeploymentRow::from(&new))
+    let d = deployments::insert_accepted(conn, &NewDeploymentRow::from(&new), None, None)
         .expect("insert")
         .deployment_id;
     let run = NewRun::new(RunKind::Deploy, Default::default());
@@ -449,8 +450,9 @@ fn a_deployment_accepted_alone_gets_its_deploy_run_once_when_claimed() {
             .cloned()
             .unwrap_or_default(),
         idempotency_key: None,
+        requested_by: None,
     };
-    let d = deployments::insert(&mut conn, &NewDeploymentRow::from(&new))
+    let d = deployments::insert_accepted(&mut conn, &NewDeploymentRow::from(&new), None, None)
         .expect("insert")
         .deployment_id;
     assert!(q::latest_for(&mut conn, &d).expect("runs").is_none());

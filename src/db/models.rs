@@ -4,8 +4,9 @@
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 
-use super::schema::{deployment_logs, deployments, runs};
+use super::schema::{audit_events, deployment_logs, deployments, runs, webhooks};
 use crate::domain::{
+    AuditEntry, AuditEvent, Delivery, DueDelivery, NewWebhook, Webhook,
     Deployment, DeploymentId, LogLine, NewDeployment, NewRun, PlanSummary, ProviderType, Run,
     RunId, TemplateVersion, UnknownValue,
 };
@@ -51,6 +52,7 @@ pub struct NewDeploymentRow {
     pub location: Option<String>,
     pub parameters: serde_json::Value,
     pub idempotency_key: Option<String>,
+    pub requested_by: Option<String>,
 }
 
 impl From<&NewDeployment> for NewDeploymentRow {
@@ -65,6 +67,7 @@ impl From<&NewDeployment> for NewDeploymentRow {
             location: d.location.clone(),
             parameters: serde_json::Value::Object(d.parameters.clone()),
             idempotency_key: d.idempotency_key.clone(),
+            requested_by: d.requested_by.clone(),
         }
     }
 }
@@ -263,4 +266,205 @@ pub struct NewLogRow<'a> {
     pub at: chrono::DateTime<chrono::Utc>,
     pub stream: &'a str,
     pub line: &'a str,
+}
+
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = audit_events)]
+pub struct NewAuditRow {
+    pub actor: String,
+    pub role: Option<String>,
+    pub action: String,
+    pub route: String,
+    pub target: Option<String>,
+    pub run_id: Option<String>,
+    pub outcome: String,
+    pub status_code: i16,
+    pub error_code: Option<String>,
+    pub request_id: Option<String>,
+    pub client_addr: Option<String>,
+}
+
+impl From<&AuditEntry> for NewAuditRow {
+    fn from(e: &AuditEntry) -> Self {
+        NewAuditRow {
+            actor: e.actor.clone(),
+            role: e.role.map(|r| r.as_str().to_string()),
+            action: e.action.clone(),
+            route: e.route.clone(),
+            target: e.target.clone(),
+            run_id: e.run_id.clone(),
+            outcome: e.outcome.clone(),
+            status_code: i16::try_from(e.status_code).unwrap_or(i16::MAX),
+            error_code: e.error_code.clone(),
+            request_id: e.request_id.clone(),
+            client_addr: e.client_addr.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = audit_events, check_for_backend(diesel::pg::Pg))]
+pub struct AuditRow {
+    pub audit_id: i64,
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub role: Option<String>,
+    pub action: String,
+    pub route: String,
+    pub target: Option<String>,
+    pub run_id: Option<String>,
+    pub outcome: String,
+    pub status_code: i16,
+    pub error_code: Option<String>,
+    pub request_id: Option<String>,
+    pub client_addr: Option<String>,
+}
+
+impl From<AuditRow> for AuditEvent {
+    fn from(r: AuditRow) -> Self {
+        AuditEvent {
+            audit_id: r.audit_id,
+            at: r.at,
+            actor: r.actor,
+            role: r.role,
+            action: r.action,
+            route: r.route,
+            target: r.target,
+            run_id: r.run_id,
+            outcome: r.outcome,
+            status_code: r.status_code,
+            error_code: r.error_code,
+            request_id: r.request_id,
+            client_addr: r.client_addr,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = webhooks)]
+pub struct NewWebhookRow {
+    pub webhook_id: String,
+    pub url: String,
+    pub events: Vec<String>,
+    pub secret_sealed: Vec<u8>,
+    pub created_by: Option<String>,
+}
+
+impl From<&NewWebhook> for NewWebhookRow {
+    fn from(w: &NewWebhook) -> Self {
+        NewWebhookRow {
+            webhook_id: w.id.to_string(),
+            url: w.url.clone(),
+            events: w.events.iter().map(|e| e.as_str().to_string()).collect(),
+            secret_sealed: w.secret_sealed.clone(),
+            created_by: Some(w.created_by.clone()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = webhooks, check_for_backend(diesel::pg::Pg))]
+pub struct WebhookRow {
+    pub webhook_id: String,
+    pub url: String,
+    pub events: Vec<String>,
+    pub created_by: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<WebhookRow> for Webhook {
+    fn from(r: WebhookRow) -> Self {
+        Webhook {
+            webhook_id: r.webhook_id,
+            url: r.url,
+            events: r.events,
+            created_by: r.created_by,
+            created_at: r.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Clone, QueryableByName)]
+pub struct DeliveryRow {
+    #[diesel(sql_type = diesel::sql_types::Int8)]
+    pub delivery_id: i64,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    pub webhook_id: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    pub event_id: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    pub event_type: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    pub status: String,
+    #[diesel(sql_type = diesel::sql_types::Int4)]
+    pub attempts: i32,
+    #[diesel(sql_type = diesel::sql_types::Timestamptz)]
+    pub next_attempt_at: DateTime<Utc>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Timestamptz>)]
+    pub last_attempt_at: Option<DateTime<Utc>>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Int2>)]
+    pub last_status_code: Option<i16>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    pub last_error: Option<String>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    pub response_excerpt: Option<String>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Timestamptz>)]
+    pub delivered_at: Option<DateTime<Utc>>,
+    #[diesel(sql_type = diesel::sql_types::Timestamptz)]
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<DeliveryRow> for Delivery {
+    fn from(r: DeliveryRow) -> Self {
+        Delivery {
+            next_attempt_at: (r.status == "pending").then_some(r.next_attempt_at),
+            delivery_id: r.delivery_id,
+            webhook_id: r.webhook_id,
+            event_id: r.event_id,
+            event_type: r.event_type,
+            status: r.status,
+            attempts: r.attempts,
+            last_attempt_at: r.last_attempt_at,
+            last_status_code: r.last_status_code,
+            last_error: r.last_error,
+            response_excerpt: r.response_excerpt,
+            delivered_at: r.delivered_at,
+            created_at: r.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Clone, QueryableByName)]
+pub struct DueDeliveryRow {
+    #[diesel(sql_type = diesel::sql_types::Int8)]
+    pub delivery_id: i64,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    pub webhook_id: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    pub url: String,
+    #[diesel(sql_type = diesel::sql_types::Bytea)]
+    pub secret_sealed: Vec<u8>,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    pub event_id: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    pub event_type: String,
+    #[diesel(sql_type = diesel::sql_types::Jsonb)]
+    pub payload: serde_json::Value,
+    #[diesel(sql_type = diesel::sql_types::Int4)]
+    pub attempts: i32,
+}
+
+impl From<DueDeliveryRow> for DueDelivery {
+    fn from(r: DueDeliveryRow) -> Self {
+        DueDelivery {
+            delivery_id: r.delivery_id,
+            webhook_id: r.webhook_id,
+            url: r.url,
+            secret_sealed: r.secret_sealed,
+            event_id: r.event_id,
+            event_type: r.event_type,
+            payload: r.payload,
+            attempt: r.attempts,
+        }
+    }
 }

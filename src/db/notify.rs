@@ -18,6 +18,13 @@ pub fn announce_pending(conn: &mut PgConnection) -> diesel::QueryResult<()> {
         .execute(conn)
         .map(|_| ())
 }
+/// Tells every listening node that webhook deliveries are due (`webhook:*`).
+pub fn announce_webhooks(conn: &mut PgConnection) -> diesel::QueryResult<()> {
+    diesel::sql_query(format!("SELECT pg_notify('{CHANNEL}', 'webhook:*')"))
+        .execute(conn)
+        .map(|_| ())
+}
+
 const POLL: Duration = Duration::from_millis(100);
 
 /// What the trigger announced.
@@ -29,6 +36,8 @@ pub enum QueueEvent {
     Cancel(String),
     /// A node gave a run back (shutdown).
     Released(String),
+    /// A webhook event (its id) was written to the outbox, or a delivery is due again.
+    Webhook(String),
 }
 
 impl QueueEvent {
@@ -39,6 +48,7 @@ impl QueueEvent {
             "pending" => Some(QueueEvent::Pending(id)),
             "cancel" => Some(QueueEvent::Cancel(id)),
             "released" => Some(QueueEvent::Released(id)),
+            "webhook" => Some(QueueEvent::Webhook(id)),
             _ => None,
         }
     }

@@ -37,6 +37,66 @@ diesel::table! {
         updated_at -> Timestamptz,
         applied_run_id -> Nullable<Text>,
         drift -> Nullable<Jsonb>,
+        requested_by -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    audit_events (audit_id) {
+        audit_id -> Int8,
+        at -> Timestamptz,
+        actor -> Text,
+        role -> Nullable<Text>,
+        action -> Text,
+        route -> Text,
+        target -> Nullable<Text>,
+        run_id -> Nullable<Text>,
+        outcome -> Text,
+        status_code -> Int2,
+        error_code -> Nullable<Text>,
+        request_id -> Nullable<Text>,
+        client_addr -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    webhooks (webhook_id) {
+        webhook_id -> Text,
+        url -> Text,
+        events -> Array<Text>,
+        secret_sealed -> Bytea,
+        created_by -> Nullable<Text>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    webhook_events (event_id) {
+        event_id -> Text,
+        event_type -> Text,
+        deployment_id -> Nullable<Text>,
+        run_id -> Nullable<Text>,
+        payload -> Jsonb,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    webhook_deliveries (delivery_id) {
+        delivery_id -> Int8,
+        webhook_id -> Text,
+        event_id -> Text,
+        status -> Text,
+        attempts -> Int4,
+        next_attempt_at -> Timestamptz,
+        lease_owner -> Nullable<Text>,
+        lease_expires_at -> Nullable<Timestamptz>,
+        last_attempt_at -> Nullable<Timestamptz>,
+        last_status_code -> Nullable<Int2>,
+        last_error -> Nullable<Text>,
+        response_excerpt -> Nullable<Text>,
+        delivered_at -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
     }
 }
 
@@ -93,11 +153,17 @@ diesel::table! {
 diesel::joinable!(deployment_logs -> deployments (deployment_id));
 diesel::joinable!(terraform_states -> deployments (deployment_id));
 diesel::joinable!(runs -> deployments (deployment_id));
+diesel::joinable!(webhook_deliveries -> webhooks (webhook_id));
+diesel::joinable!(webhook_deliveries -> webhook_events (event_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
+    audit_events,
     deployment_logs,
     deployments,
     runs,
     template_sources,
     terraform_states,
+    webhook_deliveries,
+    webhook_events,
+    webhooks,
 );

@@ -207,6 +207,8 @@ pub struct NewDeployment {
     pub location: Option<String>,
     pub parameters: serde_json::Map<String, serde_json::Value>,
     pub idempotency_key: Option<String>,
+    /// The name of the token that asked for it.
+    pub requested_by: Option<String>,
 }
 
 /// One stored line of a run's output.

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::AppState;
+use super::access::{self, AuditContext};
 use super::envelope::{self, AppError};
 use super::templates::{parse_provider, template_not_found};
 use crate::actors::persistence::{
@@ -278,6 +279,7 @@ pub(super) fn prepare_parameters(
 pub async fn deploy(
     state: web::Data<AppState>,
     req: HttpRequest,
+    audit: AuditContext,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, AppError> {
     let request = {
@@ -321,6 +323,7 @@ pub async fn deploy(
         prepare_parameters(&state, template, &request.parameters, !request.auto_apply)?;
     let mut run = NewRun::new(RunKind::Deploy, parameters.clone());
     run.auto_apply = request.auto_apply;
+    run.requested_by = Some(audit.caller.name.clone());
 
     let new = NewDeployment {
         id: DeploymentId::generate(),
@@ -331,16 +334,20 @@ pub async fn deploy(
         location: request.location,
         parameters,
         idempotency_key,
+        requested_by: Some(audit.caller.name.clone()),
     };
-    // Committed before we answer: the row is the queue entry.
-    let created = state.persistence.call(CreateDeployment(new, run)).await?;
+    // Committed before we answer (with its audit row): the row is the queue entry.
+    let created = state
+        .persistence
+        .call(CreateDeployment(new, run, Some(audit.entry(202, None))))
+        .await?;
     let d = created.deployment;
     if created.created {
         tracing::info!(deployment.id = %d.id, template = %d.template_name, provider_type = %d.provider_type, "deployment accepted");
         state.supervisor.do_send(Wake);
     }
     let message = format!("deployment {} accepted", d.id);
-    Ok(HttpResponse::build(StatusCode::ACCEPTED)
+    Ok(access::audited(HttpResponse::build(StatusCode::ACCEPTED)
         .insert_header(("Location", format!("/deployments/{}", d.id)))
         .json(json!({
             "success": true,
@@ -356,7 +363,7 @@ pub async fn deploy(
             },
             "error": null,
             "timestamp": envelope::timestamp(),
-        })))
+        }))))
 }
 
 #[derive(Deserialize)]
@@ -769,9 +776,13 @@ fn sse(event: &str, data: &Value) -> web::Bytes {
 pub async fn cancel(
     state: web::Data<AppState>,
     path: web::Path<String>,
+    audit: AuditContext,
 ) -> Result<HttpResponse, AppError> {
     let id = deployment_id(&path)?;
-    let cancelled = state.persistence.call(CancelDeployment(id.clone())).await?;
+    let cancelled = state
+        .persistence
+        .call(CancelDeployment(id.clone(), Some(audit.entry(202, None))))
+        .await?;
     match cancelled.result {
         CancelResult::NotFound => Err(not_found(&path)),
         CancelResult::AlreadyFinished => {
@@ -788,27 +799,31 @@ pub async fn cancel(
                 state.supervisor.do_send(CancelRun { run_id });
             }
             let d = load(&state, &id).await?;
-            Ok(envelope::success(
+            Ok(access::audited(envelope::success(
                 StatusCode::ACCEPTED,
                 format!("cancel of {id} accepted"),
                 json!({ "deployment_id": id, "status": d.status, "cancel_requested": true, "run_id": cancelled.run_id }),
-            ))
+            )))
         }
     }
 }
 
-/// Queues a run on an existing deployment; 404 and 409 as the persistence actor decides.
+/// Queues a run on an existing deployment, requested by the caller, with its audit row (the
+/// answer is a 202); 404 and 409 as the persistence actor decides.
 pub(super) async fn queue_run(
     state: &AppState,
     raw_id: &str,
-    run: NewRun,
+    mut run: NewRun,
+    audit: &AuditContext,
 ) -> Result<(Deployment, crate::domain::Run), AppError> {
     let id = deployment_id(raw_id)?;
+    run.requested_by = Some(audit.caller.name.clone());
     let queued = state
         .persistence
         .call(QueueRun {
             deployment_id: id,
             run,
+            audit: Some(audit.entry(202, None)),
         })
         .await
         .map_err(|e| match e {
@@ -822,15 +837,16 @@ pub(super) async fn queue_run(
 pub async fn destroy(
     state: web::Data<AppState>,
     path: web::Path<String>,
+    audit: AuditContext,
 ) -> Result<HttpResponse, AppError> {
     // The run's parameters are the deployment's, read where the run is queued.
     let run = NewRun::new(RunKind::Destroy, Map::new());
-    let (d, run) = queue_run(&state, &path, run).await?;
-    Ok(envelope::success(
+    let (d, run) = queue_run(&state, &path, run, &audit).await?;
+    Ok(access::audited(envelope::success(
         StatusCode::ACCEPTED,
         format!("destroy of {} queued", d.id),
         json!({ "deployment_id": d.id, "task_id": d.id, "status": d.status, "operation": d.operation, "run_id": run.id }),
-    ))
+    )))
 }
 
 #[cfg(test)]

@@ -43,6 +43,9 @@ pub enum AppError {
     BadRequest(String),
     #[error("a valid bearer token is required (Authorization: Bearer <token>)")]
     Unauthorized,
+    /// Authenticated, but the token's role (or a rule such as four-eyes) does not allow it.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("too many requests: retry after {0} s")]
     TooManyRequests(u64),
     #[error("{message}")]
@@ -86,10 +89,11 @@ impl AppError {
         AppError::Validation(e)
     }
 
-    fn code(&self) -> &'static str {
+    pub fn code(&self) -> &'static str {
         match self {
             AppError::BadRequest(_) => "bad_request",
             AppError::Unauthorized => "unauthorized",
+            AppError::Forbidden(_) => "forbidden",
             AppError::TooManyRequests(_) => "rate_limited",
             AppError::NotFound { code, .. } => code,
             AppError::MethodNotAllowed(_) => "method_not_allowed",
@@ -117,6 +121,7 @@ impl ResponseError for AppError {
         match self {
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
             AppError::Unauthorized => StatusCode::UNAUTHORIZED,
+            AppError::Forbidden(_) => StatusCode::FORBIDDEN,
             AppError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             AppError::NotFound { .. } => StatusCode::NOT_FOUND,
             AppError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
@@ -175,6 +180,7 @@ impl From<PersistError> for AppError {
             PersistError::Unavailable(m) => AppError::Unavailable(m),
             PersistError::NotFound => AppError::not_found("not_found", "not found"),
             PersistError::Conflict(m) => AppError::Conflict(m),
+            PersistError::Forbidden(m) => AppError::Forbidden(m),
             other => AppError::Internal(other.to_string()),
         }
     }

@@ -2,6 +2,8 @@
 //! map the answer to the envelope. `configure` registers everything, so tests and the daemon
 //! build the same app.
 
+pub mod access;
+pub mod audit;
 pub mod deployments;
 pub mod envelope;
 pub mod meta;
@@ -10,6 +12,7 @@ pub mod resource_groups;
 pub mod runs;
 pub mod security;
 pub mod templates;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -99,11 +102,37 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
         resource("/resource-groups/{name}/resources", "GET")
             .route(web::get().to(resource_groups::resources)),
     )
+    .service(resource("/audit", "GET").route(web::get().to(audit::list)))
+    .service(
+        resource("/webhooks", "GET, POST")
+            .route(web::get().to(webhooks::list))
+            .route(web::post().to(webhooks::create)),
+    )
+    .service(
+        resource("/webhooks/{id}", "GET, DELETE")
+            .route(web::get().to(webhooks::get))
+            .route(web::delete().to(webhooks::delete)),
+    )
+    .service(
+        resource("/webhooks/{id}/deliveries", "GET").route(web::get().to(webhooks::deliveries)),
+    )
+    .service(
+        resource("/webhooks/{id}/deliveries/{delivery_id}/redeliver", "POST")
+            .route(web::post().to(webhooks::redeliver)),
+    )
     .default_service(web::to(not_found));
 }
 
 /// A resource whose unmatched methods answer 405 in the envelope, with `Allow: <allow>`.
+/// Every method it allows must have a rule in `access::RULES` (who may call it, and whether
+/// it is audited): a route without one is a programming error, found at start.
 fn resource(path: &str, allow: &'static str) -> Resource {
+    for method in allow.split(',').map(str::trim) {
+        assert!(
+            access::rule(method, path).is_some(),
+            "route {method} {path} has no rule in http::access::RULES"
+        );
+    }
     web::resource(path).default_service(web::to(move || async move {
         Err::<HttpResponse, _>(AppError::MethodNotAllowed(allow))
     }))

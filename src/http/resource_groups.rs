@@ -175,11 +175,14 @@ pub async fn create(
         )
         .await
         .map_err(|e| arm_error(e, "subscription"))?;
-    Ok(envelope::success(
+    let mut resp = envelope::success(
         StatusCode::CREATED,
         format!("resource group {name} created"),
         view(&r.body),
-    ))
+    );
+    // A change in Azure, not in the database: the guard writes its audit row, on this name.
+    resp.extensions_mut().insert(super::access::AuditTarget(name));
+    Ok(resp)
 }
 
 pub async fn delete(

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::AppState;
+use super::access::{self, AuditContext};
 use super::deployments::{
     LogsQuery, auto_apply_field, load, log_lines, masked_parameters, parameters_field,
     prepare_parameters, queue_run,
@@ -254,6 +255,7 @@ fn changed_parameters(
 pub async fn update(
     state: web::Data<AppState>,
     path: web::Path<String>,
+    audit: AuditContext,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, AppError> {
     let change = parse_change(Some(body.into_inner()), true)?;
@@ -262,7 +264,7 @@ pub async fn update(
     let mut run = NewRun::new(RunKind::Update, parameters);
     run.auto_apply = change.auto_apply;
     run.template_version = Some(change.template_version);
-    let (d, run) = queue_run(&state, &path, run).await?;
+    let (d, run) = queue_run(&state, &path, run, &audit).await?;
     accepted(&state, &d, &run, format!("update of {} queued", d.id))
 }
 
@@ -272,6 +274,7 @@ pub async fn plan(
     state: web::Data<AppState>,
     path: web::Path<String>,
     req: HttpRequest,
+    audit: AuditContext,
     body: web::Bytes,
 ) -> Result<HttpResponse, AppError> {
     let change = parse_change(optional_json(&req, &body)?, false)?;
@@ -280,7 +283,7 @@ pub async fn plan(
     let mut run = NewRun::new(RunKind::Plan, parameters);
     run.auto_apply = false;
     run.template_version = Some(change.template_version);
-    let (d, run) = queue_run(&state, &path, run).await?;
+    let (d, run) = queue_run(&state, &path, run, &audit).await?;
     accepted(&state, &d, &run, format!("plan of {} queued", d.id))
 }
 
@@ -288,6 +291,7 @@ pub async fn plan(
 pub async fn drift_check(
     state: web::Data<AppState>,
     path: web::Path<String>,
+    audit: AuditContext,
 ) -> Result<HttpResponse, AppError> {
     let d = load(&state, &path).await?;
     if let Some(reason) = super::meta::not_configured(&state, d.provider_type) {
@@ -296,7 +300,7 @@ pub async fn drift_check(
     // The run's parameters are the deployment's, read where the run is queued.
     let mut run = NewRun::new(RunKind::DriftCheck, Map::new());
     run.auto_apply = false;
-    let (d, run) = queue_run(&state, &path, run).await?;
+    let (d, run) = queue_run(&state, &path, run, &audit).await?;
     accepted(&state, &d, &run, format!("drift check of {} queued", d.id))
 }
 
@@ -304,21 +308,25 @@ pub async fn drift_check(
 pub async fn apply(
     state: web::Data<AppState>,
     path: web::Path<String>,
+    audit: AuditContext,
 ) -> Result<HttpResponse, AppError> {
-    decide(state, path, true).await
+    decide(state, path, audit, true).await
 }
 
 /// `POST /deployments/{id}/discard`: drops the planned run's plan.
 pub async fn discard(
     state: web::Data<AppState>,
     path: web::Path<String>,
+    audit: AuditContext,
 ) -> Result<HttpResponse, AppError> {
-    decide(state, path, false).await
+    decide(state, path, audit, false).await
 }
 
+/// Approve or discard, by the caller (four-eyes checked where the run is decided).
 async fn decide(
     state: web::Data<AppState>,
     path: web::Path<String>,
+    audit: AuditContext,
     approve: bool,
 ) -> Result<HttpResponse, AppError> {
     let id = super::deployments::deployment_id(&path)?;
@@ -327,7 +335,9 @@ async fn decide(
         .call(DecidePlan {
             deployment_id: id,
             approve,
-            by: None,
+            by: Some(audit.caller.name.clone()),
+            four_eyes: state.settings.auth.four_eyes,
+            audit: Some(audit.entry(if approve { 202 } else { 200 }, None)),
         })
         .await
         .map_err(|e| match e {
@@ -338,10 +348,10 @@ async fn decide(
         state.supervisor.do_send(Wake);
         accepted(&state, &d, &run, format!("apply of run {} queued", run.id))
     } else {
-        Ok(envelope::ok(
+        Ok(access::audited(envelope::ok(
             format!("plan of run {} discarded", run.id),
             run_view(&run, &d, &state.catalog.get()),
-        ))
+        )))
     }
 }
 
@@ -354,7 +364,8 @@ fn accepted(
 ) -> Result<HttpResponse, AppError> {
     let mut view = run_view(run, d, &state.catalog.get());
     view["deployment_status"] = json!(d.status);
-    let mut resp = envelope::success(StatusCode::ACCEPTED, message, view);
+    // Every 202 of this module follows a queued or approved run, audited with it.
+    let mut resp = access::audited(envelope::success(StatusCode::ACCEPTED, message, view));
     resp.headers_mut().insert(
         actix_web::http::header::LOCATION,
         actix_web::http::header::HeaderValue::from_str(&format!("/runs/{}", run.id))

@@ -1,7 +1,8 @@
-//! What stands in front of every handler: bearer-token authentication (constant-time
-//! comparison; `/` and `/health` stay open), the rate limit of `POST /deploy` (per token, or per
-//! client address without auth), security headers, and CORS from an allow-list only.
-//! Tokens are never logged.
+//! What stands in front of every handler: bearer-token authentication (SHA-256 digests
+//! compared in constant time; `/` and `/health` stay open), authorization by role
+//! (`access::RULES`), the audit rows of refusals, the rate limit of `POST /deploy` (per token, or
+//! per client address without auth), security headers, and CORS from an allow-list only.
+//! Tokens are never logged or stored.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -16,15 +17,15 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use subtle::ConstantTimeEq;
 
+use super::AppState;
+use super::access::{self, AuditContext, AuditTarget, Audited};
 use super::envelope::AppError;
-use crate::config::Settings;
-
-/// Who made a request: the token's index in `auth.tokens` (never the token itself), or none.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Caller(pub Option<usize>);
+use crate::actors::persistence::RecordAudit;
+use crate::config::{ResolvedToken, Settings, token_digest};
+use crate::domain::{AuditEntry, Caller};
 
 pub struct Security {
-    tokens: Vec<Vec<u8>>,
+    tokens: Vec<ResolvedToken>,
     deploy_limiter: Option<DefaultKeyedRateLimiter<String>>,
 }
 
@@ -33,34 +34,28 @@ impl Security {
         let deploy_limiter = NonZeroU32::new(settings.server.deploy_rate_per_minute)
             .map(|n| RateLimiter::keyed(Quota::per_minute(n)));
         Arc::new(Security {
-            tokens: settings
-                .auth
-                .tokens
-                .iter()
-                .map(|t| t.as_bytes().to_vec())
-                .collect(),
+            // validate() resolved them once already.
+            tokens: settings.auth.resolve().unwrap_or_default(),
             deploy_limiter,
         })
     }
 
-    /// The index of the matching token. Every configured token is compared, in constant time,
-    /// so the time taken says nothing about which (or how much of one) matched.
-    fn check(&self, presented: &[u8]) -> Option<usize> {
+    /// The token whose digest matches the presented token's. Every configured digest is
+    /// compared, in constant time, so the time taken says nothing about which matched.
+    fn check(&self, presented: &[u8]) -> Option<&ResolvedToken> {
+        let digest = token_digest(presented);
         let mut found = None;
-        for (i, t) in self.tokens.iter().enumerate() {
-            if bool::from(t.as_slice().ct_eq(presented)) {
-                found = Some(i);
+        for t in &self.tokens {
+            if bool::from(t.sha256.as_slice().ct_eq(&digest)) {
+                found = Some(t);
             }
         }
         found
     }
 }
 
-fn is_public(path: &str) -> bool {
-    matches!(path, "/" | "/health")
-}
-
-/// Authentication and the deploy rate limit.
+/// Authentication, authorization by role, the deploy rate limit and the audit rows the
+/// handlers do not write themselves (refusals, and changes outside the database).
 pub async fn guard(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -68,8 +63,28 @@ pub async fn guard(
     let Some(security) = req.app_data::<web::Data<Arc<Security>>>().cloned() else {
         return next.call(req).await;
     };
-    let mut caller = Caller(None);
-    if !security.tokens.is_empty() && !is_public(req.path()) && req.method() != Method::OPTIONS {
+    let method = req.method().as_str().to_string();
+    let matched = access::rule_for_path(&method, req.path());
+    let mut ctx = AuditContext {
+        caller: Caller::anonymous(),
+        action: matched
+            .as_ref()
+            .map_or("unknown", |(r, _)| r.action.unwrap_or("read"))
+            .to_string(),
+        route: match &matched {
+            Some((r, _)) => format!("{method} {}", r.path),
+            None => format!("{method} {}", access::clip(req.path())),
+        },
+        target: matched.as_ref().and_then(|(_, p)| p.first().cloned()),
+        request_id: req
+            .extensions()
+            .get::<tracing_actix_web::RequestId>()
+            .map(|id| id.to_string()),
+        client_addr: client_ip(&req).map(|ip| ip.to_string()),
+    };
+    let public = matched.as_ref().is_some_and(|(r, _)| r.role.is_none());
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    if !security.tokens.is_empty() && !public && req.method() != Method::OPTIONS {
         let presented = req
             .headers()
             .get(header::AUTHORIZATION)
@@ -78,28 +93,79 @@ pub async fn guard(
             .map(str::trim)
             .unwrap_or_default();
         match security.check(presented.as_bytes()) {
-            Some(i) => caller = Caller(Some(i)),
-            None => return Err(AppError::Unauthorized.into()),
+            Some(t) => {
+                ctx.caller = Caller {
+                    name: t.name.clone(),
+                    role: t.role,
+                }
+            }
+            None => {
+                let mut entry = ctx.entry(401, Some("unauthorized"));
+                entry.actor = Caller::UNKNOWN.into();
+                entry.role = None;
+                record(state.as_ref(), entry).await;
+                return Err(AppError::Unauthorized.into());
+            }
         }
+    }
+    if let Some((rule, _)) = &matched
+        && let Some(needed) = rule.role
+        && !ctx.caller.role.allows(needed)
+    {
+        let what = rule.action.map_or_else(
+            || format!("read {}", rule.path),
+            |a| a.replace(['.', '_'], " "),
+        );
+        let err = AppError::Forbidden(format!(
+            "token {:?} has the role {}: {what} needs {needed} or above",
+            ctx.caller.name, ctx.caller.role
+        ));
+        record(state.as_ref(), ctx.entry(403, Some("forbidden"))).await;
+        return Err(err.into());
     }
     if req.method() == Method::POST
         && req.path() == "/deploy"
         && let Some(limiter) = &security.deploy_limiter
     {
-        let key = match caller.0 {
-            Some(i) => format!("token:{i}"),
-            None => format!(
+        let key = if security.tokens.is_empty() {
+            format!(
                 "ip:{}",
                 client_ip(&req).map(|ip| ip.to_string()).unwrap_or_default()
-            ),
+            )
+        } else {
+            format!("token:{}", ctx.caller.name)
         };
         if let Err(not_until) = limiter.check_key(&key) {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
             return Err(AppError::TooManyRequests(wait.as_secs().max(1)).into());
         }
     }
-    req.extensions_mut().insert(caller);
-    next.call(req).await
+    let audit_this = access::is_change(&method);
+    req.extensions_mut().insert(ctx.clone());
+    let res = next.call(req).await?;
+    let status = res.status().as_u16();
+    let audited = res.response().extensions().get::<Audited>().is_some();
+    if audit_this && !audited && status != 503 {
+        let code = res
+            .response()
+            .error()
+            .and_then(|e| e.as_error::<AppError>())
+            .map(AppError::code);
+        let mut entry = ctx.entry(status, code);
+        if let Some(AuditTarget(t)) = res.response().extensions().get::<AuditTarget>() {
+            entry.target = Some(t.clone());
+        }
+        record(state.as_ref(), entry).await;
+    }
+    Ok(res)
+}
+
+/// Writes one audit row; a failure is logged (the answer stands: nothing changed with it).
+async fn record(state: Option<&web::Data<AppState>>, entry: AuditEntry) {
+    let Some(state) = state else { return };
+    if let Err(e) = state.persistence.call(RecordAudit(entry)).await {
+        tracing::warn!(error = %e, "could not write an audit row");
+    }
 }
 
 fn client_ip(req: &ServiceRequest) -> Option<IpAddr> {
@@ -121,7 +187,7 @@ pub fn headers() -> DefaultHeaders {
 /// CORS from `server.cors_allowed_origins` only; with none, browsers get no CORS grant.
 pub fn cors(settings: &Settings) -> actix_cors::Cors {
     let mut cors = actix_cors::Cors::default()
-        .allowed_methods(vec!["GET", "POST", "DELETE"])
+        .allowed_methods(vec!["GET", "POST", "PATCH", "DELETE"])
         .allowed_headers(vec![
             header::AUTHORIZATION,
             header::CONTENT_TYPE,

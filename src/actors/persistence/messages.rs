@@ -5,11 +5,14 @@ use diesel::Connection;
 use diesel::pg::PgConnection;
 
 use super::{PersistError, PersistenceActor};
-use crate::db::models::{DeploymentRow, NewDeploymentRow, NewRunRow, RunRow};
+use crate::db::models::{
+    DeploymentRow, NewAuditRow, NewDeploymentRow, NewRunRow, NewWebhookRow, RunRow,
+};
 use crate::db::queries::{self, states::StateLocation};
 use crate::domain::{
-    CancelResult, Deployment, ListFilter, LogLine, NewDeployment, NewLogLine, NewRun, Run, RunKind,
-    RunOutcome,
+    AttemptResult, AuditEntry, AuditEvent, AuditFilter, CancelResult, Delivery, Deployment,
+    DueDelivery, ListFilter, LogLine, NewDeployment, NewLogLine, NewRun, NewWebhook, Run, RunKind,
+    RunOutcome, Webhook,
 };
 
 fn to_domain(rows: Vec<DeploymentRow>) -> Result<Vec<Deployment>, PersistError> {
@@ -33,7 +36,7 @@ impl PersistenceActor {
 /// conflict when it differs.
 #[derive(Message)]
 #[rtype(result = "Result<Created, PersistError>")]
-pub struct CreateDeployment(pub NewDeployment, pub NewRun);
+pub struct CreateDeployment(pub NewDeployment, pub NewRun, pub Option<AuditEntry>);
 
 pub struct Created {
     pub deployment: Deployment,
@@ -45,7 +48,7 @@ impl Handler<CreateDeployment> for PersistenceActor {
     type Result = Result<Created, PersistError>;
 
     fn handle(&mut self, msg: CreateDeployment, _: &mut SyncContext<Self>) -> Self::Result {
-        let (new, run) = (msg.0, msg.1);
+        let (new, run, audit) = (msg.0, msg.1, msg.2);
         let row = NewDeploymentRow::from(&new);
         self.tx(|conn| {
             if let Some(key) = &new.idempotency_key
@@ -62,6 +65,10 @@ impl Handler<CreateDeployment> for PersistenceActor {
                         "this Idempotency-Key was already used with a different request".into(),
                     ));
                 }
+                if let Some(audit) = audit {
+                    let audit = audit.succeeded(202, existing.deployment_id.clone(), None);
+                    queries::audit::insert(conn, &NewAuditRow::from(&audit))?;
+                }
                 return Ok(Created {
                     deployment: existing.try_into()?,
                     created: false,
@@ -69,15 +76,14 @@ impl Handler<CreateDeployment> for PersistenceActor {
             }
             // A deploy that needs no decision gets its run when a runner claims it (one row
             // per accept); one that waits for a decision records that in its run now.
-            let inserted = if run.auto_apply {
-                queries::deployments::insert(conn, &row)?
-            } else {
-                queries::deployments::insert_with_run(
-                    conn,
-                    &row,
-                    &NewRunRow::new(&row.deployment_id, &run),
-                )?
-            };
+            let run_row = (!run.auto_apply).then(|| NewRunRow::new(&row.deployment_id, &run));
+            let audit = audit.map(|a| NewAuditRow::from(&a.succeeded(202, "", None)));
+            let inserted = queries::deployments::insert_accepted(
+                conn,
+                &row,
+                run_row.as_ref(),
+                audit.as_ref(),
+            )?;
             Ok(Created {
                 deployment: inserted.try_into()?,
                 created: true,
@@ -409,7 +415,7 @@ impl Handler<ReleaseRun> for PersistenceActor {
 /// `POST /deployments/{id}/cancel`: cancels the run at the head of the deployment's queue.
 #[derive(Message)]
 #[rtype(result = "Result<Cancelled, PersistError>")]
-pub struct CancelDeployment(pub String);
+pub struct CancelDeployment(pub String, pub Option<AuditEntry>);
 
 pub struct Cancelled {
     pub result: CancelResult,
@@ -434,10 +440,19 @@ impl Handler<CancelDeployment> for PersistenceActor {
                     result: CancelResult::AlreadyFinished,
                     run_id: None,
                 }),
-                Some(run) => Ok(Cancelled {
-                    result: queries::runs::cancel(conn, &run.run_id)?,
-                    run_id: Some(run.run_id),
-                }),
+                Some(run) => {
+                    let result = queries::runs::cancel(conn, &run.run_id)?;
+                    if let Some(audit) = msg.1
+                        && matches!(result, CancelResult::Cancelled | CancelResult::Requested)
+                    {
+                        let audit = audit.succeeded(202, msg.0.clone(), Some(run.run_id.clone()));
+                        queries::audit::insert(conn, &NewAuditRow::from(&audit))?;
+                    }
+                    Ok(Cancelled {
+                        result,
+                        run_id: Some(run.run_id),
+                    })
+                }
             }
         })
     }
@@ -450,6 +465,7 @@ impl Handler<CancelDeployment> for PersistenceActor {
 pub struct QueueRun {
     pub deployment_id: String,
     pub run: NewRun,
+    pub audit: Option<AuditEntry>,
 }
 
 impl Handler<QueueRun> for PersistenceActor {
@@ -497,6 +513,10 @@ impl Handler<QueueRun> for PersistenceActor {
                 row.base_template_hash = queries::runs::applied_hash(conn, &id)?;
             }
             let run = queries::runs::enqueue(conn, &row)?;
+            if let Some(audit) = msg.audit {
+                let audit = audit.succeeded(202, id.clone(), Some(run.run_id.clone()));
+                queries::audit::insert(conn, &NewAuditRow::from(&audit))?;
+            }
             let d = queries::deployments::find(conn, &id)?.ok_or(PersistError::NotFound)?;
             Ok((d.try_into()?, run.try_into()?))
         })
@@ -511,6 +531,9 @@ pub struct DecidePlan {
     pub deployment_id: String,
     pub approve: bool,
     pub by: Option<String>,
+    /// Refuse an approval by the token that requested the run.
+    pub four_eyes: bool,
+    pub audit: Option<AuditEntry>,
 }
 
 impl Handler<DecidePlan> for PersistenceActor {
@@ -525,6 +548,17 @@ impl Handler<DecidePlan> for PersistenceActor {
                     "deployment {id} has no planned run waiting for a decision"
                 ))
             })?;
+            if msg.approve
+                && msg.four_eyes
+                && planned.requested_by.is_some()
+                && planned.requested_by == msg.by
+            {
+                return Err(PersistError::Forbidden(format!(
+                    "four-eyes rule (auth.four_eyes): run {} was requested by {:?}, who cannot also apply it; another approver must",
+                    planned.run_id,
+                    msg.by.unwrap_or_default()
+                )));
+            }
             let decided = if msg.approve {
                 queries::runs::approve(conn, &planned.run_id, msg.by.as_deref())?
             } else {
@@ -533,6 +567,11 @@ impl Handler<DecidePlan> for PersistenceActor {
             let run = decided.ok_or_else(|| {
                 PersistError::Conflict(format!("run {} was decided already", planned.run_id))
             })?;
+            if let Some(audit) = msg.audit {
+                let status = if msg.approve { 202 } else { 200 };
+                let audit = audit.succeeded(status, id.clone(), Some(run.run_id.clone()));
+                queries::audit::insert(conn, &NewAuditRow::from(&audit))?;
+            }
             let d = queries::deployments::find(conn, &id)?.ok_or(PersistError::NotFound)?;
             Ok((d.try_into()?, run.try_into()?))
         })
@@ -649,5 +688,224 @@ impl Handler<ScheduleDriftChecks> for PersistenceActor {
                 msg.limit,
             )?)
         })
+    }
+}
+
+/// Writes one audit row on its own: a refusal (nothing changed with it), or a change made
+/// outside the database (an Azure resource group).
+#[derive(Message)]
+#[rtype(result = "Result<(), PersistError>")]
+pub struct RecordAudit(pub AuditEntry);
+
+impl Handler<RecordAudit> for PersistenceActor {
+    type Result = Result<(), PersistError>;
+
+    fn handle(&mut self, msg: RecordAudit, _: &mut SyncContext<Self>) -> Self::Result {
+        let mut conn = self.conn()?;
+        Ok(queries::audit::insert(&mut conn, &NewAuditRow::from(&msg.0))?)
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<Vec<AuditEvent>, PersistError>")]
+pub struct ListAudit(pub AuditFilter);
+
+impl Handler<ListAudit> for PersistenceActor {
+    type Result = Result<Vec<AuditEvent>, PersistError>;
+
+    fn handle(&mut self, msg: ListAudit, _: &mut SyncContext<Self>) -> Self::Result {
+        let mut conn = self.conn()?;
+        let rows = queries::audit::list(&mut conn, &msg.0)?;
+        Ok(rows.into_iter().map(AuditEvent::from).collect())
+    }
+}
+
+/// Retention: deletes audit rows and finished webhook deliveries older than their cutoffs
+/// (`None`: keep), a batch at a time. Answers how many rows went.
+#[derive(Message)]
+#[rtype(result = "Result<usize, PersistError>")]
+pub struct PruneHistory {
+    pub audit_before: Option<chrono::DateTime<chrono::Utc>>,
+    pub deliveries_before: Option<chrono::DateTime<chrono::Utc>>,
+    pub batch: i64,
+}
+
+impl Handler<PruneHistory> for PersistenceActor {
+    type Result = Result<usize, PersistError>;
+
+    fn handle(&mut self, msg: PruneHistory, _: &mut SyncContext<Self>) -> Self::Result {
+        let mut conn = self.conn()?;
+        let mut n = 0;
+        if let Some(cutoff) = msg.audit_before {
+            n += queries::audit::prune(&mut conn, cutoff, msg.batch)?;
+        }
+        if let Some(cutoff) = msg.deliveries_before {
+            n += queries::webhooks::prune(&mut conn, cutoff, msg.batch)?;
+        }
+        Ok(n)
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<Webhook, PersistError>")]
+pub struct CreateWebhook {
+    pub webhook: NewWebhook,
+    pub audit: Option<AuditEntry>,
+}
+
+impl Handler<CreateWebhook> for PersistenceActor {
+    type Result = Result<Webhook, PersistError>;
+
+    fn handle(&mut self, msg: CreateWebhook, _: &mut SyncContext<Self>) -> Self::Result {
+        self.tx(|conn| {
+            let row = queries::webhooks::insert(conn, &NewWebhookRow::from(&msg.webhook))?;
+            if let Some(audit) = msg.audit {
+                let audit = audit.succeeded(201, row.webhook_id.clone(), None);
+                queries::audit::insert(conn, &NewAuditRow::from(&audit))?;
+            }
+            Ok(row.into())
+        })
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<Vec<Webhook>, PersistError>")]
+pub struct ListWebhooks;
+
+impl Handler<ListWebhooks> for PersistenceActor {
+    type Result = Result<Vec<Webhook>, PersistError>;
+
+    fn handle(&mut self, _: ListWebhooks, _: &mut SyncContext<Self>) -> Self::Result {
+        let mut conn = self.conn()?;
+        let rows = queries::webhooks::list(&mut conn)?;
+        Ok(rows.into_iter().map(Webhook::from).collect())
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<Webhook, PersistError>")]
+pub struct GetWebhook(pub String);
+
+impl Handler<GetWebhook> for PersistenceActor {
+    type Result = Result<Webhook, PersistError>;
+
+    fn handle(&mut self, msg: GetWebhook, _: &mut SyncContext<Self>) -> Self::Result {
+        let mut conn = self.conn()?;
+        let row = queries::webhooks::find(&mut conn, &msg.0)?.ok_or(PersistError::NotFound)?;
+        Ok(row.into())
+    }
+}
+
+/// Deletes a webhook with its pending deliveries.
+#[derive(Message)]
+#[rtype(result = "Result<(), PersistError>")]
+pub struct DeleteWebhook {
+    pub webhook_id: String,
+    pub audit: Option<AuditEntry>,
+}
+
+impl Handler<DeleteWebhook> for PersistenceActor {
+    type Result = Result<(), PersistError>;
+
+    fn handle(&mut self, msg: DeleteWebhook, _: &mut SyncContext<Self>) -> Self::Result {
+        self.tx(|conn| {
+            if !queries::webhooks::delete(conn, &msg.webhook_id)? {
+                return Err(PersistError::NotFound);
+            }
+            if let Some(audit) = msg.audit {
+                let audit = audit.succeeded(200, msg.webhook_id.clone(), None);
+                queries::audit::insert(conn, &NewAuditRow::from(&audit))?;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// A webhook's deliveries, newest first (NotFound for an unknown webhook).
+#[derive(Message)]
+#[rtype(result = "Result<Vec<Delivery>, PersistError>")]
+pub struct ListDeliveries {
+    pub webhook_id: String,
+    pub before: Option<i64>,
+    pub limit: i64,
+}
+
+impl Handler<ListDeliveries> for PersistenceActor {
+    type Result = Result<Vec<Delivery>, PersistError>;
+
+    fn handle(&mut self, msg: ListDeliveries, _: &mut SyncContext<Self>) -> Self::Result {
+        let mut conn = self.conn()?;
+        queries::webhooks::find(&mut conn, &msg.webhook_id)?.ok_or(PersistError::NotFound)?;
+        let rows =
+            queries::webhooks::deliveries(&mut conn, &msg.webhook_id, msg.before, msg.limit)?;
+        Ok(rows.into_iter().map(Delivery::from).collect())
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<Delivery, PersistError>")]
+pub struct Redeliver {
+    pub webhook_id: String,
+    pub delivery_id: i64,
+    pub audit: Option<AuditEntry>,
+}
+
+impl Handler<Redeliver> for PersistenceActor {
+    type Result = Result<Delivery, PersistError>;
+
+    fn handle(&mut self, msg: Redeliver, _: &mut SyncContext<Self>) -> Self::Result {
+        self.tx(|conn| {
+            let row = queries::webhooks::redeliver(conn, &msg.webhook_id, msg.delivery_id)?
+                .ok_or(PersistError::NotFound)?;
+            if let Some(audit) = msg.audit {
+                let audit = audit.succeeded(202, msg.webhook_id.clone(), None);
+                queries::audit::insert(conn, &NewAuditRow::from(&audit))?;
+            }
+            crate::db::notify::announce_webhooks(conn)?;
+            Ok(row.into())
+        })
+    }
+}
+
+/// Claims due webhook deliveries for this node.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<DueDelivery>, PersistError>")]
+pub struct ClaimDeliveries {
+    pub node: String,
+    pub lease_secs: i64,
+    pub limit: i64,
+}
+
+impl Handler<ClaimDeliveries> for PersistenceActor {
+    type Result = Result<Vec<DueDelivery>, PersistError>;
+
+    fn handle(&mut self, msg: ClaimDeliveries, _: &mut SyncContext<Self>) -> Self::Result {
+        self.tx(|conn| {
+            let rows = queries::webhooks::claim(conn, &msg.node, msg.lease_secs, msg.limit)?;
+            Ok(rows.into_iter().map(DueDelivery::from).collect())
+        })
+    }
+}
+
+/// Records how a delivery attempt ended (ignored when the lease was lost meanwhile).
+#[derive(Message)]
+#[rtype(result = "Result<bool, PersistError>")]
+pub struct FinishDelivery {
+    pub delivery_id: i64,
+    pub node: String,
+    pub result: AttemptResult,
+}
+
+impl Handler<FinishDelivery> for PersistenceActor {
+    type Result = Result<bool, PersistError>;
+
+    fn handle(&mut self, msg: FinishDelivery, _: &mut SyncContext<Self>) -> Self::Result {
+        let mut conn = self.conn()?;
+        Ok(queries::webhooks::finish(
+            &mut conn,
+            msg.delivery_id,
+            &msg.node,
+            &msg.result,
+        )?)
     }
 }

@@ -51,6 +51,9 @@ pub enum PersistError {
     /// A compare-and-set found another state (or an idempotency key reused): 409.
     #[error("{0}")]
     Conflict(String),
+    /// A rule refuses it (four-eyes): 403.
+    #[error("{0}")]
+    Forbidden(String),
     /// A stored value this version does not understand.
     #[error("corrupt row: {0}")]
     Corrupt(String),

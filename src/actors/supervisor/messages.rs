@@ -131,6 +131,8 @@ impl Handler<QueueNotification> for Supervisor {
                     addr.do_send(StopRun(StopReason::Cancel));
                 }
             }
+            // The notifier's (the listener hands them there).
+            QueueEvent::Webhook(_) => {}
         }
     }
 }

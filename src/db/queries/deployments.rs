@@ -6,33 +6,35 @@ use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{Text, Timestamptz};
 
-use crate::db::models::{DeploymentRow, NewDeploymentRow, NewRunRow};
+use crate::db::models::{DeploymentRow, NewAuditRow, NewDeploymentRow, NewRunRow};
 use crate::db::schema::deployments;
 use crate::domain::ListFilter;
 
-pub fn insert(conn: &mut PgConnection, row: &NewDeploymentRow) -> QueryResult<DeploymentRow> {
-    diesel::insert_into(deployments::table)
-        .values(row)
-        .returning(DeploymentRow::as_returning())
-        .get_result(conn)
-}
-
-/// Inserts a deployment and its first run in one statement (one round trip: `POST /deploy`
-/// is the hot path). Answers the deployment.
-pub fn insert_with_run(
+/// Inserts an accepted deployment, its first run when it has one now (a deploy that waits for
+/// a decision), and the request's audit row, in one statement: one round trip, because
+/// `POST /deploy` is the hot path. Answers the deployment.
+pub fn insert_accepted(
     conn: &mut PgConnection,
     row: &NewDeploymentRow,
-    run: &NewRunRow,
+    run: Option<&NewRunRow>,
+    audit: Option<&NewAuditRow>,
 ) -> QueryResult<DeploymentRow> {
-    use diesel::sql_types::{Bool, Jsonb, Nullable};
+    use diesel::sql_types::{Bool, Jsonb, Nullable, SmallInt};
     diesel::sql_query(
         "WITH d AS ( \
             INSERT INTO deployments (deployment_id, provider_type, cloud_provider, template_name, \
-                resource_group, subscription_id, location, parameters, idempotency_key) \
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING * \
+                resource_group, subscription_id, location, parameters, idempotency_key, \
+                requested_by) \
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING * \
          ), r AS ( \
             INSERT INTO runs (run_id, deployment_id, kind, auto_apply, parameters, requested_by) \
-            SELECT $10, d.deployment_id, $11, $12, $13, $14 FROM d \
+            SELECT $11, d.deployment_id, $12, $13, $14, d.requested_by FROM d \
+            WHERE $11::text IS NOT NULL \
+         ), a AS ( \
+            INSERT INTO audit_events (actor, role, action, route, target, run_id, outcome, \
+                status_code, request_id, client_addr) \
+            SELECT $15, $16, $17, $18, d.deployment_id, $11, $19, $20, $21, $22 FROM d \
+            WHERE $15::text IS NOT NULL \
          ) \
          SELECT * FROM d",
     )
@@ -45,11 +47,19 @@ pub fn insert_with_run(
     .bind::<Nullable<Text>, _>(&row.location)
     .bind::<Jsonb, _>(&row.parameters)
     .bind::<Nullable<Text>, _>(&row.idempotency_key)
-    .bind::<Text, _>(&run.run_id)
-    .bind::<Text, _>(&run.kind)
-    .bind::<Bool, _>(run.auto_apply)
-    .bind::<Jsonb, _>(&run.parameters)
-    .bind::<Nullable<Text>, _>(&run.requested_by)
+    .bind::<Nullable<Text>, _>(&row.requested_by)
+    .bind::<Nullable<Text>, _>(run.map(|r| &r.run_id))
+    .bind::<Nullable<Text>, _>(run.map(|r| &r.kind))
+    .bind::<Nullable<Bool>, _>(run.map(|r| r.auto_apply))
+    .bind::<Nullable<Jsonb>, _>(run.map(|r| &r.parameters))
+    .bind::<Nullable<Text>, _>(audit.map(|a| &a.actor))
+    .bind::<Nullable<Text>, _>(audit.and_then(|a| a.role.as_ref()))
+    .bind::<Nullable<Text>, _>(audit.map(|a| &a.action))
+    .bind::<Nullable<Text>, _>(audit.map(|a| &a.route))
+    .bind::<Nullable<Text>, _>(audit.map(|a| &a.outcome))
+    .bind::<Nullable<SmallInt>, _>(audit.map(|a| a.status_code))
+    .bind::<Nullable<Text>, _>(audit.and_then(|a| a.request_id.as_ref()))
+    .bind::<Nullable<Text>, _>(audit.and_then(|a| a.client_addr.as_ref()))
     .get_result(conn)
 }
 

@@ -224,9 +224,10 @@ fn make_deploy_runs(
     limit: i64,
 ) -> QueryResult<usize> {
     diesel::sql_query(
-        "INSERT INTO runs (run_id, deployment_id, kind, auto_apply, parameters, created_at) \
+        "INSERT INTO runs (run_id, deployment_id, kind, auto_apply, parameters, created_at, \
+                           requested_by) \
          SELECT 'run-' || substr(md5(random()::text || d.deployment_id), 1, 16), d.deployment_id, \
-                'deploy', true, d.parameters, d.created_at \
+                'deploy', true, d.parameters, d.created_at, d.requested_by \
          FROM deployments d \
          WHERE d.status = 'pending' AND ($1 IS NULL OR d.deployment_id = $1) \
            AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.deployment_id = d.deployment_id) \

@@ -1,0 +1,10 @@
+DROP TRIGGER deployments_webhook_event ON deployments;
+DROP FUNCTION multicloud_deployment_event();
+DROP TRIGGER runs_webhook_event ON runs;
+DROP FUNCTION multicloud_run_event();
+DROP FUNCTION multicloud_webhook_event(TEXT, TEXT, TEXT, TEXT);
+DROP TABLE webhook_deliveries;
+DROP TABLE webhook_events;
+DROP TABLE webhooks;
+DROP TABLE audit_events;
+ALTER TABLE deployments DROP COLUMN requested_by;
