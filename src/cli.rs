@@ -1,6 +1,7 @@
 //! The client half of the binary (design.md §9): `deploy`, `status`, `logs`, `cancel`,
 //! `destroy`, `templates`, and the lifecycle: `plan`, `apply`, `discard`, `update`, `drift`,
-//! `runs`, talking to a daemon at `--url`. Exit codes: 0 success; 1 the deployment or run did
+//! `runs`, teams: `audit`, `webhooks`, talking to a daemon at `--url`; `token` makes a token
+//! offline. Exit codes: 0 success; 1 the deployment or run did
 //! not end as asked (failed, cancelled, drifted); 2 usage, connection or API errors.
 
 use std::time::Duration;
@@ -533,6 +534,163 @@ pub async fn templates(remote: &Remote, provider: Option<&str>) -> Result<(), Cl
             t["title"].as_str().unwrap_or_default()
         );
     }
+    Ok(())
+}
+
+/// `multicloud audit`: the audit trail, newest first.
+pub async fn audit(remote: &Remote, filters: &[(&str, Option<String>)]) -> Result<(), CliError> {
+    let query: Vec<String> = filters
+        .iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", query_escape(v))))
+        .collect();
+    let data = remote.get(&format!("/audit?{}", query.join("&"))).await?;
+    for e in data["events"].as_array().cloned().unwrap_or_default() {
+        println!(
+            "{:<24} {:<16} {:<9} {:<22} {:<24} {:<14} {}",
+            e["at"].as_str().unwrap_or_default(),
+            e["actor"].as_str().unwrap_or_default(),
+            e["role"].as_str().unwrap_or("-"),
+            e["action"].as_str().unwrap_or_default(),
+            e["target"].as_str().unwrap_or("-"),
+            e["outcome"].as_str().unwrap_or_default(),
+            e["status_code"]
+        );
+    }
+    Ok(())
+}
+
+/// Percent-encodes a query value (RFC 3986 unreserved characters pass).
+fn query_escape(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+pub async fn webhooks_list(remote: &Remote) -> Result<(), CliError> {
+    let data = remote.get("/webhooks").await?;
+    for w in data["webhooks"].as_array().cloned().unwrap_or_default() {
+        let events: Vec<&str> = w["events"]
+            .as_array()
+            .map(|e| e.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        println!(
+            "{:<20} {:<40} {}",
+            w["webhook_id"].as_str().unwrap_or_default(),
+            w["url"].as_str().unwrap_or_default(),
+            events.join(",")
+        );
+    }
+    Ok(())
+}
+
+pub async fn webhooks_add(
+    remote: &Remote,
+    url: &str,
+    events: &[String],
+    secret: &str,
+) -> Result<(), CliError> {
+    let w = remote
+        .call(
+            awc::http::Method::POST,
+            "/webhooks",
+            Some(&json!({"url": url, "events": events, "secret": secret})),
+        )
+        .await?;
+    println!("{}", w["webhook_id"].as_str().unwrap_or_default());
+    Ok(())
+}
+
+pub async fn webhooks_delete(remote: &Remote, id: &str) -> Result<(), CliError> {
+    remote
+        .call(awc::http::Method::DELETE, &format!("/webhooks/{id}"), None)
+        .await?;
+    println!("{id}: deleted");
+    Ok(())
+}
+
+pub async fn webhooks_deliveries(remote: &Remote, id: &str) -> Result<(), CliError> {
+    let data = remote.get(&format!("/webhooks/{id}/deliveries")).await?;
+    for d in data["deliveries"].as_array().cloned().unwrap_or_default() {
+        println!(
+            "{:<8} {:<22} {:<40} {:<9} {:>2} {}",
+            d["delivery_id"],
+            d["event_type"].as_str().unwrap_or_default(),
+            d["event_id"].as_str().unwrap_or_default(),
+            d["status"].as_str().unwrap_or_default(),
+            d["attempts"],
+            d["last_error"].as_str().unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+pub async fn webhooks_redeliver(
+    remote: &Remote,
+    id: &str,
+    delivery_id: &str,
+) -> Result<(), CliError> {
+    remote
+        .call(
+            awc::http::Method::POST,
+            &format!("/webhooks/{id}/deliveries/{delivery_id}/redeliver"),
+            None,
+        )
+        .await?;
+    println!("{id}: delivery {delivery_id} queued again");
+    Ok(())
+}
+
+/// `multicloud token`: a new random token (or one read from stdin) and its `auth.tokens` entry,
+/// which holds only the token's SHA-256: the configuration never has to hold a usable secret.
+pub fn token(name: &str, role: &str, from_stdin: bool) -> Result<(), CliError> {
+    use rand::RngCore;
+    let role: crate::domain::Role = role.parse().map_err(|_| {
+        CliError::Api(format!(
+            "--role {role:?}: expected viewer, operator, approver or admin"
+        ))
+    })?;
+    let entry = crate::config::NamedToken {
+        name: name.to_string(),
+        role,
+        token_sha256: String::new(),
+        token: String::new(),
+    };
+    let token = if from_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .map_err(|e| CliError::Api(format!("reading the token: {e}")))?;
+        line.trim().to_string()
+    } else {
+        let mut bytes = [0u8; 24];
+        rand::rng().fill_bytes(&mut bytes);
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        format!("mc_{hex}")
+    };
+    let digest: String = crate::config::token_digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let entry = crate::config::AuthSettings {
+        tokens: vec![crate::config::TokenEntry::Named(crate::config::NamedToken {
+            token_sha256: digest.clone(),
+            ..entry
+        })],
+        ..Default::default()
+    };
+    entry
+        .resolve()
+        .map_err(|e| CliError::Api(e.to_string()))?;
+    if !from_stdin {
+        println!("token for {name} (shown once; the daemon keeps only its SHA-256):\n  {token}\n");
+    }
+    println!("add to auth.tokens in the configuration:");
+    println!("  {{ name = \"{name}\", role = \"{role}\", token_sha256 = \"{digest}\" }},");
     Ok(())
 }
 

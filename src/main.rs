@@ -153,6 +153,47 @@ enum Command {
         #[command(flatten)]
         remote: RemoteArgs,
     },
+    /// Show the audit trail (admin): who did what, newest first.
+    Audit {
+        /// Only this token name.
+        #[arg(long)]
+        actor: Option<String>,
+        /// Only this action (deployment.create, run.apply, webhook.delete, ...).
+        #[arg(long)]
+        action: Option<String>,
+        /// Only this outcome (ok, forbidden, unauthorized, conflict, invalid, ...).
+        #[arg(long)]
+        outcome: Option<String>,
+        /// Only this deployment, webhook or resource group.
+        #[arg(long)]
+        target: Option<String>,
+        /// Only at or after this time (RFC 3339).
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Manage webhooks (admin).
+    Webhooks {
+        #[command(subcommand)]
+        action: WebhookCommand,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Make a new API token and print the `auth.tokens` entry that holds only its SHA-256.
+    Token {
+        /// The token's name (in the audit trail and on runs).
+        #[arg(long)]
+        name: String,
+        /// viewer, operator, approver or admin.
+        #[arg(long)]
+        role: String,
+        /// Hash a token read from standard input instead of making one.
+        #[arg(long)]
+        stdin: bool,
+    },
     /// List the daemon's templates.
     Templates {
         #[arg(long)]
@@ -160,6 +201,31 @@ enum Command {
         #[command(flatten)]
         remote: RemoteArgs,
     },
+}
+
+#[derive(Subcommand)]
+enum WebhookCommand {
+    /// List the webhooks.
+    List,
+    /// Register a webhook.
+    Add {
+        /// http(s) URL of the receiver.
+        #[arg(long)]
+        url: String,
+        /// An event (run.pending, run.planned, run.completed, run.failed, run.cancelled,
+        /// deployment.destroyed, deployment.drifted). Repeatable.
+        #[arg(long = "event", required = true)]
+        events: Vec<String>,
+        /// The signing secret (16+ characters).
+        #[arg(long, env = "MULTICLOUD_WEBHOOK_SECRET", hide_env_values = true)]
+        secret: String,
+    },
+    /// Delete a webhook.
+    Delete { id: String },
+    /// A webhook's deliveries, newest first.
+    Deliveries { id: String },
+    /// Send a delivery again.
+    Redeliver { id: String, delivery_id: String },
 }
 
 #[derive(clap::Args, Clone)]
@@ -233,7 +299,44 @@ fn client(command: Command) -> ExitCode {
                 cli::templates(&remote.remote(), provider.as_deref()).await
             }
             Command::Health { remote } => cli::health(&remote.remote()).await,
-            Command::Serve { .. } | Command::Migrate { .. } => Ok(()),
+            Command::Audit {
+                actor,
+                action,
+                outcome,
+                target,
+                since,
+                limit,
+                remote,
+            } => {
+                let filters = [
+                    ("actor", actor),
+                    ("action", action),
+                    ("outcome", outcome),
+                    ("target", target),
+                    ("since", since),
+                    ("limit", Some(limit.to_string())),
+                ];
+                cli::audit(&remote.remote(), &filters).await
+            }
+            Command::Webhooks { action, remote } => {
+                let remote = remote.remote();
+                match action {
+                    WebhookCommand::List => cli::webhooks_list(&remote).await,
+                    WebhookCommand::Add {
+                        url,
+                        events,
+                        secret,
+                    } => cli::webhooks_add(&remote, &url, &events, &secret).await,
+                    WebhookCommand::Delete { id } => cli::webhooks_delete(&remote, &id).await,
+                    WebhookCommand::Deliveries { id } => {
+                        cli::webhooks_deliveries(&remote, &id).await
+                    }
+                    WebhookCommand::Redeliver { id, delivery_id } => {
+                        cli::webhooks_redeliver(&remote, &id, &delivery_id).await
+                    }
+                }
+            }
+            Command::Serve { .. } | Command::Migrate { .. } | Command::Token { .. } => Ok(()),
         }
     });
     match result {
@@ -255,6 +358,15 @@ fn main() -> ExitCode {
             print_config,
         } => (config.clone(), *print_config),
         Command::Migrate { config } => (config.clone(), false),
+        Command::Token { name, role, stdin } => {
+            return match multicloud::cli::token(name, role, *stdin) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("multicloud: {e}");
+                    ExitCode::from(e.exit_code())
+                }
+            };
+        }
         _ => return client(cli.command),
     };
     let settings = match Settings::load(config.as_deref()) {

@@ -140,8 +140,9 @@ async fn the_previous_schemas_rows_become_deployments_with_runs_and_keep_working
     }
     fill_previous_schema(&mut conn);
 
+    // The runs, then the teams migration (audit, webhooks) on top.
     let applied = multicloud::db::run_migrations(&db.url).expect("migrate");
-    assert_eq!(applied.len(), 1, "{applied:?}");
+    assert_eq!(applied.len(), 2, "{applied:?}");
 
     let runs: Vec<RunFacts> = diesel::sql_query(
         "SELECT deployment_id, kind, status FROM runs ORDER BY deployment_id, queue_seq",
@@ -241,14 +242,17 @@ async fn the_previous_schemas_rows_become_deployments_with_runs_and_keep_working
     assert_eq!(assert_error(s, &b, 409), "conflict");
     drop(d);
 
-    // The migration can be reverted (the runs go; the deployments stay).
-    conn.revert_last_migration(multicloud::db::MIGRATIONS)
-        .expect("revert");
+    // The migrations can be reverted (audit and webhooks go, then the runs; the deployments
+    // stay), and applied again.
+    for _ in 0..2 {
+        conn.revert_last_migration(multicloud::db::MIGRATIONS)
+            .expect("revert");
+    }
     assert_eq!(db.count("SELECT count(*) AS n FROM deployments"), 6);
     assert_eq!(
         multicloud::db::run_migrations(&db.url)
             .expect("again")
             .len(),
-        1
+        2
     );
 }

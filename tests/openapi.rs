@@ -49,6 +49,8 @@ async fn real_responses_match_the_openapi_document() {
     let d = Daemon::start(
         DaemonConfig::new(Some(&db.url), dir.path(), FIXTURES)
             .set("MULTICLOUD__SECRETS__KEY", SECRETS_KEY)
+            .set("MULTICLOUD__WEBHOOKS__ALLOW_PRIVATE", true)
+            .set("MULTICLOUD__WEBHOOKS__BACKOFF_INITIAL_MS", 100)
             .with_arm(&server),
     )
     .await;
@@ -90,6 +92,13 @@ async fn real_responses_match_the_openapi_document() {
         ("post", "/resource-groups"),
         ("delete", "/resource-groups/{name}"),
         ("get", "/resource-groups/{name}/resources"),
+        ("get", "/audit"),
+        ("get", "/webhooks"),
+        ("post", "/webhooks"),
+        ("get", "/webhooks/{id}"),
+        ("delete", "/webhooks/{id}"),
+        ("get", "/webhooks/{id}/deliveries"),
+        ("post", "/webhooks/{id}/deliveries/{delivery_id}/redeliver"),
     ] {
         assert!(
             spec["paths"][path][method].is_object(),
@@ -285,6 +294,72 @@ async fn real_responses_match_the_openapi_document() {
     .await;
     assert_eq!(s, 202);
     check(&spec, "delete", "/resource-groups/{name}", s, &b);
+
+    // Teams: webhooks (a receiver that is not listening: its deliveries fail), the audit trail.
+    let hook = json!({"url": "http://127.0.0.1:9/hook", "events": ["run.pending", "run.completed"], "secret": "spec-secret-0123456789"});
+    let (s, b) = call(M::POST, "/webhooks".into(), Some(hook)).await;
+    assert_eq!(s, 201, "{b}");
+    check(&spec, "post", "/webhooks", s, &b);
+    let wh = b["data"]["webhook_id"].as_str().expect("webhook").to_string();
+    for body in [
+        json!({"url": "ftp://example.org", "events": ["run.nope"], "secret": "short"}),
+        json!({"url": "http://127.0.0.1:9/", "events": [], "secret": "spec-secret-0123456789", "extra": 1}),
+    ] {
+        let (s, b) = call(M::POST, "/webhooks".into(), Some(body)).await;
+        assert_eq!(s, 422, "{b}");
+        check(&spec, "post", "/webhooks", s, &b);
+    }
+    let (s, b) = call(M::POST, "/deploy".into(), Some(json!({"template_name": "echo", "provider_type": "aws", "parameters": {"message": "hook"}}))).await;
+    assert_eq!(s, 202, "{b}");
+    d.wait_terminal(
+        b["data"]["deployment_id"].as_str().expect("id"),
+        Duration::from_secs(60),
+    )
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let delivery = loop {
+        let (s, b) = call(M::GET, format!("/webhooks/{wh}/deliveries"), None).await;
+        check(&spec, "get", "/webhooks/{id}/deliveries", s, &b);
+        if let Some(first) = b["data"]["deliveries"]
+            .as_array()
+            .and_then(|l| l.iter().find(|d| d["attempts"].as_i64() > Some(0)))
+        {
+            break first["delivery_id"].as_i64().expect("delivery id");
+        }
+        assert!(std::time::Instant::now() < deadline, "no delivery attempt: {b}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    for (path, doc) in [
+        ("/webhooks".to_string(), "/webhooks"),
+        (format!("/webhooks/{wh}"), "/webhooks/{id}"),
+        ("/webhooks/wh-0123456789abcdef".to_string(), "/webhooks/{id}"),
+        (format!("/webhooks/{wh}/deliveries?limit=0"), "/webhooks/{id}/deliveries"),
+        ("/audit".to_string(), "/audit"),
+        ("/audit?action=webhook.create&limit=1".to_string(), "/audit"),
+        ("/audit?since=yesterday".to_string(), "/audit"),
+    ] {
+        let (s, b) = call(M::GET, path, None).await;
+        check(&spec, "get", doc, s, &b);
+    }
+    for path in [
+        format!("/webhooks/{wh}/deliveries/{delivery}/redeliver"),
+        format!("/webhooks/{wh}/deliveries/999999/redeliver"),
+    ] {
+        let (s, b) = call(M::POST, path, None).await;
+        check(
+            &spec,
+            "post",
+            "/webhooks/{id}/deliveries/{delivery_id}/redeliver",
+            s,
+            &b,
+        );
+    }
+    let (s, b) = call(M::DELETE, format!("/webhooks/{wh}"), None).await;
+    assert_eq!(s, 200, "{b}");
+    check(&spec, "delete", "/webhooks/{id}", s, &b);
+    let (s, b) = call(M::DELETE, format!("/webhooks/{wh}"), None).await;
+    assert_eq!(s, 404, "{b}");
+    check(&spec, "delete", "/webhooks/{id}", s, &b);
 
     // The interactive docs point at the document.
     let html = client

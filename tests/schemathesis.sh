@@ -13,7 +13,8 @@
 # Exits non-zero on any failure. Needs `schemathesis` (pip install schemathesis) and curl.
 #
 # The daemon runs as an API-only node (runner.max_concurrent = 0): accepted deployments stay
-# queued and nothing is executed. No Azure credentials are configured, so the Azure routes
+# queued and nothing is executed; webhooks it registers are never called (delivery_workers = 0:
+# generated URLs name hosts off this machine). No Azure credentials are configured, so the Azure routes
 # answer 422 provider_not_configured. `GET /deployments/{id}/logs?follow=true` on a deployment that
 # never runs streams until the request timeout (3 s): schemathesis checks the events it got.
 set -euo pipefail
@@ -54,6 +55,7 @@ env -u MULTICLOUD__AZURE__TENANT_ID -u MULTICLOUD__AZURE__CLIENT_ID -u MULTICLOU
   MULTICLOUD__PATHS__TEMPLATES_DIR="$PWD/templates" \
   MULTICLOUD__TERRAFORM__CLI_CONFIG_FILE="$PWD/config/terraformrc.mirror" \
   MULTICLOUD__RUNNER__MAX_CONCURRENT=0 \
+  MULTICLOUD__WEBHOOKS__DELIVERY_WORKERS=0 \
   "$BIN" serve >"$REPORT_DIR/daemon.log" 2>&1 &
 DAEMON_PID=$!
 

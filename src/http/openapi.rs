@@ -421,7 +421,103 @@ pub struct ResourceList {
     pub count: u64,
 }
 
+/// One audit row: who did what, when, with which outcome. Never parameter values or tokens.
+#[derive(Serialize, ToSchema)]
+pub struct AuditEvent {
+    pub audit_id: i64,
+    pub at: String,
+    /// The token's name; "anonymous" without configured tokens; "-" when no token matched.
+    pub actor: String,
+    /// viewer, operator, approver or admin; null when the token was unknown.
+    pub role: Option<String>,
+    /// e.g. deployment.create, run.apply, webhook.delete, read (a refused read).
+    pub action: String,
+    /// e.g. "POST /deployments/{id}/apply".
+    pub route: String,
+    pub target: Option<String>,
+    pub run_id: Option<String>,
+    /// ok, unauthorized, forbidden, not_found, conflict, invalid, ...
+    pub outcome: String,
+    pub status_code: u16,
+    pub error_code: Option<String>,
+    pub request_id: Option<String>,
+    pub client_addr: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AuditList {
+    pub events: Vec<AuditEvent>,
+    pub count: u64,
+    /// Pass as `cursor` for the next (older) page; null on the last.
+    pub next_cursor: Option<String>,
+}
+
+/// A registered webhook (its secret is never returned).
+#[derive(Serialize, ToSchema)]
+pub struct Webhook {
+    pub webhook_id: String,
+    pub url: String,
+    pub events: Vec<String>,
+    pub created_by: Option<String>,
+    pub created_at: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct WebhookList {
+    pub webhooks: Vec<Webhook>,
+    pub count: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct WebhookDeleted {
+    pub webhook_id: String,
+    pub deleted: bool,
+}
+
+/// The body of `POST /webhooks`.
+#[derive(Serialize, ToSchema)]
+pub struct NewWebhook {
+    pub url: String,
+    pub events: Vec<String>,
+    pub secret: String,
+}
+
+/// One event's delivery to one webhook.
+#[derive(Serialize, ToSchema)]
+pub struct Delivery {
+    pub delivery_id: i64,
+    pub webhook_id: String,
+    /// Stable across attempts (receivers de-duplicate on it): `X-Multicloud-Event-Id`.
+    pub event_id: String,
+    pub event_type: String,
+    /// pending (to be tried, again after a failure), delivered or dead (gave up).
+    pub status: String,
+    pub attempts: u32,
+    pub next_attempt_at: Option<String>,
+    pub last_attempt_at: Option<String>,
+    pub last_status_code: Option<u16>,
+    pub last_error: Option<String>,
+    /// The first bytes of the receiver's answer.
+    pub response_excerpt: Option<String>,
+    pub delivered_at: Option<String>,
+    pub created_at: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DeliveryList {
+    pub webhook_id: String,
+    pub deliveries: Vec<Delivery>,
+    pub count: u64,
+    pub next_cursor: Option<String>,
+}
+
 envelope!(ServiceInfoEnvelope, ServiceInfo);
+envelope!(AuditListEnvelope, AuditList);
+envelope!(WebhookEnvelope, Webhook);
+envelope!(WebhookListEnvelope, WebhookList);
+envelope!(WebhookDeletedEnvelope, WebhookDeleted);
+envelope!(DeliveryEnvelope, Delivery);
+envelope!(DeliveryListEnvelope, DeliveryList);
 envelope!(HealthEnvelope, Health);
 envelope!(ProvidersEnvelope, Providers);
 envelope!(TemplateListEnvelope, TemplateList);
@@ -538,13 +634,37 @@ fn delete_resource_group() {}
 #[utoipa::path(get, path = "/resource-groups/{name}/resources", tag = "azure", responses((status = 200, body = ResourceListEnvelope)))]
 fn resource_group_resources() {}
 
+#[utoipa::path(get, path = "/audit", tag = "teams", responses((status = 200, description = "audit rows, newest first", body = AuditListEnvelope)))]
+fn audit() {}
+
+#[utoipa::path(get, path = "/webhooks", tag = "teams", responses((status = 200, body = WebhookListEnvelope)))]
+fn webhooks() {}
+
+#[utoipa::path(post, path = "/webhooks", tag = "teams", request_body = NewWebhook,
+    responses((status = 201, description = "registered (`Location`: the webhook)", body = WebhookEnvelope)))]
+fn create_webhook() {}
+
+#[utoipa::path(get, path = "/webhooks/{id}", tag = "teams", responses((status = 200, body = WebhookEnvelope)))]
+fn webhook() {}
+
+#[utoipa::path(delete, path = "/webhooks/{id}", tag = "teams", responses((status = 200, description = "deleted with its pending deliveries", body = WebhookDeletedEnvelope)))]
+fn delete_webhook() {}
+
+#[utoipa::path(get, path = "/webhooks/{id}/deliveries", tag = "teams", responses((status = 200, description = "newest first", body = DeliveryListEnvelope)))]
+fn deliveries() {}
+
+#[utoipa::path(post, path = "/webhooks/{id}/deliveries/{delivery_id}/redeliver", tag = "teams",
+    responses((status = 202, description = "the delivery is pending again (same event id, attempts from zero)", body = DeliveryEnvelope)))]
+fn redeliver() {}
+
 #[derive(OpenApi)]
 #[openapi(
     info(title = "multicloud", description = "Deploy infrastructure templates to Azure, AWS and GCP through one REST API."),
     paths(index, health, providers, metrics, templates, template, template_parameters, template_content, deploy,
         deployments, deployment, destroy, status, logs, cancel, update, runs, plan, drift_check, apply,
         discard, run, run_logs, resource_groups, create_resource_group, delete_resource_group,
-        resource_group_resources),
+        resource_group_resources, audit, webhooks, create_webhook, webhook, delete_webhook,
+        deliveries, redeliver),
     components(schemas(ErrorEnvelope, ErrorBody, FieldProblem)),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
@@ -694,6 +814,37 @@ fn subscription_query() -> Value {
         json!({"type": "string", "pattern": SUBSCRIPTION_ID, "minLength": 1, "maxLength": 64}),
         "the Azure subscription (letters, digits and hyphens)",
     )
+}
+
+fn webhook_id_param() -> Value {
+    path_param(
+        "id",
+        json!({"type": "string", "pattern": "^wh-[0-9a-f]{16}$", "examples": ["wh-0123456789abcdef"]}),
+        "a webhook id; any other text is not found (404)",
+    )
+}
+
+fn cursor_query(pattern: &str) -> Value {
+    query(
+        "cursor",
+        false,
+        json!({"type": "string", "pattern": pattern}),
+        "`next_cursor` of the previous page",
+    )
+}
+
+/// The body of `POST /webhooks` (`webhooks::create`).
+fn new_webhook_request() -> Value {
+    json!({
+        "type": "object",
+        "required": ["url", "events", "secret"],
+        "additionalProperties": false,
+        "properties": {
+            "url": {"type": "string", "format": "uri", "pattern": "^https?://", "maxLength": 2048, "description": "http(s); an address in a private, loopback or link-local range is refused (422) unless `webhooks.allow_private`; redirects are not followed"},
+            "events": {"type": "array", "minItems": 1, "uniqueItems": true, "items": {"type": "string", "enum": crate::domain::EventType::ALL.map(crate::domain::EventType::as_str)}},
+            "secret": {"type": "string", "minLength": 16, "maxLength": 256, "description": "signs each delivery: `X-Multicloud-Signature: sha256=<hex HMAC-SHA256 of \"<X-Multicloud-Timestamp>.<body>\">`; stored encrypted, never returned"},
+        },
+    })
 }
 
 fn resource_group_param() -> Value {
@@ -1067,6 +1218,102 @@ const OPERATIONS: &[Operation] = &[
         body: None,
         errors: &[404, 409, 422, 502],
     },
+    Operation {
+        method: "get",
+        path: "/audit",
+        params: || {
+            let text = |name: &str, what: &str| {
+                query(
+                    name,
+                    false,
+                    json!({"type": "string", "minLength": 1, "maxLength": 200, "pattern": NO_CONTROL}),
+                    what,
+                )
+            };
+            let time = |name: &str, what: &str| {
+                query(name, false, json!({"type": "string", "format": "date-time"}), what)
+            };
+            vec![
+                text("actor", "only this token name"),
+                text("action", "only this action (e.g. run.apply)"),
+                text("outcome", "only this outcome (ok, forbidden, ...)"),
+                text("target", "only this deployment, webhook or resource group"),
+                time("since", "at or after this time (RFC 3339)"),
+                time("until", "before this time (RFC 3339)"),
+                query(
+                    "limit",
+                    false,
+                    json!({"type": "integer", "minimum": 1, "maximum": 500, "default": 100}),
+                    "page size",
+                ),
+                cursor_query("^[1-9][0-9]{0,17}$"),
+            ]
+        },
+        body: None,
+        errors: &[422, 500, 503],
+    },
+    Operation {
+        method: "get",
+        path: "/webhooks",
+        params: Vec::new,
+        body: None,
+        errors: &[500, 503],
+    },
+    Operation {
+        method: "post",
+        path: "/webhooks",
+        params: Vec::new,
+        body: Some(new_webhook_request),
+        errors: &[500, 503],
+    },
+    Operation {
+        method: "get",
+        path: "/webhooks/{id}",
+        params: || vec![webhook_id_param()],
+        body: None,
+        errors: &[404, 500, 503],
+    },
+    Operation {
+        method: "delete",
+        path: "/webhooks/{id}",
+        params: || vec![webhook_id_param()],
+        body: None,
+        errors: &[404, 500, 503],
+    },
+    Operation {
+        method: "get",
+        path: "/webhooks/{id}/deliveries",
+        params: || {
+            vec![
+                webhook_id_param(),
+                query(
+                    "limit",
+                    false,
+                    json!({"type": "integer", "minimum": 1, "maximum": 200, "default": 50}),
+                    "page size",
+                ),
+                cursor_query("^[1-9][0-9]{0,17}$"),
+            ]
+        },
+        body: None,
+        errors: &[404, 422, 500, 503],
+    },
+    Operation {
+        method: "post",
+        path: "/webhooks/{id}/deliveries/{delivery_id}/redeliver",
+        params: || {
+            vec![
+                webhook_id_param(),
+                path_param(
+                    "delivery_id",
+                    json!({"type": "string", "pattern": "^[1-9][0-9]{0,17}$"}),
+                    "a delivery id of this webhook; anything else is not found (404)",
+                ),
+            ]
+        },
+        body: None,
+        errors: &[404, 500, 503],
+    },
 ];
 
 /// What an error status means, the `error.code` values it carries, and its headers.
@@ -1085,7 +1332,13 @@ fn error_response(status: u16) -> Value {
                 "deployment_not_found",
                 "run_not_found",
                 "resource_group_not_found",
+                "webhook_not_found",
+                "delivery_not_found",
             ],
+        ),
+        403 => (
+            "the token's role does not allow this operation (see `x-required-role`), or a rule refuses it (`auth.four_eyes`: a plan cannot be applied by the token that requested it)",
+            &["forbidden"],
         ),
         409 => ("conflict with the current state", &["conflict"]),
         413 => (
@@ -1217,13 +1470,21 @@ fn refine(doc: &mut Value) {
         } else {
             operation["parameters"] = json!(params);
         }
-        let public = matches!(op.path, "/" | "/health");
+        // Who may call it: the guard's table (http::access::RULES).
+        let rule = super::access::rule(&op.method.to_ascii_uppercase(), op.path)
+            .unwrap_or_else(|| panic!("{} {} has no access rule", op.method, op.path));
+        let public = rule.role.is_none();
         if public {
             operation["security"] = json!([]);
+        } else if let Some(role) = rule.role {
+            operation["x-required-role"] = json!(role.as_str());
+            let note = format!("\n\nNeeds a token with the role `{role}` or above.");
+            let description = operation["description"].as_str().unwrap_or_default().to_string();
+            operation["description"] = json!(format!("{description}{note}").trim_start().to_string());
         }
         let mut errors: Vec<u16> = op.errors.to_vec();
         if !public {
-            errors.push(401);
+            errors.extend([401, 403]);
         }
         if op.body.is_some() {
             errors.extend([400, 413, 415, 422]);
@@ -1242,6 +1503,11 @@ fn refine(doc: &mut Value) {
         "provider_type": "terraform-aws",
         "location": "us-east-1",
         "parameters": {"bucket_name": "multicloud-example-bucket"},
+    });
+    doc["components"]["schemas"]["NewWebhook"] = new_webhook_request();
+    doc["paths"]["/webhooks"]["post"]["responses"]["201"]["headers"] = json!({
+        "Location": {"description": "the webhook: /webhooks/{id}", "required": true,
+            "schema": {"type": "string", "pattern": "^/webhooks/wh-[0-9a-f]{16}$"}},
     });
     doc["paths"]["/resource-groups"]["post"]["requestBody"]["content"]["application/json"]["example"] = json!({
         "name": "rg-example",

@@ -8,11 +8,11 @@ use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
-use actix_web::body::MessageBody;
+use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::{Method, header};
 use actix_web::middleware::{DefaultHeaders, Next};
-use actix_web::{Error, HttpMessage, web};
+use actix_web::{Error, HttpMessage, ResponseError, web};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use subtle::ConstantTimeEq;
@@ -59,9 +59,9 @@ impl Security {
 pub async fn guard(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<impl MessageBody>, Error> {
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, Error> {
     let Some(security) = req.app_data::<web::Data<Arc<Security>>>().cloned() else {
-        return next.call(req).await;
+        return next.call(req).await.map(ServiceResponse::map_into_left_body);
     };
     let method = req.method().as_str().to_string();
     let matched = access::rule_for_path(&method, req.path());
@@ -104,7 +104,7 @@ pub async fn guard(
                 entry.actor = Caller::UNKNOWN.into();
                 entry.role = None;
                 record(state.as_ref(), entry).await;
-                return Err(AppError::Unauthorized.into());
+                return Ok(refuse(req, AppError::Unauthorized, &ctx));
             }
         }
     }
@@ -121,7 +121,7 @@ pub async fn guard(
             ctx.caller.name, ctx.caller.role
         ));
         record(state.as_ref(), ctx.entry(403, Some("forbidden"))).await;
-        return Err(err.into());
+        return Ok(refuse(req, err, &ctx));
     }
     if req.method() == Method::POST
         && req.path() == "/deploy"
@@ -137,12 +137,17 @@ pub async fn guard(
         };
         if let Err(not_until) = limiter.check_key(&key) {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
-            return Err(AppError::TooManyRequests(wait.as_secs().max(1)).into());
+            return Ok(refuse(
+                req,
+                AppError::TooManyRequests(wait.as_secs().max(1)),
+                &ctx,
+            ));
         }
     }
     let audit_this = access::is_change(&method);
     req.extensions_mut().insert(ctx.clone());
-    let res = next.call(req).await?;
+    let mut res = next.call(req).await?;
+    with_request_id(res.headers_mut(), &ctx);
     let status = res.status().as_u16();
     let audited = res.response().extensions().get::<Audited>().is_some();
     if audit_this && !audited && status != 503 {
@@ -157,7 +162,23 @@ pub async fn guard(
         }
         record(state.as_ref(), entry).await;
     }
-    Ok(res)
+    Ok(res.map_into_left_body())
+}
+
+/// The error's envelope as this request's answer (with its request id).
+fn refuse<B>(req: ServiceRequest, err: AppError, ctx: &AuditContext) -> ServiceResponse<EitherBody<B>> {
+    let mut res = req.into_response(err.error_response());
+    with_request_id(res.headers_mut(), ctx);
+    res.map_into_right_body()
+}
+
+/// `x-request-id`: the id of the request in the logs and the audit trail.
+fn with_request_id(headers: &mut header::HeaderMap, ctx: &AuditContext) {
+    if let Some(id) = &ctx.request_id
+        && let Ok(v) = header::HeaderValue::from_str(id)
+    {
+        headers.insert(header::HeaderName::from_static("x-request-id"), v);
+    }
 }
 
 /// Writes one audit row; a failure is logged (the answer stands: nothing changed with it).

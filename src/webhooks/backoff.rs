@@ -44,7 +44,10 @@ mod tests {
                 } else {
                     (base * 2u32.pow(attempt.saturating_sub(1))).min(max)
                 };
-                assert!(d >= cap / 2 && d <= cap, "attempt {attempt}: {d:?} vs cap {cap:?}");
+                assert!(
+                    d >= cap / 2 && d <= cap,
+                    "attempt {attempt}: {d:?} vs cap {cap:?}"
+                );
             }
         }
     }
@@ -62,9 +65,14 @@ mod tests {
     fn degenerate_inputs() {
         assert!(backoff(1, Duration::ZERO, Duration::from_secs(1)) > Duration::ZERO);
         assert!(backoff(u32::MAX, Duration::ZERO, Duration::from_secs(1)) > Duration::ZERO);
-        assert_eq!(backoff(3, Duration::from_secs(1), Duration::ZERO), Duration::ZERO);
+        assert_eq!(
+            backoff(3, Duration::from_secs(1), Duration::ZERO),
+            Duration::ZERO
+        );
         let huge = backoff(u32::MAX, Duration::MAX, Duration::MAX);
         assert!(huge >= Duration::MAX / 2);
-        assert!(backoff(2, Duration::from_secs(10), Duration::from_secs(3)) <= Duration::from_secs(3));
+        assert!(
+            backoff(2, Duration::from_secs(10), Duration::from_secs(3)) <= Duration::from_secs(3)
+        );
     }
 }

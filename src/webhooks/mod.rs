@@ -14,8 +14,8 @@ mod target;
 
 pub use backoff::backoff;
 pub use send::{
-    EXCERPT_MAX, HEADER_ATTEMPT, HEADER_EVENT, HEADER_EVENT_ID, HEADER_SIGNATURE,
-    HEADER_TIMESTAMP, Outcome, Outgoing, Policy, send,
+    EXCERPT_MAX, HEADER_ATTEMPT, HEADER_EVENT, HEADER_EVENT_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP,
+    Outcome, Outgoing, Policy, send,
 };
 pub use sign::{signature, verify};
 pub use target::{

@@ -86,7 +86,12 @@ mod tests {
     #[test]
     fn verify_accepts_the_signature() {
         assert!(verify(b"secret", 1_700_000_000, BODY, VECTOR));
-        assert!(verify(b"secret", 1_700_000_000, BODY, &VECTOR.to_uppercase().replace("SHA256=", "sha256=")));
+        assert!(verify(
+            b"secret",
+            1_700_000_000,
+            BODY,
+            &VECTOR.to_uppercase().replace("SHA256=", "sha256=")
+        ));
         let sig = signature(b"k", -5, b"");
         assert!(verify(b"k", -5, b"", &sig));
     }
@@ -94,7 +99,12 @@ mod tests {
     #[test]
     fn verify_rejects_tampering() {
         let ts = 1_700_000_000;
-        assert!(!verify(b"secret", ts, br#"{"event":"deployment.succeeded","id":43}"#, VECTOR));
+        assert!(!verify(
+            b"secret",
+            ts,
+            br#"{"event":"deployment.succeeded","id":43}"#,
+            VECTOR
+        ));
         assert!(!verify(b"secret", ts + 1, BODY, VECTOR));
         assert!(!verify(b"other", ts, BODY, VECTOR));
         let mut flipped = VECTOR.to_string();
@@ -102,9 +112,24 @@ mod tests {
         flipped.push('8');
         assert!(!verify(b"secret", ts, BODY, &flipped));
         assert!(!verify(b"secret", ts, BODY, &VECTOR[..VECTOR.len() - 2]));
-        assert!(!verify(b"secret", ts, BODY, VECTOR.trim_start_matches("sha256=")));
-        assert!(!verify(b"secret", ts, BODY, &VECTOR.replace("sha256=", "sha1=")));
-        assert!(!verify(b"secret", ts, BODY, "sha256=zz3db331080295b20ef35fefc8654542ce32fdc556d87bb58b5ec8aab40efdc7"));
+        assert!(!verify(
+            b"secret",
+            ts,
+            BODY,
+            VECTOR.trim_start_matches("sha256=")
+        ));
+        assert!(!verify(
+            b"secret",
+            ts,
+            BODY,
+            &VECTOR.replace("sha256=", "sha1=")
+        ));
+        assert!(!verify(
+            b"secret",
+            ts,
+            BODY,
+            "sha256=zz3db331080295b20ef35fefc8654542ce32fdc556d87bb58b5ec8aab40efdc7"
+        ));
         assert!(!verify(b"secret", ts, BODY, ""));
     }
 }

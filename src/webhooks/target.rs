@@ -245,10 +245,18 @@ fn forbidden_v6(ip: Ipv6Addr) -> Option<&'static str> {
             128,
             "private (cloud metadata)",
         ),
-        ([0x64, 0xff9b, 1, 0, 0, 0, 0, 0], 48, "private (local NAT64)"),
+        (
+            [0x64, 0xff9b, 1, 0, 0, 0, 0, 0],
+            48,
+            "private (local NAT64)",
+        ),
         ([0x100, 0, 0, 0, 0, 0, 0, 0], 64, "reserved (discard)"),
         ([0x2001, 0x2, 0, 0, 0, 0, 0, 0], 48, "benchmarking"),
-        ([0x2001, 0, 0, 0, 0, 0, 0, 0], 23, "reserved (IETF protocol assignments)"),
+        (
+            [0x2001, 0, 0, 0, 0, 0, 0, 0],
+            23,
+            "reserved (IETF protocol assignments)",
+        ),
         ([0x2001, 0xdb8, 0, 0, 0, 0, 0, 0], 32, "documentation"),
         ([0x3fff, 0, 0, 0, 0, 0, 0, 0], 20, "documentation"),
         ([0xfc00, 0, 0, 0, 0, 0, 0, 0], 7, "private"),
@@ -389,7 +397,10 @@ mod tests {
             ("::2", Some("unspecified")),
             // IPv6 embedding IPv4.
             ("::ffff:127.0.0.1", Some("loopback")),
-            ("::ffff:169.254.169.254", Some("link-local (cloud metadata)")),
+            (
+                "::ffff:169.254.169.254",
+                Some("link-local (cloud metadata)"),
+            ),
             ("::ffff:10.1.2.3", Some("private")),
             ("::ffff:0.0.0.0", Some("unspecified")),
             ("::127.0.0.1", Some("loopback")),
@@ -442,7 +453,10 @@ mod tests {
             ("http://:80/", E::NoHost),
             ("http://[::1/", E::Invalid(String::new())),
             ("http://[zz::1]/", E::InvalidHost("[zz::1]".into())),
-            ("http://exa%41mple.com/", E::InvalidHost("exa%41mple.com".into())),
+            (
+                "http://exa%41mple.com/",
+                E::InvalidHost("exa%41mple.com".into()),
+            ),
             ("http://a..b/", E::InvalidHost("a..b".into())),
             ("http://example.com:0/", E::InvalidPort("0".into())),
             ("http://example.com:/", E::InvalidPort(String::new())),
@@ -493,21 +507,34 @@ mod tests {
                 reason: "loopback"
             }
         );
-        check_target(&t, true).await.expect("allowed with allow_private");
+        check_target(&t, true)
+            .await
+            .expect("allowed with allow_private");
 
         let t = parse_target("http://localhost:9/").expect("url");
-        let err = check_target(&t, false).await.expect_err("localhost refused");
+        let err = check_target(&t, false)
+            .await
+            .expect_err("localhost refused");
         assert!(
             matches!(&err, TargetError::ForbiddenResolved { host, reason: "loopback", .. } if host == "localhost"),
             "{err:?}"
         );
-        assert!(err.to_string().contains("webhook URL host localhost resolves to"), "{err}");
-        check_target(&t, true).await.expect("allowed with allow_private");
+        assert!(
+            err.to_string()
+                .contains("webhook URL host localhost resolves to"),
+            "{err}"
+        );
+        check_target(&t, true)
+            .await
+            .expect("allowed with allow_private");
 
         let t = parse_target("http://[::1]:9/").expect("url");
         assert!(check_target(&t, false).await.is_err());
         let t = parse_target("http://169.254.169.254/latest/meta-data/").expect("url");
         let err = check_target(&t, false).await.expect_err("metadata refused");
-        assert!(err.to_string().contains("link-local (cloud metadata)"), "{err}");
+        assert!(
+            err.to_string().contains("link-local (cloud metadata)"),
+            "{err}"
+        );
     }
 }
