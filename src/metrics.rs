@@ -52,6 +52,7 @@ pub struct Metrics {
     pub terraform_steps: Family<StepLabels, Histogram>,
     pub deployments: Family<StatusLabels, Gauge>,
     pub runs: Family<StatusLabels, Gauge>,
+    pub webhook_deliveries: Family<StatusLabels, Gauge>,
     pub queue_depth: Gauge,
     pub runs_running: Gauge,
     pub runner_capacity: Gauge,
@@ -105,6 +106,12 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Runs in the database by status (planned: waiting for a decision)",
         runs.clone(),
     );
+    let webhook_deliveries = Family::<StatusLabels, Gauge>::default();
+    registry.register(
+        "webhook_deliveries",
+        "Webhook deliveries by status (pending: to be tried, dead: gave up)",
+        webhook_deliveries.clone(),
+    );
     let queue_depth = Gauge::default();
     registry.register(
         "queue_depth",
@@ -136,6 +143,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         terraform_steps,
         deployments,
         runs,
+        webhook_deliveries,
         queue_depth,
         runs_running,
         runner_capacity,

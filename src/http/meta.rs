@@ -151,6 +151,9 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         for status in crate::domain::DeploymentStatus::ALL {
             gauge(&m.deployments, &stats.by_status, status.as_str());
         }
+        for status in ["pending", "delivered", "dead"] {
+            gauge(&m.webhook_deliveries, &stats.deliveries_by_status, status);
+        }
         for status in crate::domain::RunStatus::ALL {
             let n = gauge(&m.runs, &stats.runs_by_status, status.as_str());
             if status == crate::domain::RunStatus::Pending {

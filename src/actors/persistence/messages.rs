@@ -349,6 +349,7 @@ pub struct GetDatabaseStats;
 pub struct DatabaseStats {
     pub by_status: Vec<(String, i64)>,
     pub runs_by_status: Vec<(String, i64)>,
+    pub deliveries_by_status: Vec<(String, i64)>,
     pub pool_connections: u32,
     pub pool_idle: u32,
 }
@@ -362,6 +363,7 @@ impl Handler<GetDatabaseStats> for PersistenceActor {
         Ok(DatabaseStats {
             by_status: queries::deployments::count_by_status(&mut conn)?,
             runs_by_status: queries::runs::count_by_status(&mut conn)?,
+            deliveries_by_status: queries::webhooks::count_by_status(&mut conn)?,
             pool_connections: state.connections,
             pool_idle: state.idle_connections,
         })
