@@ -104,6 +104,19 @@ pub fn parse_target(url: &str) -> Result<Target, TargetError> {
     if url.len() > MAX_URL_LEN {
         return Err(TargetError::TooLong(url.len()));
     }
+    // Name a wrong scheme even when `Uri` would reject the rest (`file:///...`).
+    if let Some((scheme, _)) = url.split_once("://") {
+        let token = !scheme.is_empty()
+            && scheme
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
+        if token && !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+            return Err(TargetError::Scheme(scheme.to_string()));
+        }
+    }
+    if !url.contains("://") {
+        return Err(TargetError::NotAbsolute);
+    }
     let uri: Uri = url
         .parse()
         .map_err(|e: awc::http::uri::InvalidUri| TargetError::Invalid(e.to_string()))?;
@@ -122,7 +135,13 @@ pub fn parse_target(url: &str) -> Result<Target, TargetError> {
         return Err(TargetError::NoHost);
     }
     let host = parse_host(raw_host)?;
-    let port = match authority.port() {
+    // `Authority::port()` is `None` for an unparsable port (`:99999`), so read the text.
+    let after_host = authority
+        .as_str()
+        .strip_prefix(raw_host)
+        .unwrap_or_default();
+    let port_text = after_host.strip_prefix(':');
+    let port = match port_text {
         None => {
             if https {
                 443
@@ -130,15 +149,11 @@ pub fn parse_target(url: &str) -> Result<Target, TargetError> {
                 80
             }
         }
-        Some(p) => match p.as_u16() {
-            0 => return Err(TargetError::InvalidPort(p.to_string())),
-            n => n,
+        Some(p) => match p.parse::<u16>() {
+            Ok(n) if n != 0 && p.bytes().all(|b| b.is_ascii_digit()) => n,
+            _ => return Err(TargetError::InvalidPort(p.to_string())),
         },
     };
-    // `Uri` accepts an empty port (`host:`); `port()` then is None but the text has a colon.
-    if authority.port().is_none() && authority.as_str().ends_with(':') {
-        return Err(TargetError::InvalidPort(String::new()));
-    }
     Ok(Target {
         uri,
         https,
@@ -453,24 +468,31 @@ mod tests {
             ("http://:80/", E::NoHost),
             ("http://[::1/", E::Invalid(String::new())),
             ("http://[zz::1]/", E::InvalidHost("[zz::1]".into())),
+            ("http://exa%41mple.com/", E::Invalid(String::new())),
             (
-                "http://exa%41mple.com/",
-                E::InvalidHost("exa%41mple.com".into()),
+                "http://exa$mple.com/",
+                E::InvalidHost("exa$mple.com".into()),
             ),
             ("http://a..b/", E::InvalidHost("a..b".into())),
             ("http://example.com:0/", E::InvalidPort("0".into())),
             ("http://example.com:/", E::InvalidPort(String::new())),
-            ("http://example.com:99999/", E::Invalid(String::new())),
-            ("", E::Invalid(String::new())),
-            ("not a url", E::Invalid(String::new())),
+            ("http://example.com:99999/", E::InvalidPort("99999".into())),
+            ("http://example.com:+80/", E::InvalidPort("+80".into())),
+            ("http://[::1]:65536/", E::InvalidPort("65536".into())),
+            ("", E::NotAbsolute),
+            ("not a url", E::NotAbsolute),
+            ("http://not a url/", E::Invalid(String::new())),
         ];
+        let mut wrong = Vec::new();
         for (url, want) in cases {
-            let got = parse_target(url).expect_err(url);
+            let got = parse_target(url);
             match (&got, &want) {
-                (E::Invalid(_), E::Invalid(_)) => {}
-                _ => assert_eq!(got, want, "{url}"),
+                (Err(E::Invalid(_)), E::Invalid(_)) => {}
+                (Err(got), want) if got == want => {}
+                _ => wrong.push(format!("{url}: got {got:?}, want {want:?}")),
             }
         }
+        assert!(wrong.is_empty(), "{wrong:#?}");
         assert_eq!(parse_target(&long), Err(E::TooLong(long.len())));
         let ok = format!("https://example.com/{}", "a".repeat(MAX_URL_LEN - 20));
         assert_eq!(ok.len(), MAX_URL_LEN);
