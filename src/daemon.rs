@@ -117,6 +117,7 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
             event => notified.do_send(QueueNotification(event)),
         })
         .context("starting the LISTEN thread")?;
+        let secret_key_for_ui = secret_key.clone();
         let state = web::Data::new(AppState {
             settings: settings.clone(),
             persistence,
@@ -126,7 +127,7 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
             secret_key,
         });
         let max_body = settings.server.max_body_bytes;
-        let security = web::Data::new(http::security::Security::new(&settings));
+        let security = web::Data::new(http::security::Security::new(&settings, secret_key_for_ui.as_ref().as_ref()));
         let app_settings = settings.clone();
         let server = HttpServer::new(move || {
             // The last `wrap` is the outermost: logging, headers, CORS, then authentication.

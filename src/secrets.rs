@@ -36,6 +36,8 @@ pub enum SecretsError {
 pub struct SecretKey {
     cipher: XChaCha20Poly1305,
     nonce_key: [u8; 32],
+    /// For keys derived for other purposes (the dashboard's session signatures).
+    master: Vec<u8>,
 }
 
 impl std::fmt::Debug for SecretKey {
@@ -58,6 +60,11 @@ fn unreachable_hmac() -> Hmac<Sha256> {
 
 impl SecretKey {
     /// A key of at least 32 bytes, given as base64 (standard alphabet).
+    /// A key for another purpose, derived from the master key with `label`.
+    pub fn derived(&self, label: &[u8]) -> [u8; 32] {
+        derive(&self.master, label)
+    }
+
     pub fn from_base64(text: &str) -> Result<SecretKey, SecretsError> {
         let master = B64
             .decode(text.trim())
@@ -72,6 +79,7 @@ impl SecretKey {
         Ok(SecretKey {
             cipher: XChaCha20Poly1305::new((&enc).into()),
             nonce_key: derive(&master, b"multicloud/secrets/nonce"),
+            master,
         })
     }
 

@@ -105,7 +105,7 @@ impl AuditEntry {
     /// The outcome word of an HTTP status.
     pub fn outcome_of(status: u16) -> &'static str {
         match status {
-            200..=299 => "ok",
+            200..=399 => "ok",
             400 => "bad_request",
             401 => "unauthorized",
             403 => "forbidden",

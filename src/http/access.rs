@@ -83,7 +83,43 @@ pub const RULES: &[Rule] = &[
         Role::Admin,
         "webhook.redeliver",
     ),
+    // The dashboard: the same roles and actions as the API routes it stands for.
+    read("GET", "/ui", V),
+    read("GET", "/ui/deployments/rows", V),
+    read("GET", "/ui/deployments/{id}", V),
+    read("GET", "/ui/deployments/{id}/live", V),
+    read("GET", "/ui/deployments/{id}/log", V),
+    change("POST", "/ui/deployments/{id}/apply", Role::Approver, "run.apply"),
+    change("POST", "/ui/deployments/{id}/discard", Role::Approver, "run.discard"),
+    change("POST", "/ui/deployments/{id}/cancel", Role::Operator, "deployment.cancel"),
+    change("POST", "/ui/deployments/{id}/drift-check", Role::Operator, "run.drift_check"),
+    change("POST", "/ui/deployments/{id}/destroy", Role::Operator, "deployment.destroy"),
+    change("POST", "/ui/deployments/{id}/update", Role::Operator, "deployment.update"),
+    read("GET", "/ui/templates", V),
+    read("GET", "/ui/templates/{provider_type}/{name}", V),
+    change("POST", "/ui/templates/{provider_type}/{name}", Role::Operator, "deployment.create"),
+    read("GET", "/ui/health", V),
+    read("GET", "/ui/login", None),
+    Rule {
+        method: "POST",
+        path: "/ui/login",
+        role: None,
+        action: Some("session.login"),
+    },
+    Rule {
+        method: "POST",
+        path: "/ui/logout",
+        role: None,
+        action: Some("session.logout"),
+    },
+    read("GET", "/ui/assets/{file}", None),
 ];
+
+/// Whether a path is the dashboard's (session cookies, HTML answers) rather than the API's
+/// (bearer tokens, JSON).
+pub fn is_ui(path: &str) -> bool {
+    path == "/ui" || path.starts_with("/ui/")
+}
 
 /// The rule of a route pattern and method, as registered.
 pub fn rule(method: &str, pattern: &str) -> Option<&'static Rule> {
@@ -124,6 +160,8 @@ pub fn is_change(method: &str) -> bool {
 #[derive(Debug, Clone)]
 pub struct AuditContext {
     pub caller: Caller,
+    /// False for a request without a verified token (a public route, a login attempt).
+    pub authenticated: bool,
     pub action: String,
     pub route: String,
     pub target: Option<String>,
@@ -136,7 +174,7 @@ impl AuditContext {
     pub fn entry(&self, status: u16, error_code: Option<&str>) -> AuditEntry {
         AuditEntry {
             actor: self.caller.name.clone(),
-            role: Some(self.caller.role),
+            role: self.authenticated.then_some(self.caller.role),
             action: self.action.clone(),
             route: self.route.clone(),
             target: self.target.clone(),
@@ -162,6 +200,7 @@ impl AuditContext {
         };
         AuditContext {
             caller: Caller::anonymous(),
+            authenticated: true,
             action,
             route,
             target,

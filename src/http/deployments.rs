@@ -282,9 +282,22 @@ pub async fn deploy(
     audit: AuditContext,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, AppError> {
+    accept(&state, &req, &audit, body.into_inner())
+        .await
+        .map(|(_, res)| res)
+}
+
+/// Checks a deploy request and commits it (with its audit row): the deployment, and the 202
+/// that answers it.
+pub(super) async fn accept(
+    state: &AppState,
+    req: &HttpRequest,
+    audit: &AuditContext,
+    body: Value,
+) -> Result<(Deployment, HttpResponse), AppError> {
     let request = {
         let catalog = state.catalog.get();
-        parse_deploy(body.into_inner(), |p, name| {
+        parse_deploy(body, |p, name| {
             catalog
                 .find(p, name)
                 .map(|t| t.target_scope)
@@ -316,11 +329,11 @@ pub async fn deploy(
             format!("template {} cannot be used: {err}", template.name),
         ));
     }
-    if let Some(reason) = super::meta::not_configured(&state, request.provider_type) {
+    if let Some(reason) = super::meta::not_configured(state, request.provider_type) {
         return Err(AppError::ProviderNotConfigured(reason));
     }
     let parameters =
-        prepare_parameters(&state, template, &request.parameters, !request.auto_apply)?;
+        prepare_parameters(state, template, &request.parameters, !request.auto_apply)?;
     let mut run = NewRun::new(RunKind::Deploy, parameters.clone());
     run.auto_apply = request.auto_apply;
     run.requested_by = Some(audit.caller.name.clone());
@@ -347,7 +360,7 @@ pub async fn deploy(
         state.supervisor.do_send(Wake);
     }
     let message = format!("deployment {} accepted", d.id);
-    Ok(access::audited(HttpResponse::build(StatusCode::ACCEPTED)
+    let res = access::audited(HttpResponse::build(StatusCode::ACCEPTED)
         .insert_header(("Location", format!("/deployments/{}", d.id)))
         .json(json!({
             "success": true,
@@ -363,7 +376,8 @@ pub async fn deploy(
             },
             "error": null,
             "timestamp": envelope::timestamp(),
-        }))))
+        })));
+    Ok((d, res))
 }
 
 #[derive(Deserialize)]
@@ -382,7 +396,20 @@ pub async fn list(
     state: web::Data<AppState>,
     q: web::Query<ListQuery>,
 ) -> Result<HttpResponse, AppError> {
-    let q = q.into_inner();
+    let (rows, next_cursor) = list_page(&state, q.into_inner()).await?;
+    let catalog = state.catalog.get();
+    let views: Vec<Value> = rows.iter().map(|d| view(d, &catalog)).collect();
+    Ok(envelope::ok(
+        format!("{} deployments", views.len()),
+        json!({ "deployments": views, "count": views.len(), "next_cursor": next_cursor }),
+    ))
+}
+
+/// One page of deployments by the list's filters, and the cursor of the next page.
+pub(super) async fn list_page(
+    state: &AppState,
+    q: ListQuery,
+) -> Result<(Vec<Deployment>, Option<String>), AppError> {
     let limit = q.limit.unwrap_or(50);
     if !(1..=MAX_LIST_LIMIT).contains(&limit) {
         return Err(AppError::invalid(
@@ -439,12 +466,7 @@ pub async fn list(
     } else {
         None
     };
-    let catalog = state.catalog.get();
-    let views: Vec<Value> = rows.iter().map(|d| view(d, &catalog)).collect();
-    Ok(envelope::ok(
-        format!("{} deployments", views.len()),
-        json!({ "deployments": views, "count": views.len(), "next_cursor": next_cursor }),
-    ))
+    Ok((rows, next_cursor))
 }
 
 fn encode_cursor(d: &Deployment) -> String {
@@ -586,6 +608,18 @@ pub struct LogsQuery {
     follow: Option<bool>,
     /// `all` for every run's lines, or a run id; default: the newest run's.
     run: Option<String>,
+}
+
+impl LogsQuery {
+    /// The newest run's lines from the start, followed to its end.
+    pub(super) fn follow() -> LogsQuery {
+        LogsQuery {
+            after: None,
+            limit: None,
+            follow: Some(true),
+            run: None,
+        }
+    }
 }
 
 /// `GET /deployments/{id}/logs`: the newest run's lines (`?run=all`: every run's, `?run=<id>`:

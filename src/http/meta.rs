@@ -10,7 +10,18 @@ use crate::actors::persistence::Ping;
 use crate::actors::supervisor::GetRunnerStats;
 use crate::domain::ProviderType;
 
-pub async fn index(state: web::Data<AppState>) -> HttpResponse {
+pub async fn index(state: web::Data<AppState>, req: actix_web::HttpRequest) -> HttpResponse {
+    // A browser asking for a page goes to the dashboard; API clients get the JSON as always.
+    let wants_html = req
+        .headers()
+        .get(actix_web::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"));
+    if wants_html {
+        return HttpResponse::SeeOther()
+            .insert_header((actix_web::http::header::LOCATION, "/ui"))
+            .finish();
+    }
     let available: Vec<&str> = ProviderType::ALL
         .into_iter()
         .filter(|p| availability(&state, *p).0)
@@ -29,19 +40,7 @@ pub async fn index(state: web::Data<AppState>) -> HttpResponse {
 
 /// 200 when the database answers, 503 otherwise; the body says what was checked.
 pub async fn health(state: web::Data<AppState>) -> HttpResponse {
-    let db = state.persistence.call(Ping).await;
-    let runner = state.supervisor.send(GetRunnerStats).await.ok();
-    let terraform = state.engines.terraform.binary();
-    let healthy = db.is_ok();
-    let data = json!({
-        "status": if healthy { "healthy" } else { "unhealthy" },
-        "database": match &db {
-            Ok(_) => json!({"reachable": true}),
-            Err(e) => json!({"reachable": false, "error": e.to_string()}),
-        },
-        "terraform": {"found": terraform.is_some(), "path": terraform},
-        "runner": runner,
-    });
+    let (healthy, data) = health_report(&state).await;
     if healthy {
         envelope::ok("healthy", data)
     } else {
@@ -57,6 +56,24 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
             .insert_header(("Retry-After", "2"))
             .json(body)
     }
+}
+
+/// Whether the daemon is healthy (the database answers), and what was checked.
+pub(super) async fn health_report(state: &AppState) -> (bool, serde_json::Value) {
+    let db = state.persistence.call(Ping).await;
+    let runner = state.supervisor.send(GetRunnerStats).await.ok();
+    let terraform = state.engines.terraform.binary();
+    let healthy = db.is_ok();
+    let data = json!({
+        "status": if healthy { "healthy" } else { "unhealthy" },
+        "database": match &db {
+            Ok(_) => json!({"reachable": true}),
+            Err(e) => json!({"reachable": false, "error": e.to_string()}),
+        },
+        "terraform": {"found": terraform.is_some(), "path": terraform},
+        "runner": runner,
+    });
+    (healthy, data)
 }
 
 pub async fn providers(state: web::Data<AppState>) -> HttpResponse {

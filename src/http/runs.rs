@@ -22,7 +22,7 @@ use crate::domain::{Deployment, NewRun, Run, RunId, RunKind, TemplateVersion};
 const MAX_RUNS_LIMIT: i64 = 200;
 
 /// A run as the API shows it: parameters masked, the plan's summary with its headline.
-fn run_view(r: &Run, d: &Deployment, catalog: &crate::catalog::Catalog) -> Value {
+pub(super) fn run_view(r: &Run, d: &Deployment, catalog: &crate::catalog::Catalog) -> Value {
     json!({
         "run_id": r.id,
         "deployment_id": r.deployment_id,

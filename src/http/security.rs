@@ -12,7 +12,8 @@ use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::{Method, header};
 use actix_web::middleware::{DefaultHeaders, Next};
-use actix_web::{Error, HttpMessage, ResponseError, web};
+use actix_web::http::StatusCode;
+use actix_web::{Error, HttpMessage, HttpResponse, ResponseError, web};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use subtle::ConstantTimeEq;
@@ -22,27 +23,43 @@ use super::access::{self, AuditContext, AuditTarget, Audited};
 use super::envelope::AppError;
 use crate::actors::persistence::RecordAudit;
 use crate::config::{ResolvedToken, Settings, token_digest};
+use super::ui::pages::UiError;
+use super::ui::session::SessionKeys;
 use crate::domain::{AuditEntry, Caller};
 
 pub struct Security {
     tokens: Vec<ResolvedToken>,
     deploy_limiter: Option<DefaultKeyedRateLimiter<String>>,
+    sessions: SessionKeys,
 }
 
 impl Security {
-    pub fn new(settings: &Settings) -> Arc<Security> {
+    pub fn new(
+        settings: &Settings,
+        secret_key: Option<&crate::secrets::SecretKey>,
+    ) -> Arc<Security> {
         let deploy_limiter = NonZeroU32::new(settings.server.deploy_rate_per_minute)
             .map(|n| RateLimiter::keyed(Quota::per_minute(n)));
         Arc::new(Security {
             // validate() resolved them once already.
             tokens: settings.auth.resolve().unwrap_or_default(),
             deploy_limiter,
+            sessions: SessionKeys::new(secret_key),
         })
+    }
+
+    pub fn tokens(&self) -> &[ResolvedToken] {
+        &self.tokens
+    }
+
+    /// The dashboard's session cookies.
+    pub fn sessions(&self) -> &SessionKeys {
+        &self.sessions
     }
 
     /// The token whose digest matches the presented token's. Every configured digest is
     /// compared, in constant time, so the time taken says nothing about which matched.
-    fn check(&self, presented: &[u8]) -> Option<&ResolvedToken> {
+    pub fn check(&self, presented: &[u8]) -> Option<&ResolvedToken> {
         let digest = token_digest(presented);
         let mut found = None;
         for t in &self.tokens {
@@ -67,6 +84,7 @@ pub async fn guard(
     let matched = access::rule_for_path(&method, req.path());
     let mut ctx = AuditContext {
         caller: Caller::anonymous(),
+        authenticated: true,
         action: matched
             .as_ref()
             .map_or("unknown", |(r, _)| r.action.unwrap_or("read"))
@@ -83,8 +101,49 @@ pub async fn guard(
         client_addr: client_ip(&req).map(|ip| ip.to_string()),
     };
     let public = matched.as_ref().is_some_and(|(r, _)| r.role.is_none());
+    let ui = access::is_ui(req.path());
     let state = req.app_data::<web::Data<AppState>>().cloned();
-    if !security.tokens.is_empty() && !public && req.method() != Method::OPTIONS {
+    if !security.tokens.is_empty() && public {
+        // Nobody in particular (a login attempt names its token in its own audit row).
+        ctx.caller = Caller {
+            name: Caller::UNKNOWN.into(),
+            role: crate::domain::Role::Viewer,
+        };
+        ctx.authenticated = false;
+    } else if !security.tokens.is_empty() && ui && req.method() != Method::OPTIONS {
+        // The dashboard: a session cookie, or the way to the login page.
+        match super::ui::pages::session_caller(&req, &security) {
+            Some(caller) => ctx.caller = caller,
+            None if req.method() == Method::GET => {
+                let next = req
+                    .uri()
+                    .path_and_query()
+                    .map_or("/ui", |p| p.as_str())
+                    .to_string();
+                let location = format!(
+                    "/ui/login?next={}",
+                    serde_urlencoded::to_string([("", next.as_str())])
+                        .unwrap_or_default()
+                        .trim_start_matches('=')
+                );
+                let res = HttpResponse::SeeOther()
+                    .insert_header((header::LOCATION, location))
+                    .finish();
+                return Ok(req.into_response(res).map_into_right_body());
+            }
+            None => {
+                let mut entry = ctx.entry(401, Some("unauthorized"));
+                entry.actor = Caller::UNKNOWN.into();
+                entry.role = None;
+                record(state.as_ref(), entry).await;
+                let page = UiError(
+                    StatusCode::UNAUTHORIZED,
+                    "your session has ended: log in again".into(),
+                );
+                return Ok(req.into_response(page.error_response()).map_into_right_body());
+            }
+        }
+    } else if !security.tokens.is_empty() && !public && req.method() != Method::OPTIONS {
         let presented = req
             .headers()
             .get(header::AUTHORIZATION)
@@ -121,6 +180,10 @@ pub async fn guard(
             ctx.caller.name, ctx.caller.role
         ));
         record(state.as_ref(), ctx.entry(403, Some("forbidden"))).await;
+        if ui {
+            let page = UiError(StatusCode::FORBIDDEN, err.to_string());
+            return Ok(req.into_response(page.error_response()).map_into_right_body());
+        }
         return Ok(refuse(req, err, &ctx));
     }
     if req.method() == Method::POST
