@@ -54,7 +54,7 @@ start_daemon() {
   echo "daemon $name did not start"; cat "$WORK/$name.log"; exit 1
 }
 
-# BENCH_ONLY="api bicep" runs only those sections (api dispatch overhead queue memory bicep).
+# BENCH_ONLY="api bicep" runs only those sections (api dispatch overhead queue memory ui bicep).
 want() { [ -z "${BENCH_ONLY:-}" ] || [[ " $BENCH_ONLY " == *" $1 "* ]]; }
 IDLE_RSS=0
 
@@ -184,6 +184,26 @@ running=$(curl -s "127.0.0.1:$PORT/health" | python3 -c 'import json,sys; print(
 busy=$(awk '/VmRSS/ {print $2}' /proc/$DPID/status)
 row "RSS idle" "$((idle / 1024)) MB (after the API benchmark: $((IDLE_RSS / 1024)) MB)" "≤40 MB" "grep VmRSS /proc/PID/status"
 row "RSS with $running runs" "$((busy / 1024)) MB" "(no target)" "grep VmRSS /proc/PID/status"
+kill "$DPID"
+
+fi
+if want ui; then
+echo "== 8. Dashboard: a page of 500 deployments, rendered on the server"
+URL=$(db ui); start_daemon ui "$URL" "$ROOT/tests/fixtures/templates" MULTICLOUD__RUNNER__MAX_CONCURRENT=0
+python3 - "$PORT" <<'EOF2'
+import json, sys, urllib.request
+port = sys.argv[1]
+for i in range(500):
+    body = json.dumps({"template_name": "echo", "provider_type": "aws", "parameters": {"message": f"<b>m{i}</b>"}}).encode()
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/deploy", data=body, method="POST", headers={"content-type": "application/json"})
+    urllib.request.urlopen(req).read()
+EOF2
+cmd="curl -w '%{time_total}' 'http://127.0.0.1:PORT/ui?limit=500' (median of 30, after 3 warm-ups)"
+for _ in 1 2 3; do curl -s -o /dev/null "127.0.0.1:$PORT/ui?limit=500"; done
+times=$(for _ in $(seq 1 30); do curl -s -o /dev/null -w '%{time_total}\n' "127.0.0.1:$PORT/ui?limit=500"; done | sort -n)
+median=$(echo "$times" | sed -n 15p); p90=$(echo "$times" | sed -n 27p)
+bytes=$(curl -s "127.0.0.1:$PORT/ui?limit=500" | wc -c)
+row "GET /ui, 500 deployments" "median $(echo "$median * 1000" | bc | cut -d. -f1) ms, p90 $(echo "$p90 * 1000" | bc | cut -d. -f1) ms ($((bytes / 1024)) KiB)" "<100 ms" "$cmd"
 kill "$DPID"
 
 fi

@@ -844,6 +844,29 @@ fn form_parameters(
     if errors.is_empty() { Ok(out) } else { Err(errors) }
 }
 
+/// The fields that do convert, for checking the rest when some do not.
+fn form_parameters_lenient(t: &Template, form: &HashMap<String, String>) -> Map<String, Value> {
+    let mut out = Map::new();
+    for spec in &t.parameters {
+        let mut one = HashMap::new();
+        if let Some(v) = form.get(&format!("p.{}", spec.name)) {
+            one.insert(format!("p.{}", spec.name), v.clone());
+        }
+        let single = Template {
+            parameters: vec![spec.clone()],
+            ..t.clone()
+        };
+        match form_parameters(&single, &one, false) {
+            Ok(m) => out.extend(m),
+            // A value that does not convert stands in as a string: its own error is reported.
+            Err(_) => {
+                out.insert(spec.name.clone(), json!(form.get(&format!("p.{}", spec.name)).cloned().unwrap_or_default()));
+            }
+        }
+    }
+    out
+}
+
 /// `POST /ui/templates/{provider_type}/{name}`: deploys from the form; a 422 comes back as
 /// the form with each problem next to its field.
 pub async fn deploy(
@@ -856,6 +879,14 @@ pub async fn deploy(
     let t = find_template(&state, &path.0, &path.1)?;
     let form = form.0;
     let answer = match form_parameters(&t, &form, false) {
+        Err(mut errors) => {
+            // Report the template's own checks of the other fields at once, too.
+            let parsed = form_parameters_lenient(&t, &form);
+            if let Err(more) = t.validate(&parsed) {
+                errors.merge(more);
+            }
+            Err(AppError::Validation(errors))
+        }
         Ok(parameters) => {
             let mut body = json!({
                 "template_name": t.name,
@@ -870,7 +901,6 @@ pub async fn deploy(
             }
             deployments::accept(&state, &req, &ctx, body).await
         }
-        Err(e) => Err(AppError::Validation(e)),
     };
     match answer {
         Ok((d, res)) => Ok(see_other(&format!("/ui/deployments/{}", d.id), Some(&res))),
