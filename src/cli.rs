@@ -677,15 +677,15 @@ pub fn token(name: &str, role: &str, from_stdin: bool) -> Result<(), CliError> {
         .map(|b| format!("{b:02x}"))
         .collect();
     let entry = crate::config::AuthSettings {
-        tokens: vec![crate::config::TokenEntry::Named(crate::config::NamedToken {
-            token_sha256: digest.clone(),
-            ..entry
-        })],
+        tokens: vec![crate::config::TokenEntry::Named(
+            crate::config::NamedToken {
+                token_sha256: digest.clone(),
+                ..entry
+            },
+        )],
         ..Default::default()
     };
-    entry
-        .resolve()
-        .map_err(|e| CliError::Api(e.to_string()))?;
+    entry.resolve().map_err(|e| CliError::Api(e.to_string()))?;
     if !from_stdin {
         println!("token for {name} (shown once; the daemon keeps only its SHA-256):\n  {token}\n");
     }

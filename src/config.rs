@@ -617,7 +617,10 @@ fn toml_string(settings: &Settings) -> String {
 fn toml_value(v: &serde_json::Value) -> String {
     match v {
         serde_json::Value::Array(items) => {
-            format!("[{}]", items.iter().map(toml_value).collect::<Vec<_>>().join(", "))
+            format!(
+                "[{}]",
+                items.iter().map(toml_value).collect::<Vec<_>>().join(", ")
+            )
         }
         serde_json::Value::Object(map) => format!(
             "{{ {} }}",
@@ -786,18 +789,42 @@ mod tests {
         assert_eq!(tokens[0].sha256, token_digest(b"alice-token-0123456789"));
         assert!(s.auth.four_eyes);
         let out = s.to_masked_toml();
-        assert!(!out.contains("ci-token-0123456789") && !out.contains("legacy-token"), "{out}");
+        assert!(
+            !out.contains("ci-token-0123456789") && !out.contains("legacy-token"),
+            "{out}"
+        );
         assert!(out.contains(&digest), "{out}");
 
         for (bad, why) in [
-            ("{ name = \"a\", role = \"root\", token = \"0123456789abcdef\" }", "auth.tokens"),
-            ("{ name = \"a\", role = \"viewer\", token_sha256 = \"abc\" }", "64 hex digits"),
+            (
+                "{ name = \"a\", role = \"root\", token = \"0123456789abcdef\" }",
+                "auth.tokens",
+            ),
+            (
+                "{ name = \"a\", role = \"viewer\", token_sha256 = \"abc\" }",
+                "64 hex digits",
+            ),
             ("{ name = \"a\", role = \"viewer\" }", "exactly one of"),
-            ("{ name = \"a\", role = \"viewer\", token = \"short\" }", "at least 16"),
-            ("{ name = \"anonymous\", role = \"viewer\", token = \"0123456789abcdef\" }", "name"),
-            ("{ name = \"a b\", role = \"viewer\", token = \"0123456789abcdef\" }", "name"),
-            ("{ name = \"a\", role = \"viewer\", token = \"0123456789abcdef\" }, { name = \"a\", role = \"admin\", token = \"fedcba9876543210\" }", "used twice"),
-            ("{ name = \"a\", role = \"viewer\", token = \"0123456789abcdef\" }, \"0123456789abcdef\"", "same token"),
+            (
+                "{ name = \"a\", role = \"viewer\", token = \"short\" }",
+                "at least 16",
+            ),
+            (
+                "{ name = \"anonymous\", role = \"viewer\", token = \"0123456789abcdef\" }",
+                "name",
+            ),
+            (
+                "{ name = \"a b\", role = \"viewer\", token = \"0123456789abcdef\" }",
+                "name",
+            ),
+            (
+                "{ name = \"a\", role = \"viewer\", token = \"0123456789abcdef\" }, { name = \"a\", role = \"admin\", token = \"fedcba9876543210\" }",
+                "used twice",
+            ),
+            (
+                "{ name = \"a\", role = \"viewer\", token = \"0123456789abcdef\" }, \"0123456789abcdef\"",
+                "same token",
+            ),
         ] {
             let f = file(&format!("[auth]\ntokens = [{bad}]\n"));
             let err = Settings::load_from(Some(f.path()), Path::new("/nonexistent"), Vec::new())

@@ -6,9 +6,9 @@ use diesel::prelude::*;
 
 use super::schema::{audit_events, deployment_logs, deployments, runs, webhooks};
 use crate::domain::{
-    AuditEntry, AuditEvent, Delivery, DueDelivery, NewWebhook, Webhook,
-    Deployment, DeploymentId, LogLine, NewDeployment, NewRun, PlanSummary, ProviderType, Run,
-    RunId, TemplateVersion, UnknownValue,
+    AuditEntry, AuditEvent, Delivery, Deployment, DeploymentId, DueDelivery, LogLine,
+    NewDeployment, NewRun, NewWebhook, PlanSummary, ProviderType, Run, RunId, TemplateVersion,
+    UnknownValue, Webhook,
 };
 
 #[derive(Debug, Clone, Queryable, QueryableByName, Selectable)]

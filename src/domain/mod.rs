@@ -19,4 +19,6 @@ pub use provider::ProviderType;
 pub use run::{
     DriftStatus, NewRun, Run, RunId, RunKind, RunPhase, RunStatus, TemplateVersion, mirrored_status,
 };
-pub use webhook::{AttemptResult, Delivery, DueDelivery, EventType, NewWebhook, Webhook, WebhookId};
+pub use webhook::{
+    AttemptResult, Delivery, DueDelivery, EventType, NewWebhook, Webhook, WebhookId,
+};

@@ -29,7 +29,12 @@ const fn read(method: &'static str, path: &'static str, role: Option<Role>) -> R
     }
 }
 
-const fn change(method: &'static str, path: &'static str, role: Role, action: &'static str) -> Rule {
+const fn change(
+    method: &'static str,
+    path: &'static str,
+    role: Role,
+    action: &'static str,
+) -> Rule {
     Rule {
         method,
         path,
@@ -55,21 +60,61 @@ pub const RULES: &[Rule] = &[
     change("POST", "/deploy", Role::Operator, "deployment.create"),
     read("GET", "/deployments", V),
     read("GET", "/deployments/{id}", V),
-    change("PATCH", "/deployments/{id}", Role::Operator, "deployment.update"),
-    change("DELETE", "/deployments/{id}", Role::Operator, "deployment.destroy"),
+    change(
+        "PATCH",
+        "/deployments/{id}",
+        Role::Operator,
+        "deployment.update",
+    ),
+    change(
+        "DELETE",
+        "/deployments/{id}",
+        Role::Operator,
+        "deployment.destroy",
+    ),
     read("GET", "/deployments/{id}/status", V),
     read("GET", "/deployments/{id}/logs", V),
     read("GET", "/deployments/{id}/runs", V),
     change("POST", "/deployments/{id}/plan", Role::Operator, "run.plan"),
-    change("POST", "/deployments/{id}/drift-check", Role::Operator, "run.drift_check"),
-    change("POST", "/deployments/{id}/apply", Role::Approver, "run.apply"),
-    change("POST", "/deployments/{id}/discard", Role::Approver, "run.discard"),
-    change("POST", "/deployments/{id}/cancel", Role::Operator, "deployment.cancel"),
+    change(
+        "POST",
+        "/deployments/{id}/drift-check",
+        Role::Operator,
+        "run.drift_check",
+    ),
+    change(
+        "POST",
+        "/deployments/{id}/apply",
+        Role::Approver,
+        "run.apply",
+    ),
+    change(
+        "POST",
+        "/deployments/{id}/discard",
+        Role::Approver,
+        "run.discard",
+    ),
+    change(
+        "POST",
+        "/deployments/{id}/cancel",
+        Role::Operator,
+        "deployment.cancel",
+    ),
     read("GET", "/runs/{id}", V),
     read("GET", "/runs/{id}/logs", V),
     read("GET", "/resource-groups", V),
-    change("POST", "/resource-groups", Role::Operator, "resource_group.create"),
-    change("DELETE", "/resource-groups/{name}", Role::Admin, "resource_group.delete"),
+    change(
+        "POST",
+        "/resource-groups",
+        Role::Operator,
+        "resource_group.create",
+    ),
+    change(
+        "DELETE",
+        "/resource-groups/{name}",
+        Role::Admin,
+        "resource_group.delete",
+    ),
     read("GET", "/resource-groups/{name}/resources", V),
     read("GET", "/audit", A),
     read("GET", "/webhooks", A),
@@ -89,15 +134,50 @@ pub const RULES: &[Rule] = &[
     read("GET", "/ui/deployments/{id}", V),
     read("GET", "/ui/deployments/{id}/live", V),
     read("GET", "/ui/deployments/{id}/log", V),
-    change("POST", "/ui/deployments/{id}/apply", Role::Approver, "run.apply"),
-    change("POST", "/ui/deployments/{id}/discard", Role::Approver, "run.discard"),
-    change("POST", "/ui/deployments/{id}/cancel", Role::Operator, "deployment.cancel"),
-    change("POST", "/ui/deployments/{id}/drift-check", Role::Operator, "run.drift_check"),
-    change("POST", "/ui/deployments/{id}/destroy", Role::Operator, "deployment.destroy"),
-    change("POST", "/ui/deployments/{id}/update", Role::Operator, "deployment.update"),
+    change(
+        "POST",
+        "/ui/deployments/{id}/apply",
+        Role::Approver,
+        "run.apply",
+    ),
+    change(
+        "POST",
+        "/ui/deployments/{id}/discard",
+        Role::Approver,
+        "run.discard",
+    ),
+    change(
+        "POST",
+        "/ui/deployments/{id}/cancel",
+        Role::Operator,
+        "deployment.cancel",
+    ),
+    change(
+        "POST",
+        "/ui/deployments/{id}/drift-check",
+        Role::Operator,
+        "run.drift_check",
+    ),
+    change(
+        "POST",
+        "/ui/deployments/{id}/destroy",
+        Role::Operator,
+        "deployment.destroy",
+    ),
+    change(
+        "POST",
+        "/ui/deployments/{id}/update",
+        Role::Operator,
+        "deployment.update",
+    ),
     read("GET", "/ui/templates", V),
     read("GET", "/ui/templates/{provider_type}/{name}", V),
-    change("POST", "/ui/templates/{provider_type}/{name}", Role::Operator, "deployment.create"),
+    change(
+        "POST",
+        "/ui/templates/{provider_type}/{name}",
+        Role::Operator,
+        "deployment.create",
+    ),
     read("GET", "/ui/health", V),
     read("GET", "/ui/login", None),
     Rule {
@@ -196,7 +276,11 @@ impl AuditContext {
                 format!("{method} {}", r.path),
                 params.first().cloned(),
             ),
-            None => ("unknown".into(), format!("{method} {}", clip(req.path())), None),
+            None => (
+                "unknown".into(),
+                format!("{method} {}", clip(req.path())),
+                None,
+            ),
         };
         AuditContext {
             caller: Caller::anonymous(),
@@ -224,7 +308,9 @@ impl FromRequest for AuditContext {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let ctx = req.extensions().get::<AuditContext>().cloned();
-        ready(Ok(ctx.unwrap_or_else(|| AuditContext::from_request_alone(req))))
+        ready(Ok(
+            ctx.unwrap_or_else(|| AuditContext::from_request_alone(req))
+        ))
     }
 }
 
@@ -257,7 +343,8 @@ mod tests {
         assert_eq!(r.action, Some("deployment.destroy"));
         assert!(rule_for_path("POST", "/deployments//apply").is_none());
         assert!(rule_for_path("PUT", "/deploy").is_none());
-        let (r, p) = rule_for_path("POST", "/webhooks/wh-1/deliveries/7/redeliver").expect("redeliver");
+        let (r, p) =
+            rule_for_path("POST", "/webhooks/wh-1/deliveries/7/redeliver").expect("redeliver");
         assert_eq!((r.role, p.len()), (Some(Role::Admin), 2));
         assert_eq!(rule_for_path("GET", "/").map(|(r, _)| r.role), Some(None));
     }
@@ -266,12 +353,20 @@ mod tests {
     fn every_rule_is_unique_and_changes_have_actions() {
         for (i, r) in RULES.iter().enumerate() {
             assert!(
-                !RULES[..i].iter().any(|o| o.method == r.method && o.path == r.path),
+                !RULES[..i]
+                    .iter()
+                    .any(|o| o.method == r.method && o.path == r.path),
                 "{} {} twice",
                 r.method,
                 r.path
             );
-            assert_eq!(is_change(r.method), r.action.is_some(), "{} {}", r.method, r.path);
+            assert_eq!(
+                is_change(r.method),
+                r.action.is_some(),
+                "{} {}",
+                r.method,
+                r.path
+            );
         }
     }
 }

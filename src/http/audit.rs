@@ -39,7 +39,10 @@ fn instant(field: &str, v: Option<String>) -> Result<Option<DateTime<Utc>>, AppE
         DateTime::parse_from_rfc3339(&s)
             .map(|t| t.with_timezone(&Utc))
             .map_err(|_| {
-                AppError::invalid(field, "must be an RFC 3339 time such as 2026-12-01T00:00:00Z")
+                AppError::invalid(
+                    field,
+                    "must be an RFC 3339 time such as 2026-12-01T00:00:00Z",
+                )
             })
     })
     .transpose()
@@ -57,15 +60,13 @@ pub async fn list(
             format!("must be between 1 and {MAX_AUDIT_LIMIT}"),
         ));
     }
-    let before = match q.cursor.as_deref() {
-        None => None,
-        Some(c) => Some(
-            c.parse::<i64>()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| AppError::invalid("cursor", "is not a cursor returned by this API"))?,
-        ),
-    };
+    let before =
+        match q.cursor.as_deref() {
+            None => None,
+            Some(c) => Some(c.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                AppError::invalid("cursor", "is not a cursor returned by this API")
+            })?),
+        };
     let filter = AuditFilter {
         actor: filter_text("actor", q.actor)?,
         action: filter_text("action", q.action)?,

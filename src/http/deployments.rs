@@ -332,8 +332,7 @@ pub(super) async fn accept(
     if let Some(reason) = super::meta::not_configured(state, request.provider_type) {
         return Err(AppError::ProviderNotConfigured(reason));
     }
-    let parameters =
-        prepare_parameters(state, template, &request.parameters, !request.auto_apply)?;
+    let parameters = prepare_parameters(state, template, &request.parameters, !request.auto_apply)?;
     let mut run = NewRun::new(RunKind::Deploy, parameters.clone());
     run.auto_apply = request.auto_apply;
     run.requested_by = Some(audit.caller.name.clone());
@@ -360,23 +359,25 @@ pub(super) async fn accept(
         state.supervisor.do_send(Wake);
     }
     let message = format!("deployment {} accepted", d.id);
-    let res = access::audited(HttpResponse::build(StatusCode::ACCEPTED)
-        .insert_header(("Location", format!("/deployments/{}", d.id)))
-        .json(json!({
-            "success": true,
-            "message": message,
-            "data": {
-                "deployment_id": d.id,
-                "task_id": d.id,
-                "status": d.status,
-                "resource_group": d.resource_group,
-                "provider": d.provider_type,
-                "template": d.template_name,
+    let res = access::audited(
+        HttpResponse::build(StatusCode::ACCEPTED)
+            .insert_header(("Location", format!("/deployments/{}", d.id)))
+            .json(json!({
+                "success": true,
                 "message": message,
-            },
-            "error": null,
-            "timestamp": envelope::timestamp(),
-        })));
+                "data": {
+                    "deployment_id": d.id,
+                    "task_id": d.id,
+                    "status": d.status,
+                    "resource_group": d.resource_group,
+                    "provider": d.provider_type,
+                    "template": d.template_name,
+                    "message": message,
+                },
+                "error": null,
+                "timestamp": envelope::timestamp(),
+            })),
+    );
     Ok((d, res))
 }
 

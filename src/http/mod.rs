@@ -122,16 +122,34 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
             .route(web::post().to(webhooks::redeliver)),
     )
     .service(resource("/ui", "GET").route(web::get().to(ui::pages::deployments)))
-    .service(resource("/ui/deployments/rows", "GET").route(web::get().to(ui::pages::deployment_rows)))
+    .service(
+        resource("/ui/deployments/rows", "GET").route(web::get().to(ui::pages::deployment_rows)),
+    )
     .service(resource("/ui/deployments/{id}", "GET").route(web::get().to(ui::pages::deployment)))
-    .service(resource("/ui/deployments/{id}/live", "GET").route(web::get().to(ui::pages::deployment_live)))
-    .service(resource("/ui/deployments/{id}/log", "GET").route(web::get().to(ui::pages::deployment_log)))
+    .service(
+        resource("/ui/deployments/{id}/live", "GET")
+            .route(web::get().to(ui::pages::deployment_live)),
+    )
+    .service(
+        resource("/ui/deployments/{id}/log", "GET").route(web::get().to(ui::pages::deployment_log)),
+    )
     .service(resource("/ui/deployments/{id}/apply", "POST").route(web::post().to(ui::pages::apply)))
-    .service(resource("/ui/deployments/{id}/discard", "POST").route(web::post().to(ui::pages::discard)))
-    .service(resource("/ui/deployments/{id}/cancel", "POST").route(web::post().to(ui::pages::cancel)))
-    .service(resource("/ui/deployments/{id}/drift-check", "POST").route(web::post().to(ui::pages::drift_check)))
-    .service(resource("/ui/deployments/{id}/destroy", "POST").route(web::post().to(ui::pages::destroy)))
-    .service(resource("/ui/deployments/{id}/update", "POST").route(web::post().to(ui::pages::update)))
+    .service(
+        resource("/ui/deployments/{id}/discard", "POST").route(web::post().to(ui::pages::discard)),
+    )
+    .service(
+        resource("/ui/deployments/{id}/cancel", "POST").route(web::post().to(ui::pages::cancel)),
+    )
+    .service(
+        resource("/ui/deployments/{id}/drift-check", "POST")
+            .route(web::post().to(ui::pages::drift_check)),
+    )
+    .service(
+        resource("/ui/deployments/{id}/destroy", "POST").route(web::post().to(ui::pages::destroy)),
+    )
+    .service(
+        resource("/ui/deployments/{id}/update", "POST").route(web::post().to(ui::pages::update)),
+    )
     .service(resource("/ui/templates", "GET").route(web::get().to(ui::pages::templates)))
     .service(
         resource("/ui/templates/{provider_type}/{name}", "GET, POST")

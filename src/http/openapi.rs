@@ -1231,7 +1231,12 @@ const OPERATIONS: &[Operation] = &[
                 )
             };
             let time = |name: &str, what: &str| {
-                query(name, false, json!({"type": "string", "format": "date-time"}), what)
+                query(
+                    name,
+                    false,
+                    json!({"type": "string", "format": "date-time"}),
+                    what,
+                )
             };
             vec![
                 text("actor", "only this token name"),
@@ -1479,8 +1484,12 @@ fn refine(doc: &mut Value) {
         } else if let Some(role) = rule.role {
             operation["x-required-role"] = json!(role.as_str());
             let note = format!("\n\nNeeds a token with the role `{role}` or above.");
-            let description = operation["description"].as_str().unwrap_or_default().to_string();
-            operation["description"] = json!(format!("{description}{note}").trim_start().to_string());
+            let description = operation["description"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            operation["description"] =
+                json!(format!("{description}{note}").trim_start().to_string());
         }
         let mut errors: Vec<u16> = op.errors.to_vec();
         if !public {

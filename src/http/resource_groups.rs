@@ -181,7 +181,8 @@ pub async fn create(
         view(&r.body),
     );
     // A change in Azure, not in the database: the guard writes its audit row, on this name.
-    resp.extensions_mut().insert(super::access::AuditTarget(name));
+    resp.extensions_mut()
+        .insert(super::access::AuditTarget(name));
     Ok(resp)
 }
 

@@ -10,9 +10,9 @@ use std::sync::Arc;
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::StatusCode;
 use actix_web::http::{Method, header};
 use actix_web::middleware::{DefaultHeaders, Next};
-use actix_web::http::StatusCode;
 use actix_web::{Error, HttpMessage, HttpResponse, ResponseError, web};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -21,10 +21,10 @@ use subtle::ConstantTimeEq;
 use super::AppState;
 use super::access::{self, AuditContext, AuditTarget, Audited};
 use super::envelope::AppError;
-use crate::actors::persistence::RecordAudit;
-use crate::config::{ResolvedToken, Settings, token_digest};
 use super::ui::pages::UiError;
 use super::ui::session::SessionKeys;
+use crate::actors::persistence::RecordAudit;
+use crate::config::{ResolvedToken, Settings, token_digest};
 use crate::domain::{AuditEntry, Caller};
 
 pub struct Security {
@@ -78,10 +78,16 @@ pub async fn guard(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, Error> {
     let Some(security) = req.app_data::<web::Data<Arc<Security>>>().cloned() else {
-        return next.call(req).await.map(ServiceResponse::map_into_left_body);
+        return next
+            .call(req)
+            .await
+            .map(ServiceResponse::map_into_left_body);
     };
     let method = req.method().as_str().to_string();
-    let matched = access::rule_for_path(&method, req.path());
+    // The path as the router reads it (percent-encoded characters decoded): judged on the raw
+    // path, `/%61udit` would match no rule and still reach `/audit`.
+    let path = req.match_info().as_str().to_string();
+    let matched = access::rule_for_path(&method, &path);
     let mut ctx = AuditContext {
         caller: Caller::anonymous(),
         authenticated: true,
@@ -91,7 +97,7 @@ pub async fn guard(
             .to_string(),
         route: match &matched {
             Some((r, _)) => format!("{method} {}", r.path),
-            None => format!("{method} {}", access::clip(req.path())),
+            None => format!("{method} {}", access::clip(&path)),
         },
         target: matched.as_ref().and_then(|(_, p)| p.first().cloned()),
         request_id: req
@@ -101,7 +107,7 @@ pub async fn guard(
         client_addr: client_ip(&req).map(|ip| ip.to_string()),
     };
     let public = matched.as_ref().is_some_and(|(r, _)| r.role.is_none());
-    let ui = access::is_ui(req.path());
+    let ui = access::is_ui(&path);
     let state = req.app_data::<web::Data<AppState>>().cloned();
     if !security.tokens.is_empty() && public {
         // Nobody in particular (a login attempt names its token in its own audit row).
@@ -140,7 +146,9 @@ pub async fn guard(
                     StatusCode::UNAUTHORIZED,
                     "your session has ended: log in again".into(),
                 );
-                return Ok(req.into_response(page.error_response()).map_into_right_body());
+                return Ok(req
+                    .into_response(page.error_response())
+                    .map_into_right_body());
             }
         }
     } else if !security.tokens.is_empty() && !public && req.method() != Method::OPTIONS {
@@ -182,12 +190,16 @@ pub async fn guard(
         record(state.as_ref(), ctx.entry(403, Some("forbidden"))).await;
         if ui {
             let page = UiError(StatusCode::FORBIDDEN, err.to_string());
-            return Ok(req.into_response(page.error_response()).map_into_right_body());
+            return Ok(req
+                .into_response(page.error_response())
+                .map_into_right_body());
         }
         return Ok(refuse(req, err, &ctx));
     }
-    if req.method() == Method::POST
-        && req.path() == "/deploy"
+    // Every way to create a deployment (the API's and the dashboard's form) is rate limited.
+    if matched
+        .as_ref()
+        .is_some_and(|(r, _)| r.action == Some("deployment.create"))
         && let Some(limiter) = &security.deploy_limiter
     {
         let key = if security.tokens.is_empty() {
@@ -200,6 +212,7 @@ pub async fn guard(
         };
         if let Err(not_until) = limiter.check_key(&key) {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
+            record(state.as_ref(), ctx.entry(429, Some("rate_limited"))).await;
             return Ok(refuse(
                 req,
                 AppError::TooManyRequests(wait.as_secs().max(1)),
@@ -229,7 +242,11 @@ pub async fn guard(
 }
 
 /// The error's envelope as this request's answer (with its request id).
-fn refuse<B>(req: ServiceRequest, err: AppError, ctx: &AuditContext) -> ServiceResponse<EitherBody<B>> {
+fn refuse<B>(
+    req: ServiceRequest,
+    err: AppError,
+    ctx: &AuditContext,
+) -> ServiceResponse<EitherBody<B>> {
     let mut res = req.into_response(err.error_response());
     with_request_id(res.headers_mut(), ctx);
     res.map_into_right_body()

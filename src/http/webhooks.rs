@@ -13,8 +13,7 @@ use super::AppState;
 use super::access::{self, AuditContext};
 use super::envelope::{self, AppError};
 use crate::actors::persistence::{
-    CreateWebhook, DeleteWebhook, GetWebhook, ListDeliveries, ListWebhooks, PersistError,
-    Redeliver,
+    CreateWebhook, DeleteWebhook, GetWebhook, ListDeliveries, ListWebhooks, PersistError, Redeliver,
 };
 use crate::catalog::ValidationErrors;
 use crate::domain::{EventType, NewWebhook, WebhookId};
@@ -226,15 +225,13 @@ pub async fn deliveries(
             format!("must be between 1 and {MAX_DELIVERIES_LIMIT}"),
         ));
     }
-    let before = match q.cursor.as_deref() {
-        None => None,
-        Some(c) => Some(
-            c.parse::<i64>()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| AppError::invalid("cursor", "is not a cursor returned by this API"))?,
-        ),
-    };
+    let before =
+        match q.cursor.as_deref() {
+            None => None,
+            Some(c) => Some(c.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                AppError::invalid("cursor", "is not a cursor returned by this API")
+            })?),
+        };
     let id = webhook_id(&path)?;
     let mut list = state
         .persistence

@@ -195,11 +195,9 @@ async fn serve(mut stream: TcpStream, inner: Arc<Mutex<Inner>>) {
         let mut body = Vec::new();
         let mut at = 0;
         while let Some(end) = find(&rest[at..], b"\r\n") {
-            let size = usize::from_str_radix(
-                String::from_utf8_lossy(&rest[at..at + end]).trim(),
-                16,
-            )
-            .unwrap_or(0);
+            let size =
+                usize::from_str_radix(String::from_utf8_lossy(&rest[at..at + end]).trim(), 16)
+                    .unwrap_or(0);
             if size == 0 {
                 break;
             }

@@ -11,9 +11,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use chrono::Utc;
 
-use super::persistence::{
-    ClaimDeliveries, FinishDelivery, PersistenceHandle, PruneHistory,
-};
+use super::persistence::{ClaimDeliveries, FinishDelivery, PersistenceHandle, PruneHistory};
 use crate::config::Settings;
 use crate::domain::{AttemptResult, DueDelivery};
 use crate::webhooks::{Outcome, Outgoing, Policy};
@@ -75,8 +73,9 @@ impl Notifier {
         self.claiming = true;
         let msg = ClaimDeliveries {
             node: self.node.clone(),
-            // An attempt can take the whole timeout; the lease outlives it.
-            lease_secs: self.settings.webhooks.timeout_secs as i64 + 30,
+            // An attempt takes at most the timeout; the lease outlives it (and a node killed
+            // mid-delivery holds the delivery no longer than this).
+            lease_secs: self.settings.webhooks.timeout_secs as i64 + 10,
             limit: free as i64,
         };
         let persistence = self.persistence.clone();
@@ -142,6 +141,10 @@ impl Notifier {
                     attempt = d.attempt, error = %error, retry_at = ?retry_at,
                     "webhook delivery failed"),
             }
+            let retry_at = match &result {
+                AttemptResult::Failed { retry_at, .. } => *retry_at,
+                AttemptResult::Delivered { .. } => None,
+            };
             let msg = FinishDelivery {
                 delivery_id: d.delivery_id,
                 node,
@@ -151,11 +154,17 @@ impl Notifier {
                 // The lease expires and the delivery is tried again: at least once.
                 tracing::warn!(error = %e, delivery = d.delivery_id, "recording a webhook delivery failed");
             }
+            retry_at
         }
         .into_actor(self)
-        .map(|_, act, ctx| {
+        .map(|retry_at, act, ctx| {
             act.in_flight -= 1;
             act.claim(ctx);
+            // Be there when the retry is due (the poll is only the fallback).
+            if let Some(at) = retry_at {
+                let wait = (at - Utc::now()).to_std().unwrap_or_default();
+                ctx.run_later(wait, |act, ctx| act.claim(ctx));
+            }
         })
         .spawn(ctx);
     }
@@ -175,7 +184,10 @@ impl Notifier {
             .into_actor(self)
             .map(|result, act, ctx| match result {
                 Ok(n) if n as i64 >= PRUNE_BATCH => act.prune(ctx),
-                Ok(n) if n > 0 => tracing::info!(rows = n, "pruned audit rows and webhook deliveries past their retention"),
+                Ok(n) if n > 0 => tracing::info!(
+                    rows = n,
+                    "pruned audit rows and webhook deliveries past their retention"
+                ),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "pruning the audit trail failed"),
             })
@@ -206,7 +218,9 @@ async fn attempt(
         })
     };
     let Ok(secret) = crate::secrets::open_bytes(key, &d.secret_sealed) else {
-        return dead("the webhook's secret cannot be decrypted with this node's secrets key".into());
+        return dead(
+            "the webhook's secret cannot be decrypted with this node's secrets key".into(),
+        );
     };
     let body = match serde_json::to_vec(&d.payload) {
         Ok(b) => b,

@@ -704,7 +704,10 @@ impl Handler<RecordAudit> for PersistenceActor {
 
     fn handle(&mut self, msg: RecordAudit, _: &mut SyncContext<Self>) -> Self::Result {
         let mut conn = self.conn()?;
-        Ok(queries::audit::insert(&mut conn, &NewAuditRow::from(&msg.0))?)
+        Ok(queries::audit::insert(
+            &mut conn,
+            &NewAuditRow::from(&msg.0),
+        )?)
     }
 }
 

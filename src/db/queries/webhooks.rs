@@ -122,33 +122,44 @@ pub fn finish(
     node: &str,
     result: &AttemptResult,
 ) -> QueryResult<bool> {
+    struct Row {
+        status: &'static str,
+        code: Option<i16>,
+        error: Option<String>,
+        excerpt: Option<String>,
+        retry_at: Option<DateTime<Utc>>,
+    }
     let clip = |s: &str| s.chars().take(1000).collect::<String>();
-    let (status, code, error, excerpt, retry_at): (
-        &str,
-        Option<i16>,
-        Option<String>,
-        Option<String>,
-        Option<DateTime<Utc>>,
-    ) = match result {
-        AttemptResult::Delivered { status, excerpt } => (
-            "delivered",
-            i16::try_from(*status).ok(),
-            None,
-            Some(clip(excerpt)),
-            None,
-        ),
+    let Row {
+        status,
+        code,
+        error,
+        excerpt,
+        retry_at,
+    } = match result {
+        AttemptResult::Delivered { status, excerpt } => Row {
+            status: "delivered",
+            code: i16::try_from(*status).ok(),
+            error: None,
+            excerpt: Some(clip(excerpt)),
+            retry_at: None,
+        },
         AttemptResult::Failed {
             status,
             error,
             excerpt,
             retry_at,
-        } => (
-            if retry_at.is_some() { "pending" } else { "dead" },
-            status.and_then(|s| i16::try_from(s).ok()),
-            Some(clip(error)),
-            excerpt.as_deref().map(clip),
-            *retry_at,
-        ),
+        } => Row {
+            status: if retry_at.is_some() {
+                "pending"
+            } else {
+                "dead"
+            },
+            code: status.and_then(|s| i16::try_from(s).ok()),
+            error: Some(clip(error)),
+            excerpt: excerpt.as_deref().map(clip),
+            retry_at: *retry_at,
+        },
     };
     diesel::sql_query(
         "UPDATE webhook_deliveries SET status = $3, last_status_code = $4, last_error = $5, \
@@ -199,9 +210,8 @@ pub fn count_by_status(conn: &mut PgConnection) -> QueryResult<Vec<(String, i64)
         #[diesel(sql_type = BigInt)]
         n: i64,
     }
-    let rows: Vec<Count> = diesel::sql_query(
-        "SELECT status, count(*) AS n FROM webhook_deliveries GROUP BY status",
-    )
-    .load(conn)?;
+    let rows: Vec<Count> =
+        diesel::sql_query("SELECT status, count(*) AS n FROM webhook_deliveries GROUP BY status")
+            .load(conn)?;
     Ok(rows.into_iter().map(|c| (c.status, c.n)).collect())
 }

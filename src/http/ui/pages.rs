@@ -65,7 +65,13 @@ fn csrf(req: &HttpRequest) -> Csrf {
     }
 }
 
-fn frame<'a>(title: &'a str, nav: Nav, ctx: &'a AuditContext, state: &AppState, csrf: &'a Csrf) -> Frame<'a> {
+fn frame<'a>(
+    title: &'a str,
+    nav: Nav,
+    ctx: &'a AuditContext,
+    state: &AppState,
+    csrf: &'a Csrf,
+) -> Frame<'a> {
     Frame {
         title,
         nav,
@@ -202,7 +208,10 @@ pub async fn deployments(
             tbody #rows data-refresh={ "/ui/deployments/rows" (query) } data-interval="3000" { (rows) }
         }
     };
-    let page = view::layout(&frame("Deployments", Nav::Deployments, &ctx, &state, &csrf), content);
+    let page = view::layout(
+        &frame("Deployments", Nav::Deployments, &ctx, &state, &csrf),
+        content,
+    );
     Ok(html_page(StatusCode::OK, page, &csrf))
 }
 
@@ -219,23 +228,51 @@ pub async fn deployment_rows(
 }
 
 fn filter_query(filters: &HashMap<String, String>) -> String {
-    let mut pairs: Vec<(&str, &str)> = ["status", "provider_type", "template_name", "drift", "limit", "cursor"]
-        .into_iter()
-        .filter_map(|k| filters.get(k).filter(|v| !v.is_empty()).map(|v| (k, v.as_str())))
-        .collect();
+    let mut pairs: Vec<(&str, &str)> = [
+        "status",
+        "provider_type",
+        "template_name",
+        "drift",
+        "limit",
+        "cursor",
+    ]
+    .into_iter()
+    .filter_map(|k| {
+        filters
+            .get(k)
+            .filter(|v| !v.is_empty())
+            .map(|v| (k, v.as_str()))
+    })
+    .collect();
     pairs.sort_unstable();
     if pairs.is_empty() {
         return String::new();
     }
-    format!("?{}", serde_urlencoded::to_string(&pairs).unwrap_or_default())
+    format!(
+        "?{}",
+        serde_urlencoded::to_string(&pairs).unwrap_or_default()
+    )
 }
 
 async fn rows(state: &AppState, filters: &HashMap<String, String>) -> Result<Markup, UiError> {
     let mut q = Map::new();
     for (k, v) in filters {
-        if !v.is_empty() && ["status", "provider_type", "template_name", "drift", "limit", "cursor"].contains(&k.as_str()) {
+        if !v.is_empty()
+            && [
+                "status",
+                "provider_type",
+                "template_name",
+                "drift",
+                "limit",
+                "cursor",
+            ]
+            .contains(&k.as_str())
+        {
             let v = match k.as_str() {
-                "limit" => json!(v.parse::<i64>().map_err(|_| UiError(StatusCode::UNPROCESSABLE_ENTITY, "limit must be a number".into()))?),
+                "limit" => json!(v.parse::<i64>().map_err(|_| UiError(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "limit must be a number".into()
+                ))?),
                 _ => json!(v),
             };
             q.insert(k.clone(), v);
@@ -372,7 +409,10 @@ async fn deployment_page(
             data-stream={ "/ui/deployments/" (d.id) "/log" } {}
         p #log-status.muted role="status" {}
     };
-    Ok(view::layout(&frame(&title, Nav::Deployments, ctx, state, csrf), content))
+    Ok(view::layout(
+        &frame(&title, Nav::Deployments, ctx, state, csrf),
+        content,
+    ))
 }
 
 /// Status, progress, the planned run's decision and the runs timeline: what changes while a
@@ -393,7 +433,10 @@ async fn live_section(
         .await
         .map_err(AppError::from)?;
     let catalog = state.catalog.get();
-    let views: Vec<Value> = list.iter().map(|r| runs::run_view(r, d, &catalog)).collect();
+    let views: Vec<Value> = list
+        .iter()
+        .map(|r| runs::run_view(r, d, &catalog))
+        .collect();
     let active = views
         .iter()
         .any(|r| matches!(r["status"].as_str(), Some("pending" | "running")))
@@ -585,11 +628,23 @@ pub async fn update(
         .get()
         .find(d.provider_type, &d.template_name)
         .cloned()
-        .ok_or_else(|| UiError(StatusCode::CONFLICT, format!("template {} is no longer in the catalog", d.template_name)))?;
+        .ok_or_else(|| {
+            UiError(
+                StatusCode::CONFLICT,
+                format!("template {} is no longer in the catalog", d.template_name),
+            )
+        })?;
     let answer = match form_parameters(&template, &form.0, true) {
         Ok(parameters) => {
-            let body = json!({"parameters": parameters, "auto_apply": !form.0.contains_key("plan_first")});
-            runs::update(state.clone(), web::Path::from(id.clone()), ctx.clone(), web::Json(body)).await
+            let body =
+                json!({"parameters": parameters, "auto_apply": !form.0.contains_key("plan_first")});
+            runs::update(
+                state.clone(),
+                web::Path::from(id.clone()),
+                ctx.clone(),
+                web::Json(body),
+            )
+            .await
         }
         Err(e) => Err(AppError::Validation(e)),
     };
@@ -627,7 +682,10 @@ pub async fn templates(
             }
         }
     };
-    let page = view::layout(&frame("Templates", Nav::Templates, &ctx, &state, &csrf), content);
+    let page = view::layout(
+        &frame("Templates", Nav::Templates, &ctx, &state, &csrf),
+        content,
+    );
     Ok(html_page(StatusCode::OK, page, &csrf))
 }
 
@@ -748,12 +806,23 @@ fn field(spec: &ParamSpec, value: Option<&Value>, error: Option<String>) -> Mark
                 spec.max_value.map_or("∞".into(), |v| v.to_string())
             ));
         }
-        if matches!(spec.param_type, ParamType::List | ParamType::Map | ParamType::Object | ParamType::Any) {
+        if matches!(
+            spec.param_type,
+            ParamType::List | ParamType::Map | ParamType::Object | ParamType::Any
+        ) {
             parts.push("JSON".into());
         }
         parts.join(" · ")
     };
-    let described = format!("h-{}{}", spec.name, if error.is_some() { format!(" e-{}", spec.name) } else { String::new() });
+    let described = format!(
+        "h-{}{}",
+        spec.name,
+        if error.is_some() {
+            format!(" e-{}", spec.name)
+        } else {
+            String::new()
+        }
+    );
     let invalid = error.as_ref().map(|_| "true");
     html! {
         div.field {
@@ -832,7 +901,10 @@ fn form_parameters(
                     Ok(v) => v,
                     Err(_) if spec.param_type == ParamType::Any => json!(raw),
                     Err(e) => {
-                        errors.add(format!("parameters.{}", spec.name), format!("must be JSON: {e}"));
+                        errors.add(
+                            format!("parameters.{}", spec.name),
+                            format!("must be JSON: {e}"),
+                        );
                         continue;
                     }
                 }
@@ -841,7 +913,11 @@ fn form_parameters(
         };
         out.insert(spec.name.clone(), value);
     }
-    if errors.is_empty() { Ok(out) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
 }
 
 /// The fields that do convert, for checking the rest when some do not.
@@ -860,7 +936,14 @@ fn form_parameters_lenient(t: &Template, form: &HashMap<String, String>) -> Map<
             Ok(m) => out.extend(m),
             // A value that does not convert stands in as a string: its own error is reported.
             Err(_) => {
-                out.insert(spec.name.clone(), json!(form.get(&format!("p.{}", spec.name)).cloned().unwrap_or_default()));
+                out.insert(
+                    spec.name.clone(),
+                    json!(
+                        form.get(&format!("p.{}", spec.name))
+                            .cloned()
+                            .unwrap_or_default()
+                    ),
+                );
             }
         }
     }
@@ -914,7 +997,12 @@ pub async fn deploy(
                         .and_then(|v| v.as_array().cloned())
                         .unwrap_or_default()
                         .into_iter()
-                        .filter_map(|p| Some((p["field"].as_str()?.to_string(), p["problem"].as_str()?.to_string())))
+                        .filter_map(|p| {
+                            Some((
+                                p["field"].as_str()?.to_string(),
+                                p["problem"].as_str()?.to_string(),
+                            ))
+                        })
                         .collect::<HashMap<_, _>>(),
                     "Some fields need attention.".to_string(),
                 ),
@@ -930,7 +1018,15 @@ pub async fn deploy(
                 .into_iter()
                 .filter(|(k, _)| !t.parameters.iter().any(|p| p.sensitive && &p.name == k))
                 .collect();
-            let page = template_page(&state, &ctx, &t, &csrf, &values, Some(&errors), Some(&problem));
+            let page = template_page(
+                &state,
+                &ctx,
+                &t,
+                &csrf,
+                &values,
+                Some(&errors),
+                Some(&problem),
+            );
             Ok(html_page(status, page, &csrf))
         }
     }
@@ -953,7 +1049,12 @@ pub async fn health(
         .ok();
     let queue = stats
         .as_ref()
-        .and_then(|s| s.runs_by_status.iter().find(|(k, _)| k == "pending").map(|(_, n)| *n))
+        .and_then(|s| {
+            s.runs_by_status
+                .iter()
+                .find(|(k, _)| k == "pending")
+                .map(|(_, n)| *n)
+        })
         .unwrap_or(0);
     let content = html! {
         h1 { "Health" }
@@ -990,7 +1091,11 @@ pub async fn health(
         }
     };
     let page = view::layout(&frame("Health", Nav::Health, &ctx, &state, &csrf), content);
-    let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     Ok(html_page(status, page, &csrf))
 }
 
@@ -1002,7 +1107,11 @@ pub struct NextQuery {
 /// Only a dashboard address may be the page after login.
 fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(n) if (n == "/ui" || n.starts_with("/ui/")) && !n.contains("//") && !n.contains('\\') => n.to_string(),
+        Some(n)
+            if (n == "/ui" || n.starts_with("/ui/")) && !n.contains("//") && !n.contains('\\') =>
+        {
+            n.to_string()
+        }
         _ => "/ui".into(),
     }
 }
@@ -1056,7 +1165,11 @@ pub async fn login(
             let mut entry = ctx.entry(303, None);
             entry.actor = token.name.clone();
             entry.role = Some(token.role);
-            if let Err(e) = state.persistence.call(crate::actors::persistence::RecordAudit(entry)).await {
+            if let Err(e) = state
+                .persistence
+                .call(crate::actors::persistence::RecordAudit(entry))
+                .await
+            {
                 tracing::warn!(error = %e, "could not write an audit row");
             }
             let res = HttpResponse::SeeOther()
@@ -1090,7 +1203,10 @@ pub async fn logout(_form: UiForm) -> HttpResponse {
 pub async fn asset(path: web::Path<String>) -> HttpResponse {
     let (body, kind) = match path.as_str() {
         "app.css" => (include_str!("assets/app.css"), "text/css; charset=utf-8"),
-        "app.js" => (include_str!("assets/app.js"), "text/javascript; charset=utf-8"),
+        "app.js" => (
+            include_str!("assets/app.js"),
+            "text/javascript; charset=utf-8",
+        ),
         _ => return HttpResponse::NotFound().finish(),
     };
     HttpResponse::Ok()

@@ -63,7 +63,11 @@ impl SessionKeys {
     }
 
     /// The token of a valid, unexpired session cookie.
-    pub fn verify<'a>(&self, value: &str, tokens: &'a [ResolvedToken]) -> Option<&'a ResolvedToken> {
+    pub fn verify<'a>(
+        &self,
+        value: &str,
+        tokens: &'a [ResolvedToken],
+    ) -> Option<&'a ResolvedToken> {
         let mut parts = value.splitn(3, '.');
         let expires: i64 = parts.next()?.parse().ok()?;
         let signature = parts.next()?;
@@ -109,9 +113,15 @@ mod tests {
     #[test]
     fn sessions_verify_only_as_issued_and_end_with_their_token() {
         let keys = SessionKeys::new(None);
-        let tokens = vec![token("alice", b"alice-secret-token"), token("bob", b"bob-secret-token")];
+        let tokens = vec![
+            token("alice", b"alice-secret-token"),
+            token("bob", b"bob-secret-token"),
+        ];
         let cookie = keys.issue(&tokens[0]);
-        assert_eq!(keys.verify(&cookie, &tokens).map(|t| t.name.as_str()), Some("alice"));
+        assert_eq!(
+            keys.verify(&cookie, &tokens).map(|t| t.name.as_str()),
+            Some("alice")
+        );
         // Another name with alice's signature, a changed expiry, another key: refused.
         let (head, _) = cookie.rsplit_once('.').expect("name");
         assert!(keys.verify(&format!("{head}.bob"), &tokens).is_none());
