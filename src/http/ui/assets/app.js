@@ -13,7 +13,13 @@ function refresh(el) {
     if (busy || document.hidden) return;
     busy = true;
     try {
-      const r = await fetch(url, { headers: { Accept: "text/html" }, cache: "no-store" });
+      const r = await fetch(url, { headers: { Accept: "text/html" }, cache: "no-store", redirect: "manual" });
+      if (r.type === "opaqueredirect" || r.status === 401) {
+        // The session ended: the page itself goes to the login (and comes back after it).
+        clearInterval(timer);
+        location.reload();
+        return;
+      }
       if (r.ok) {
         const html = await r.text();
         if (el.tagName === "TBODY") {
