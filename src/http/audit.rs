@@ -53,20 +53,7 @@ pub async fn list(
     q: web::Query<AuditQuery>,
 ) -> Result<HttpResponse, AppError> {
     let q = q.into_inner();
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=MAX_AUDIT_LIMIT).contains(&limit) {
-        return Err(AppError::invalid(
-            "limit",
-            format!("must be between 1 and {MAX_AUDIT_LIMIT}"),
-        ));
-    }
-    let before =
-        match q.cursor.as_deref() {
-            None => None,
-            Some(c) => Some(c.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
-                AppError::invalid("cursor", "is not a cursor returned by this API")
-            })?),
-        };
+    let (limit, before) = super::keyset_page(q.limit, q.cursor.as_deref(), 100, MAX_AUDIT_LIMIT)?;
     let filter = AuditFilter {
         actor: filter_text("actor", q.actor)?,
         action: filter_text("action", q.action)?,

@@ -133,16 +133,18 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
     .service(
         resource("/ui/deployments/{id}/log", "GET").route(web::get().to(ui::pages::deployment_log)),
     )
-    .service(resource("/ui/deployments/{id}/apply", "POST").route(web::post().to(ui::pages::apply)))
     .service(
-        resource("/ui/deployments/{id}/discard", "POST").route(web::post().to(ui::pages::discard)),
+        resource("/ui/deployments/{id}/apply", "POST").route(web::post().to(ui::pages::action)),
     )
     .service(
-        resource("/ui/deployments/{id}/cancel", "POST").route(web::post().to(ui::pages::cancel)),
+        resource("/ui/deployments/{id}/discard", "POST").route(web::post().to(ui::pages::action)),
+    )
+    .service(
+        resource("/ui/deployments/{id}/cancel", "POST").route(web::post().to(ui::pages::action)),
     )
     .service(
         resource("/ui/deployments/{id}/drift-check", "POST")
-            .route(web::post().to(ui::pages::drift_check)),
+            .route(web::post().to(ui::pages::action)),
     )
     .service(
         resource("/ui/deployments/{id}/destroy", "POST").route(web::post().to(ui::pages::destroy)),
@@ -165,6 +167,31 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
     .service(resource("/ui/logout", "POST").route(web::post().to(ui::pages::logout)))
     .service(resource("/ui/assets/{file}", "GET").route(web::get().to(ui::pages::asset)))
     .default_service(web::to(not_found));
+}
+
+/// A page of a list with a numeric keyset cursor: its size (`limit`, default `default`, at
+/// most `max`) and the exclusive id to start before (`cursor`: the previous `next_cursor`).
+pub(crate) fn keyset_page(
+    limit: Option<i64>,
+    cursor: Option<&str>,
+    default: i64,
+    max: i64,
+) -> Result<(i64, Option<i64>), AppError> {
+    let limit = limit.unwrap_or(default);
+    if !(1..=max).contains(&limit) {
+        return Err(AppError::invalid(
+            "limit",
+            format!("must be between 1 and {max}"),
+        ));
+    }
+    let before =
+        match cursor {
+            None => None,
+            Some(c) => Some(c.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                AppError::invalid("cursor", "is not a cursor returned by this API")
+            })?),
+        };
+    Ok((limit, before))
 }
 
 /// A resource whose unmatched methods answer 405 in the envelope, with `Allow: <allow>`.

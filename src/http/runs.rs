@@ -88,20 +88,7 @@ pub async fn list(
     path: web::Path<String>,
     q: web::Query<RunsQuery>,
 ) -> Result<HttpResponse, AppError> {
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=MAX_RUNS_LIMIT).contains(&limit) {
-        return Err(AppError::invalid(
-            "limit",
-            format!("must be between 1 and {MAX_RUNS_LIMIT}"),
-        ));
-    }
-    let before =
-        match q.cursor.as_deref() {
-            None => None,
-            Some(c) => Some(c.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
-                AppError::invalid("cursor", "is not a cursor returned by this API")
-            })?),
-        };
+    let (limit, before) = super::keyset_page(q.limit, q.cursor.as_deref(), 50, MAX_RUNS_LIMIT)?;
     let d = load(&state, &path).await?;
     let mut runs = state
         .persistence

@@ -218,20 +218,8 @@ pub async fn deliveries(
     path: web::Path<String>,
     q: web::Query<DeliveriesQuery>,
 ) -> Result<HttpResponse, AppError> {
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=MAX_DELIVERIES_LIMIT).contains(&limit) {
-        return Err(AppError::invalid(
-            "limit",
-            format!("must be between 1 and {MAX_DELIVERIES_LIMIT}"),
-        ));
-    }
-    let before =
-        match q.cursor.as_deref() {
-            None => None,
-            Some(c) => Some(c.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
-                AppError::invalid("cursor", "is not a cursor returned by this API")
-            })?),
-        };
+    let (limit, before) =
+        super::keyset_page(q.limit, q.cursor.as_deref(), 50, MAX_DELIVERIES_LIMIT)?;
     let id = webhook_id(&path)?;
     let mut list = state
         .persistence

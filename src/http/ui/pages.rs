@@ -545,7 +545,9 @@ async fn after_action(
     }
 }
 
-pub async fn apply(
+/// `POST /ui/deployments/{id}/{apply|discard|cancel|drift-check}`: the API's verb of the same
+/// name (its role is checked by the guard, from the route).
+pub async fn action(
     state: web::Data<AppState>,
     req: HttpRequest,
     ctx: AuditContext,
@@ -553,43 +555,24 @@ pub async fn apply(
     _form: UiForm,
 ) -> Result<HttpResponse, UiError> {
     let id = path.into_inner();
-    let answer = runs::apply(state.clone(), web::Path::from(id.clone()), ctx.clone()).await;
-    after_action(&state, &ctx, &req, &id, answer).await
-}
-
-pub async fn discard(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    ctx: AuditContext,
-    path: web::Path<String>,
-    _form: UiForm,
-) -> Result<HttpResponse, UiError> {
-    let id = path.into_inner();
-    let answer = runs::discard(state.clone(), web::Path::from(id.clone()), ctx.clone()).await;
-    after_action(&state, &ctx, &req, &id, answer).await
-}
-
-pub async fn cancel(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    ctx: AuditContext,
-    path: web::Path<String>,
-    _form: UiForm,
-) -> Result<HttpResponse, UiError> {
-    let id = path.into_inner();
-    let answer = deployments::cancel(state.clone(), web::Path::from(id.clone()), ctx.clone()).await;
-    after_action(&state, &ctx, &req, &id, answer).await
-}
-
-pub async fn drift_check(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    ctx: AuditContext,
-    path: web::Path<String>,
-    _form: UiForm,
-) -> Result<HttpResponse, UiError> {
-    let id = path.into_inner();
-    let answer = runs::drift_check(state.clone(), web::Path::from(id.clone()), ctx.clone()).await;
+    let verb = req
+        .match_info()
+        .as_str()
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let (s, p, c) = (state.clone(), web::Path::from(id.clone()), ctx.clone());
+    let answer = match verb.as_str() {
+        "apply" => runs::apply(s, p, c).await,
+        "discard" => runs::discard(s, p, c).await,
+        "cancel" => deployments::cancel(s, p, c).await,
+        "drift-check" => runs::drift_check(s, p, c).await,
+        _ => Err(AppError::not_found(
+            "route_not_found",
+            format!("no action {verb}"),
+        )),
+    };
     after_action(&state, &ctx, &req, &id, answer).await
 }
 
