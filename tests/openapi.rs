@@ -300,7 +300,10 @@ async fn real_responses_match_the_openapi_document() {
     let (s, b) = call(M::POST, "/webhooks".into(), Some(hook)).await;
     assert_eq!(s, 201, "{b}");
     check(&spec, "post", "/webhooks", s, &b);
-    let wh = b["data"]["webhook_id"].as_str().expect("webhook").to_string();
+    let wh = b["data"]["webhook_id"]
+        .as_str()
+        .expect("webhook")
+        .to_string();
     for body in [
         json!({"url": "ftp://example.org", "events": ["run.nope"], "secret": "short"}),
         json!({"url": "http://127.0.0.1:9/", "events": [], "secret": "spec-secret-0123456789", "extra": 1}),
@@ -326,14 +329,23 @@ async fn real_responses_match_the_openapi_document() {
         {
             break first["delivery_id"].as_i64().expect("delivery id");
         }
-        assert!(std::time::Instant::now() < deadline, "no delivery attempt: {b}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no delivery attempt: {b}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     for (path, doc) in [
         ("/webhooks".to_string(), "/webhooks"),
         (format!("/webhooks/{wh}"), "/webhooks/{id}"),
-        ("/webhooks/wh-0123456789abcdef".to_string(), "/webhooks/{id}"),
-        (format!("/webhooks/{wh}/deliveries?limit=0"), "/webhooks/{id}/deliveries"),
+        (
+            "/webhooks/wh-0123456789abcdef".to_string(),
+            "/webhooks/{id}",
+        ),
+        (
+            format!("/webhooks/{wh}/deliveries?limit=0"),
+            "/webhooks/{id}/deliveries",
+        ),
         ("/audit".to_string(), "/audit"),
         ("/audit?action=webhook.create&limit=1".to_string(), "/audit"),
         ("/audit?since=yesterday".to_string(), "/audit"),

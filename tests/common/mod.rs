@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod arm;
+pub mod browser;
 pub mod webhook;
 
 use std::net::TcpListener;

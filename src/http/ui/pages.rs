@@ -199,14 +199,14 @@ pub async fn deployments(
             button type="submit" { "Filter" }
         }
         @if let Some(p) = &problem { (alert(p)) }
-        table.list {
+        div.scroll { table.list {
             caption.sr-only { "Deployments, newest first" }
             thead { tr {
                 th scope="col" { "Deployment" } th scope="col" { "Template" } th scope="col" { "Provider" }
                 th scope="col" { "Resource group" } th scope="col" { "Status" } th scope="col" { "Drift" } th scope="col" { "Age" }
             } }
             tbody #rows data-refresh={ "/ui/deployments/rows" (query) } data-interval="3000" { (rows) }
-        }
+        } }
     };
     let page = view::layout(
         &frame("Deployments", Nav::Deployments, &ctx, &state, &csrf),
@@ -339,7 +339,6 @@ async fn deployment_page(
     let template = catalog.find(d.provider_type, &d.template_name).cloned();
     let caller = &ctx.caller;
     let params = v["parameters"].as_object().cloned().unwrap_or_default();
-    let outputs = v["outputs"].as_object().cloned().unwrap_or_default();
     let title = format!("Deployment {}", d.id);
     let content = html! {
         p.crumbs { a href="/ui" { "Deployments" } " / " code { (d.id) } }
@@ -357,16 +356,6 @@ async fn deployment_page(
         @if params.is_empty() { p.muted { "None." } } @else {
             table.kv { tbody { @for (k, val) in &params {
                 tr { th scope="row" { (k) } td { code { (text(val)) } } }
-            } } }
-        }
-        h2 { "Outputs" }
-        @if outputs.is_empty() { p.muted { "None yet." } } @else {
-            table.kv { tbody { @for (k, val) in &outputs {
-                tr {
-                    th scope="row" { (k) }
-                    td { code id={ "out-" (k) } { (text(val)) } }
-                    td { button.copy type="button" data-copy={ "out-" (k) } aria-label={ "Copy " (k) } { "Copy" } }
-                }
             } } }
         }
         @if may(caller, Role::Operator) && d.status.as_str() != "destroyed" {
@@ -442,6 +431,12 @@ async fn live_section(
         .any(|r| matches!(r["status"].as_str(), Some("pending" | "running")))
         || matches!(d.status.as_str(), "pending" | "running");
     let planned = views.iter().find(|r| r["status"] == "planned");
+    let outputs = d
+        .outputs
+        .as_ref()
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
     let caller = &ctx.caller;
     Ok(html! {
         section #live data-refresh={ "/ui/deployments/" (d.id) "/live" } data-active=(active) aria-live="polite" {
@@ -477,6 +472,21 @@ async fn live_section(
                         }
                     }
                 }
+            }
+            h2 { "Outputs" }
+            @if outputs.is_empty() { p.muted { "None yet." } } @else {
+                table.kv { tbody { @for (k, val) in &outputs {
+                    tr {
+                        th scope="row" { (k) }
+                        td { code id={ "out-" (k) } { (text(val)) } }
+                        td {
+                            // A masked value has nothing worth copying.
+                            @if val.as_str() != Some("(sensitive)") {
+                                button.copy type="button" data-copy={ "out-" (k) } aria-label={ "Copy " (k) } { "Copy" }
+                            }
+                        }
+                    }
+                } } }
             }
             h2 { "Runs" }
             ol.timeline {
@@ -769,8 +779,13 @@ fn field(spec: &ParamSpec, value: Option<&Value>, error: Option<String>) -> Mark
         _ if spec.sensitive => None,
         Some(v) if v.as_str() == Some("(sensitive)") => None,
         Some(v) => Some(text(v)),
-        None => spec.default.as_ref().map(text),
+        // Not typed: the field stays empty and the template's default applies.
+        None => None,
     };
+    let placeholder = spec
+        .default
+        .as_ref()
+        .map(|d| format!("default: {}", text(d)));
     let hint = {
         let mut parts = vec![spec.type_expression.clone()];
         if spec.required {
@@ -825,7 +840,7 @@ fn field(spec: &ParamSpec, value: Option<&Value>, error: Option<String>) -> Mark
                     option value="false" selected[current.as_deref() == Some("false")] { "false" }
                 }
             } @else if matches!(spec.param_type, ParamType::List | ParamType::Map | ParamType::Object | ParamType::Any) {
-                textarea id=(id) name=(name) rows="3" required[spec.required] aria-invalid=[invalid] aria-describedby=(described) {
+                textarea id=(id) name=(name) rows="3" required[spec.required] placeholder=[placeholder.clone()] aria-invalid=[invalid] aria-describedby=(described) {
                     (current.unwrap_or_default())
                 }
             } @else {
@@ -833,6 +848,7 @@ fn field(spec: &ParamSpec, value: Option<&Value>, error: Option<String>) -> Mark
                     type=(if spec.sensitive { "password" } else if spec.param_type == ParamType::Number { "number" } else { "text" })
                     autocomplete=(if spec.sensitive { "new-password" } else { "off" })
                     value=[current]
+                    placeholder=[placeholder.clone()]
                     required[spec.required]
                     minlength=[spec.min_length] maxlength=[spec.max_length]
                     min=[spec.min_value] max=[spec.max_value]
@@ -1058,7 +1074,7 @@ pub async fn health(
             }
         }
         h2 { "Providers" }
-        table.list {
+        div.scroll { table.list {
             thead { tr { th scope="col" { "Provider" } th scope="col" { "Templates" } th scope="col" { "Available" } th scope="col" { "Why not" } } }
             tbody {
                 @for p in ProviderType::ALL {
@@ -1066,12 +1082,12 @@ pub async fn health(
                     tr {
                         td { (p) }
                         td { (state.catalog.get().count(p)) }
-                        td { (badge(if ok { "completed" } else { "failed" })) }
+                        td { (badge(if ok { "available" } else { "unavailable" })) }
                         td { (why.unwrap_or_default()) }
                     }
                 }
             }
-        }
+        } }
     };
     let page = view::layout(&frame("Health", Nav::Health, &ctx, &state, &csrf), content);
     let status = if healthy {

@@ -81,8 +81,8 @@ pub fn csrf_field(csrf: &str) -> Markup {
 /// A status word as a coloured badge (colour is never the only cue: the word is there).
 pub fn badge(status: &str) -> Markup {
     let class = match status {
-        "completed" | "no_changes" | "delivered" | "in_sync" | "healthy" => "ok",
-        "failed" | "dead" | "drifted" | "unhealthy" => "bad",
+        "completed" | "no_changes" | "delivered" | "in_sync" | "healthy" | "available" => "ok",
+        "failed" | "dead" | "drifted" | "unhealthy" | "unavailable" => "bad",
         "running" | "pending" => "busy",
         "planned" => "wait",
         _ => "muted",
