@@ -37,12 +37,16 @@ round() { # NAME BINARY ROUND
   "${PSQL[@]}" -c "CREATE DATABASE $db" postgres >/dev/null
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   mkdir -p "$WORK/$db"
+  # In its own directory: each build reads only its own defaults (no config/default.toml).
+  cd "$WORK/$db"
   env MULTICLOUD__SERVER__BIND=127.0.0.1:$port MULTICLOUD__DATABASE__URL="postgres:///$db?host=$WORK/pg&user=postgres" \
     MULTICLOUD__PATHS__DATA_DIR="$WORK/$db" MULTICLOUD__PATHS__TEMPLATES_DIR="$ROOT/templates" \
     MULTICLOUD__SERVER__DEPLOY_RATE_PER_MINUTE=0 MULTICLOUD__RUNNER__MAX_CONCURRENT=0 RUST_LOG=warn \
     "$bin" serve >"$WORK/$db.log" 2>&1 &
   DPID=$!
+  cd "$ROOT"
   for _ in $(seq 1 200); do curl -sf "127.0.0.1:$port/health" >/dev/null && break; sleep 0.1; done
+  curl -sf "127.0.0.1:$port/health" >/dev/null || { echo "$name did not start:"; cat "$WORK/$db.log"; exit 1; }
   for c in $CONNS; do
     wrk -t1 -c"$c" -d"${SECS}s" --latency -s "$WORK/post.lua" "http://127.0.0.1:$port/deploy" >"$WORK/$db.$c.txt"
     local rps p99

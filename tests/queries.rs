@@ -44,7 +44,7 @@ fn insert_with(conn: &mut PgConnection) -> (String, String) {
         idempotency_key: None,
         requested_by: None,
     };
-    let d = deployments::insert_accepted(conn, &NewDeploymentRow::from(&new), None, None)
+    let d = deployments::insert(conn, &NewDeploymentRow::from(&new))
         .expect("insert")
         .deployment_id;
     let run = NewRun::new(RunKind::Deploy, Default::default());
@@ -452,7 +452,7 @@ fn a_deployment_accepted_alone_gets_its_deploy_run_once_when_claimed() {
         idempotency_key: None,
         requested_by: None,
     };
-    let d = deployments::insert_accepted(&mut conn, &NewDeploymentRow::from(&new), None, None)
+    let d = deployments::insert(&mut conn, &NewDeploymentRow::from(&new))
         .expect("insert")
         .deployment_id;
     assert!(q::latest_for(&mut conn, &d).expect("runs").is_none());

@@ -351,7 +351,7 @@ pub(super) async fn accept(
     // Committed before we answer (with its audit row): the row is the queue entry.
     let created = state
         .persistence
-        .call(CreateDeployment(new, run, Some(audit.entry(202, None))))
+        .accept(CreateDeployment(new, run, Some(audit.entry(202, None))))
         .await?;
     let d = created.deployment;
     if created.created {

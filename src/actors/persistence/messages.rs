@@ -48,48 +48,149 @@ impl Handler<CreateDeployment> for PersistenceActor {
     type Result = Result<Created, PersistError>;
 
     fn handle(&mut self, msg: CreateDeployment, _: &mut SyncContext<Self>) -> Self::Result {
-        let (new, run, audit) = (msg.0, msg.1, msg.2);
-        let row = NewDeploymentRow::from(&new);
-        self.tx(|conn| {
-            if let Some(key) = &new.idempotency_key
-                && let Some(existing) = queries::deployments::find_by_idempotency_key(conn, key)?
-            {
-                let same = existing.provider_type == row.provider_type
-                    && existing.template_name == row.template_name
-                    && existing.resource_group == row.resource_group
-                    && existing.subscription_id == row.subscription_id
-                    && existing.location == row.location
-                    && existing.parameters == row.parameters;
-                if !same {
-                    return Err(PersistError::Conflict(
-                        "this Idempotency-Key was already used with a different request".into(),
-                    ));
-                }
-                if let Some(audit) = audit {
-                    let audit = audit.succeeded(202, existing.deployment_id.clone(), None);
-                    queries::audit::insert(conn, &NewAuditRow::from(&audit))?;
-                }
-                return Ok(Created {
-                    deployment: existing.try_into()?,
-                    created: false,
-                });
-            }
-            // A deploy that needs no decision gets its run when a runner claims it (one row
-            // per accept); one that waits for a decision records that in its run now.
-            let run_row = (!run.auto_apply).then(|| NewRunRow::new(&row.deployment_id, &run));
-            let audit = audit.map(|a| NewAuditRow::from(&a.succeeded(202, "", None)));
-            let inserted = queries::deployments::insert_accepted(
-                conn,
-                &row,
-                run_row.as_ref(),
-                audit.as_ref(),
-            )?;
-            Ok(Created {
-                deployment: inserted.try_into()?,
-                created: true,
-            })
-        })
+        self.tx(|conn| accept_one(conn, &msg))?
     }
+}
+
+/// Several accepts in one transaction (group commit: one commit, one WAL flush for all of
+/// them). Each answer is its own: an idempotency conflict refuses only that request. Should
+/// the database refuse a statement, the batch is rolled back and each accept is made again in
+/// a transaction of its own, so one bad row never fails its neighbours.
+#[derive(Message)]
+#[rtype(result = "Vec<Result<Created, PersistError>>")]
+pub struct CreateDeployments(pub Vec<CreateDeployment>);
+
+impl Handler<CreateDeployments> for PersistenceActor {
+    type Result = Vec<Result<Created, PersistError>>;
+
+    fn handle(&mut self, msg: CreateDeployments, _: &mut SyncContext<Self>) -> Self::Result {
+        let batch = self.tx(|conn| accept_many(conn, &msg.0));
+        match batch {
+            Ok(answers) => answers,
+            Err(PersistError::Unavailable(m)) => msg
+                .0
+                .iter()
+                .map(|_| Err(PersistError::Unavailable(m.clone())))
+                .collect(),
+            Err(e) => {
+                tracing::debug!(error = %e, size = msg.0.len(), "a batch of accepts failed; accepting one by one");
+                msg.0
+                    .iter()
+                    .map(|one| self.tx(|conn| accept_one(conn, one)).and_then(|r| r))
+                    .collect()
+            }
+        }
+    }
+}
+
+/// Accepts inside the caller's transaction: those with an idempotency key one by one (they
+/// may answer an earlier deployment), the others with one multi-row statement per table (a
+/// batch costs a few statements, not a few per accept).
+fn accept_many(
+    conn: &mut PgConnection,
+    msgs: &[CreateDeployment],
+) -> Result<Vec<Result<Created, PersistError>>, PersistError> {
+    let mut answers: Vec<Option<Result<Created, PersistError>>> = Vec::with_capacity(msgs.len());
+    let mut rows = Vec::new();
+    let mut runs = Vec::new();
+    let mut audits = Vec::new();
+    for msg in msgs {
+        if msg.0.idempotency_key.is_some() {
+            answers.push(Some(accept_one(conn, msg)?));
+            continue;
+        }
+        let row = NewDeploymentRow::from(&msg.0);
+        let run_row = (!msg.1.auto_apply).then(|| NewRunRow::new(&row.deployment_id, &msg.1));
+        if let Some(a) = &msg.2 {
+            let run_id = run_row.as_ref().map(|r| r.run_id.clone());
+            audits.push(NewAuditRow::from(&a.clone().succeeded(
+                202,
+                row.deployment_id.clone(),
+                run_id,
+            )));
+        }
+        runs.extend(run_row);
+        rows.push(row);
+        answers.push(None);
+    }
+    let mut inserted: std::collections::HashMap<String, DeploymentRow> =
+        queries::deployments::insert_many(conn, &rows)?
+            .into_iter()
+            .map(|r| (r.deployment_id.clone(), r))
+            .collect();
+    queries::runs::insert_many(conn, &runs)?;
+    queries::audit::insert_many(conn, &audits)?;
+    let mut rows = rows.into_iter();
+    answers
+        .into_iter()
+        .map(|answer| match answer {
+            Some(a) => Ok(a),
+            None => {
+                let id = rows.next().map(|r| r.deployment_id).unwrap_or_default();
+                let row = inserted.remove(&id).ok_or_else(|| {
+                    PersistError::Query(format!("deployment {id} was not returned by its insert"))
+                })?;
+                Ok(Ok(Created {
+                    deployment: row.try_into()?,
+                    created: true,
+                }))
+            }
+        })
+        .collect()
+}
+
+/// One accept inside the caller's transaction. `Err`: the database refused a statement (the
+/// transaction must roll back); `Ok(Err(_))`: this request is refused (an idempotency key
+/// reused with another body), nothing was written for it.
+fn accept_one(
+    conn: &mut PgConnection,
+    msg: &CreateDeployment,
+) -> Result<Result<Created, PersistError>, PersistError> {
+    let (new, run, audit) = (&msg.0, &msg.1, &msg.2);
+    let row = NewDeploymentRow::from(new);
+    if let Some(key) = &new.idempotency_key
+        && let Some(existing) = queries::deployments::find_by_idempotency_key(conn, key)?
+    {
+        let same = existing.provider_type == row.provider_type
+            && existing.template_name == row.template_name
+            && existing.resource_group == row.resource_group
+            && existing.subscription_id == row.subscription_id
+            && existing.location == row.location
+            && existing.parameters == row.parameters;
+        if !same {
+            return Ok(Err(PersistError::Conflict(
+                "this Idempotency-Key was already used with a different request".into(),
+            )));
+        }
+        if let Some(audit) = audit {
+            let audit = audit
+                .clone()
+                .succeeded(202, existing.deployment_id.clone(), None);
+            queries::audit::insert(conn, &NewAuditRow::from(&audit))?;
+        }
+        return Ok(Ok(Created {
+            deployment: existing.try_into()?,
+            created: false,
+        }));
+    }
+    // A deploy that needs no decision gets its run when a runner claims it; one that waits
+    // for a decision records that in its run now.
+    let run_row = (!run.auto_apply).then(|| NewRunRow::new(&row.deployment_id, run));
+    let audit = audit.as_ref().map(|a| {
+        let run_id = run_row.as_ref().map(|r| r.run_id.clone());
+        NewAuditRow::from(&a.clone().succeeded(202, row.deployment_id.clone(), run_id))
+    });
+    let inserted = queries::deployments::insert(conn, &row)?;
+    if let Some(r) = &run_row {
+        queries::runs::insert(conn, r)?;
+    }
+    if let Some(a) = &audit {
+        queries::audit::insert(conn, a)?;
+    }
+    Ok(Ok(Created {
+        deployment: inserted.try_into()?,
+        created: true,
+    }))
 }
 
 #[derive(Message)]

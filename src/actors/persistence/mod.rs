@@ -7,6 +7,7 @@
 //! start-up work. A SyncArbiter applies no backpressure, so callers bound their sends with a
 //! timeout (see `PersistenceHandle`) and map it to 503.
 
+mod batch;
 mod messages;
 
 use std::time::Duration;
@@ -101,16 +102,40 @@ impl From<crate::domain::UnknownValue> for PersistError {
     }
 }
 
-/// The address of the persistence actor with a bound on how long a caller waits.
+/// The address of the persistence actor with a bound on how long a caller waits, and the
+/// group commit of accepts in front of it.
 #[derive(Clone)]
 pub struct PersistenceHandle {
     addr: Addr<PersistenceActor>,
     timeout: Duration,
+    accepts: Addr<batch::AcceptBatcher>,
 }
 
 impl PersistenceHandle {
+    /// Needs a running actix system (the batcher of accepts starts on it).
     pub fn new(addr: Addr<PersistenceActor>, timeout: Duration) -> PersistenceHandle {
-        PersistenceHandle { addr, timeout }
+        let accepts = batch::AcceptBatcher::new(addr.clone(), timeout).start();
+        PersistenceHandle {
+            addr,
+            timeout,
+            accepts,
+        }
+    }
+
+    /// Commits an accepted deployment together with the others arriving meanwhile (group
+    /// commit) and answers once it is durable.
+    pub async fn accept(&self, msg: CreateDeployment) -> Result<Created, PersistError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.accepts.do_send(batch::Enqueue(msg, tx));
+        match tokio::time::timeout(self.timeout * 2, rx).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_)) => Err(PersistError::Unavailable(
+                "the persistence actor has stopped".into(),
+            )),
+            Err(_) => Err(PersistError::Unavailable(
+                "the database did not answer in time".into(),
+            )),
+        }
     }
 
     /// Sends `msg` and waits at most the handle's timeout for the answer.

@@ -6,61 +6,32 @@ use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{Text, Timestamptz};
 
-use crate::db::models::{DeploymentRow, NewAuditRow, NewDeploymentRow, NewRunRow};
+use crate::db::models::{DeploymentRow, NewDeploymentRow};
 use crate::db::schema::deployments;
 use crate::domain::ListFilter;
 
-/// Inserts an accepted deployment, its first run when it has one now (a deploy that waits for
-/// a decision), and the request's audit row, in one statement: one round trip, because
-/// `POST /deploy` is the hot path. Answers the deployment.
-pub fn insert_accepted(
+/// Inserts an accepted deployment (its first run and audit row are the caller's, in the same
+/// transaction: separate prepared statements cost less than one statement that is planned anew
+/// each time).
+pub fn insert(conn: &mut PgConnection, row: &NewDeploymentRow) -> QueryResult<DeploymentRow> {
+    diesel::insert_into(deployments::table)
+        .values(row)
+        .returning(DeploymentRow::as_returning())
+        .get_result(conn)
+}
+
+/// Inserts accepted deployments with one statement (group commit).
+pub fn insert_many(
     conn: &mut PgConnection,
-    row: &NewDeploymentRow,
-    run: Option<&NewRunRow>,
-    audit: Option<&NewAuditRow>,
-) -> QueryResult<DeploymentRow> {
-    use diesel::sql_types::{Bool, Jsonb, Nullable, SmallInt};
-    diesel::sql_query(
-        "WITH d AS ( \
-            INSERT INTO deployments (deployment_id, provider_type, cloud_provider, template_name, \
-                resource_group, subscription_id, location, parameters, idempotency_key, \
-                requested_by) \
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING * \
-         ), r AS ( \
-            INSERT INTO runs (run_id, deployment_id, kind, auto_apply, parameters, requested_by) \
-            SELECT $11, d.deployment_id, $12, $13, $14, d.requested_by FROM d \
-            WHERE $11::text IS NOT NULL \
-         ), a AS ( \
-            INSERT INTO audit_events (actor, role, action, route, target, run_id, outcome, \
-                status_code, request_id, client_addr) \
-            SELECT $15, $16, $17, $18, d.deployment_id, $11, $19, $20, $21, $22 FROM d \
-            WHERE $15::text IS NOT NULL \
-         ) \
-         SELECT * FROM d",
-    )
-    .bind::<Text, _>(&row.deployment_id)
-    .bind::<Text, _>(&row.provider_type)
-    .bind::<Text, _>(&row.cloud_provider)
-    .bind::<Text, _>(&row.template_name)
-    .bind::<Nullable<Text>, _>(&row.resource_group)
-    .bind::<Nullable<Text>, _>(&row.subscription_id)
-    .bind::<Nullable<Text>, _>(&row.location)
-    .bind::<Jsonb, _>(&row.parameters)
-    .bind::<Nullable<Text>, _>(&row.idempotency_key)
-    .bind::<Nullable<Text>, _>(&row.requested_by)
-    .bind::<Nullable<Text>, _>(run.map(|r| &r.run_id))
-    .bind::<Nullable<Text>, _>(run.map(|r| &r.kind))
-    .bind::<Nullable<Bool>, _>(run.map(|r| r.auto_apply))
-    .bind::<Nullable<Jsonb>, _>(run.map(|r| &r.parameters))
-    .bind::<Nullable<Text>, _>(audit.map(|a| &a.actor))
-    .bind::<Nullable<Text>, _>(audit.and_then(|a| a.role.as_ref()))
-    .bind::<Nullable<Text>, _>(audit.map(|a| &a.action))
-    .bind::<Nullable<Text>, _>(audit.map(|a| &a.route))
-    .bind::<Nullable<Text>, _>(audit.map(|a| &a.outcome))
-    .bind::<Nullable<SmallInt>, _>(audit.map(|a| a.status_code))
-    .bind::<Nullable<Text>, _>(audit.and_then(|a| a.request_id.as_ref()))
-    .bind::<Nullable<Text>, _>(audit.and_then(|a| a.client_addr.as_ref()))
-    .get_result(conn)
+    rows: &[NewDeploymentRow],
+) -> QueryResult<Vec<DeploymentRow>> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    diesel::insert_into(deployments::table)
+        .values(rows)
+        .returning(DeploymentRow::as_returning())
+        .get_results(conn)
 }
 
 pub fn find(conn: &mut PgConnection, id: &str) -> QueryResult<Option<DeploymentRow>> {
