@@ -1436,7 +1436,7 @@ async fn a_receiver_failing_with_500_is_retried_with_backoff_then_dead() {
         .collect();
     for (gap, cap) in gaps.iter().zip([1.0, 2.0, 4.0]) {
         assert!(
-            *gap >= cap / 2.0 - 0.05 && *gap <= cap + 3.0,
+            *gap >= cap / 2.0 - 0.05 && *gap <= cap + 5.0,
             "gap {gap:.2}s after a wait capped at {cap}s: {gaps:?}"
         );
     }
@@ -1611,7 +1611,7 @@ async fn an_event_survives_kill_9_before_delivery() {
     let (s, b) = post(&d, BOB.2, &format!("/deployments/{id}/apply"), json!({})).await;
     assert_eq!(s, 202, "{b}");
     assert_eq!(wait_run(&d, &run_id(&b)).await["status"], "completed");
-    // The lease is the attempt's timeout plus 30 s.
+    // The lease is the attempt's timeout plus 10 s.
     let list = wait_deliveries(&d, &wh, Duration::from_secs(60), "all delivered", |l| {
         all_status(l, 3, "delivered")
     })
