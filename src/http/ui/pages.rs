@@ -281,14 +281,12 @@ async fn rows(state: &AppState, filters: &HashMap<String, String>) -> Result<Mar
     let q: deployments::ListQuery = serde_json::from_value(Value::Object(q))
         .map_err(|e| UiError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
     let (list, next) = deployments::list_page(state, q).await?;
-    let catalog = state.catalog.get();
     let mut more = filters.clone();
     Ok(html! {
         @if list.is_empty() {
             tr { td colspan="7" { "No deployments." } }
         }
         @for d in &list {
-            @let v = deployments::view(d, &catalog);
             tr {
                 td { a href={ "/ui/deployments/" (d.id) } { code { (d.id) } } }
                 td { (d.template_name) }
@@ -296,13 +294,13 @@ async fn rows(state: &AppState, filters: &HashMap<String, String>) -> Result<Mar
                 td { (d.resource_group.as_deref().unwrap_or("—")) }
                 td { (badge(d.status.as_str())) }
                 td {
-                    @match v["drift"]["status"].as_str() {
+                    @match d.drift.as_ref().and_then(|x| x["status"].as_str()) {
                         Some("drifted") => span.badge.bad title="the cloud changed outside the daemon" { "drifted" },
                         Some(s) => span.muted { (s.replace('_', " ")) },
                         None => span.muted { "—" },
                     }
                 }
-                td { (age(&v["created_at"])) }
+                td { (age(&json!(d.created_at))) }
             }
         }
         @if let Some(cursor) = next {
@@ -627,19 +625,19 @@ pub async fn update(
                 format!("template {} is no longer in the catalog", d.template_name),
             )
         })?;
-    let answer = match form_parameters(&template, &form.0, true) {
-        Ok(parameters) => {
-            let body =
-                json!({"parameters": parameters, "auto_apply": !form.0.contains_key("plan_first")});
-            runs::update(
-                state.clone(),
-                web::Path::from(id.clone()),
-                ctx.clone(),
-                web::Json(body),
-            )
-            .await
-        }
-        Err(e) => Err(AppError::Validation(e)),
+    let (parameters, errors) = form_parameters(&template, &form.0, true);
+    let answer = if errors.is_empty() {
+        let body =
+            json!({"parameters": parameters, "auto_apply": !form.0.contains_key("plan_first")});
+        runs::update(
+            state.clone(),
+            web::Path::from(id.clone()),
+            ctx.clone(),
+            web::Json(body),
+        )
+        .await
+    } else {
+        Err(AppError::Validation(errors))
     };
     after_action(&state, &ctx, &req, &id, answer).await
 }
@@ -863,12 +861,14 @@ fn field(spec: &ParamSpec, value: Option<&Value>, error: Option<String>) -> Mark
 }
 
 /// The form's `p.<name>` fields as JSON parameters by the template's types: empty fields are
-/// left out (the template's default applies; on an update, the current value stays).
+/// left out (the template's default applies; on an update, the current value stays). A value
+/// that does not convert is named in the errors and stands in as its text, so the template's
+/// own checks of the other fields can be reported with it.
 fn form_parameters(
     t: &Template,
     form: &HashMap<String, String>,
     skip_empty: bool,
-) -> Result<Map<String, Value>, crate::catalog::ValidationErrors> {
+) -> (Map<String, Value>, crate::catalog::ValidationErrors) {
     let mut out = Map::new();
     let mut errors = crate::catalog::ValidationErrors::default();
     for spec in &t.parameters {
@@ -884,7 +884,7 @@ fn form_parameters(
                 Ok(n) => json!(n),
                 Err(_) => {
                     errors.add(format!("parameters.{}", spec.name), "must be a number");
-                    continue;
+                    json!(raw)
                 }
             },
             ParamType::Bool => match raw.as_str() {
@@ -892,7 +892,7 @@ fn form_parameters(
                 "false" => json!(false),
                 _ => {
                     errors.add(format!("parameters.{}", spec.name), "must be true or false");
-                    continue;
+                    json!(raw)
                 }
             },
             ParamType::List | ParamType::Map | ParamType::Object | ParamType::Any => {
@@ -904,7 +904,7 @@ fn form_parameters(
                             format!("parameters.{}", spec.name),
                             format!("must be JSON: {e}"),
                         );
-                        continue;
+                        json!(raw)
                     }
                 }
             }
@@ -912,41 +912,7 @@ fn form_parameters(
         };
         out.insert(spec.name.clone(), value);
     }
-    if errors.is_empty() {
-        Ok(out)
-    } else {
-        Err(errors)
-    }
-}
-
-/// The fields that do convert, for checking the rest when some do not.
-fn form_parameters_lenient(t: &Template, form: &HashMap<String, String>) -> Map<String, Value> {
-    let mut out = Map::new();
-    for spec in &t.parameters {
-        let mut one = HashMap::new();
-        if let Some(v) = form.get(&format!("p.{}", spec.name)) {
-            one.insert(format!("p.{}", spec.name), v.clone());
-        }
-        let single = Template {
-            parameters: vec![spec.clone()],
-            ..t.clone()
-        };
-        match form_parameters(&single, &one, false) {
-            Ok(m) => out.extend(m),
-            // A value that does not convert stands in as a string: its own error is reported.
-            Err(_) => {
-                out.insert(
-                    spec.name.clone(),
-                    json!(
-                        form.get(&format!("p.{}", spec.name))
-                            .cloned()
-                            .unwrap_or_default()
-                    ),
-                );
-            }
-        }
-    }
-    out
+    (out, errors)
 }
 
 /// `POST /ui/templates/{provider_type}/{name}`: deploys from the form; a 422 comes back as
@@ -960,29 +926,26 @@ pub async fn deploy(
 ) -> Result<HttpResponse, UiError> {
     let t = find_template(&state, &path.0, &path.1)?;
     let form = form.0;
-    let answer = match form_parameters(&t, &form, false) {
-        Err(mut errors) => {
-            // Report the template's own checks of the other fields at once, too.
-            let parsed = form_parameters_lenient(&t, &form);
-            if let Err(more) = t.validate(&parsed) {
-                errors.merge(more);
-            }
-            Err(AppError::Validation(errors))
+    let (parameters, mut errors) = form_parameters(&t, &form, false);
+    let answer = if !errors.is_empty() {
+        // Report the template's own checks of the other fields at once, too.
+        if let Err(more) = t.validate(&parameters) {
+            errors.merge(more);
         }
-        Ok(parameters) => {
-            let mut body = json!({
-                "template_name": t.name,
-                "provider_type": t.provider_type,
-                "parameters": parameters,
-                "auto_apply": !form.contains_key("plan_first"),
-            });
-            for k in ["subscription_id", "resource_group", "location"] {
-                if let Some(v) = form.get(k).filter(|v| !v.trim().is_empty()) {
-                    body[k] = json!(v);
-                }
+        Err(AppError::Validation(errors))
+    } else {
+        let mut body = json!({
+            "template_name": t.name,
+            "provider_type": t.provider_type,
+            "parameters": parameters,
+            "auto_apply": !form.contains_key("plan_first"),
+        });
+        for k in ["subscription_id", "resource_group", "location"] {
+            if let Some(v) = form.get(k).filter(|v| !v.trim().is_empty()) {
+                body[k] = json!(v);
             }
-            deployments::accept(&state, &req, &ctx, body).await
         }
+        deployments::accept(&state, &req, &ctx, body).await
     };
     match answer {
         Ok((d, res)) => Ok(see_other(&format!("/ui/deployments/{}", d.id), Some(&res))),
