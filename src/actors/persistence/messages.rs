@@ -64,7 +64,13 @@ impl Handler<CreateDeployments> for PersistenceActor {
     type Result = Vec<Result<Created, PersistError>>;
 
     fn handle(&mut self, msg: CreateDeployments, _: &mut SyncContext<Self>) -> Self::Result {
-        let batch = self.tx(|conn| accept_many(conn, &msg.0));
+        // Without idempotency keys a batch is one statement, atomic without a transaction.
+        let batch = if msg.0.iter().all(|m| m.0.idempotency_key.is_none()) {
+            self.conn()
+                .and_then(|mut conn| accept_many(&mut conn, &msg.0))
+        } else {
+            self.tx(|conn| accept_many(conn, &msg.0))
+        };
         match batch {
             Ok(answers) => answers,
             Err(PersistError::Unavailable(m)) => msg
@@ -84,49 +90,34 @@ impl Handler<CreateDeployments> for PersistenceActor {
 }
 
 /// Accepts inside the caller's transaction: those with an idempotency key one by one (they
-/// may answer an earlier deployment), the others with one multi-row statement per table (a
-/// batch costs a few statements, not a few per accept).
+/// may answer an earlier deployment), the others with one statement (a batch costs one
+/// statement, not a few per accept).
 fn accept_many(
     conn: &mut PgConnection,
     msgs: &[CreateDeployment],
 ) -> Result<Vec<Result<Created, PersistError>>, PersistError> {
     let mut answers: Vec<Option<Result<Created, PersistError>>> = Vec::with_capacity(msgs.len());
-    let mut rows = Vec::new();
-    let mut runs = Vec::new();
-    let mut audits = Vec::new();
+    let mut rows = AcceptRows::default();
     for msg in msgs {
         if msg.0.idempotency_key.is_some() {
             answers.push(Some(accept_one(conn, msg)?));
-            continue;
+        } else {
+            rows.push(msg);
+            answers.push(None);
         }
-        let row = NewDeploymentRow::from(&msg.0);
-        let run_row = (!msg.1.auto_apply).then(|| NewRunRow::new(&row.deployment_id, &msg.1));
-        if let Some(a) = &msg.2 {
-            let run_id = run_row.as_ref().map(|r| r.run_id.clone());
-            audits.push(NewAuditRow::from(&a.clone().succeeded(
-                202,
-                row.deployment_id.clone(),
-                run_id,
-            )));
-        }
-        runs.extend(run_row);
-        rows.push(row);
-        answers.push(None);
     }
-    let mut inserted: std::collections::HashMap<String, DeploymentRow> =
-        queries::deployments::insert_many(conn, &rows)?
-            .into_iter()
-            .map(|r| (r.deployment_id.clone(), r))
-            .collect();
-    queries::runs::insert_many(conn, &runs)?;
-    queries::audit::insert_many(conn, &audits)?;
-    let mut rows = rows.into_iter();
+    let mut inserted: std::collections::HashMap<String, DeploymentRow> = rows
+        .insert(conn)?
+        .into_iter()
+        .map(|r| (r.deployment_id.clone(), r))
+        .collect();
+    let mut ids = rows.deployments.into_iter().map(|r| r.deployment_id);
     answers
         .into_iter()
         .map(|answer| match answer {
             Some(a) => Ok(a),
             None => {
-                let id = rows.next().map(|r| r.deployment_id).unwrap_or_default();
+                let id = ids.next().unwrap_or_default();
                 let row = inserted.remove(&id).ok_or_else(|| {
                     PersistError::Query(format!("deployment {id} was not returned by its insert"))
                 })?;
@@ -139,6 +130,43 @@ fn accept_many(
         .collect()
 }
 
+/// The rows of new accepts: their deployments, the first runs of those that wait for a
+/// decision (a deploy that needs none gets its run when a runner claims it) and their audit
+/// rows.
+#[derive(Default)]
+struct AcceptRows {
+    deployments: Vec<NewDeploymentRow>,
+    runs: Vec<NewRunRow>,
+    audits: Vec<NewAuditRow>,
+}
+
+impl AcceptRows {
+    fn push(&mut self, msg: &CreateDeployment) {
+        let (new, run, audit) = (&msg.0, &msg.1, &msg.2);
+        let row = NewDeploymentRow::from(new);
+        let run_row = (!run.auto_apply).then(|| NewRunRow::new(&row.deployment_id, run));
+        if let Some(a) = audit {
+            let run_id = run_row.as_ref().map(|r| r.run_id.clone());
+            self.audits.push(NewAuditRow::from(&a.clone().succeeded(
+                202,
+                row.deployment_id.clone(),
+                run_id,
+            )));
+        }
+        self.runs.extend(run_row);
+        self.deployments.push(row);
+    }
+
+    fn insert(&self, conn: &mut PgConnection) -> Result<Vec<DeploymentRow>, PersistError> {
+        Ok(queries::deployments::insert_accepted(
+            conn,
+            &self.deployments,
+            &self.runs,
+            &self.audits,
+        )?)
+    }
+}
+
 /// One accept inside the caller's transaction. `Err`: the database refused a statement (the
 /// transaction must roll back); `Ok(Err(_))`: this request is refused (an idempotency key
 /// reused with another body), nothing was written for it.
@@ -146,7 +174,7 @@ fn accept_one(
     conn: &mut PgConnection,
     msg: &CreateDeployment,
 ) -> Result<Result<Created, PersistError>, PersistError> {
-    let (new, run, audit) = (&msg.0, &msg.1, &msg.2);
+    let (new, audit) = (&msg.0, &msg.2);
     let row = NewDeploymentRow::from(new);
     if let Some(key) = &new.idempotency_key
         && let Some(existing) = queries::deployments::find_by_idempotency_key(conn, key)?
@@ -173,20 +201,14 @@ fn accept_one(
             created: false,
         }));
     }
-    // A deploy that needs no decision gets its run when a runner claims it; one that waits
-    // for a decision records that in its run now.
-    let run_row = (!run.auto_apply).then(|| NewRunRow::new(&row.deployment_id, run));
-    let audit = audit.as_ref().map(|a| {
-        let run_id = run_row.as_ref().map(|r| r.run_id.clone());
-        NewAuditRow::from(&a.clone().succeeded(202, row.deployment_id.clone(), run_id))
-    });
-    let inserted = queries::deployments::insert(conn, &row)?;
-    if let Some(r) = &run_row {
-        queries::runs::insert(conn, r)?;
-    }
-    if let Some(a) = &audit {
-        queries::audit::insert(conn, a)?;
-    }
+    let mut rows = AcceptRows::default();
+    rows.push(msg);
+    let inserted = rows.insert(conn)?.pop().ok_or_else(|| {
+        PersistError::Query(format!(
+            "deployment {} was not returned by its insert",
+            row.deployment_id
+        ))
+    })?;
     Ok(Ok(Created {
         deployment: inserted.try_into()?,
         created: true,

@@ -16,16 +16,6 @@ pub fn insert(conn: &mut PgConnection, row: &NewAuditRow) -> QueryResult<()> {
         .map(|_| ())
 }
 
-pub fn insert_many(conn: &mut PgConnection, rows: &[NewAuditRow]) -> QueryResult<()> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    diesel::insert_into(audit_events::table)
-        .values(rows)
-        .execute(conn)
-        .map(|_| ())
-}
-
 /// Newest first; `filter.before` pages (exclusive `audit_id`).
 pub fn list(conn: &mut PgConnection, filter: &AuditFilter) -> QueryResult<Vec<AuditRow>> {
     let mut q = audit_events::table

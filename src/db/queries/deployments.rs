@@ -6,32 +6,56 @@ use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{Text, Timestamptz};
 
-use crate::db::models::{DeploymentRow, NewDeploymentRow};
-use crate::db::schema::deployments;
+use diesel::pg::Pg;
+use diesel::query_builder::QueryFragment;
+
+use super::with::With;
+use crate::db::models::{DeploymentRow, NewAuditRow, NewDeploymentRow, NewRunRow};
+use crate::db::schema::{audit_events, deployments, runs};
 use crate::domain::ListFilter;
 
-/// Inserts an accepted deployment (its first run and audit row are the caller's, in the same
-/// transaction: separate prepared statements cost less than one statement that is planned anew
-/// each time).
-pub fn insert(conn: &mut PgConnection, row: &NewDeploymentRow) -> QueryResult<DeploymentRow> {
-    diesel::insert_into(deployments::table)
-        .values(row)
-        .returning(DeploymentRow::as_returning())
-        .get_result(conn)
-}
-
-/// Inserts accepted deployments with one statement (group commit).
-pub fn insert_many(
+/// Inserts accepted deployments, the first runs of those that wait for a decision and their
+/// audit rows as one statement (see `with`): outside a transaction it is one round trip and
+/// one commit. A single accept uses single-row inserts, which diesel keeps prepared.
+pub fn insert_accepted(
     conn: &mut PgConnection,
     rows: &[NewDeploymentRow],
+    runs: &[NewRunRow],
+    audits: &[NewAuditRow],
 ) -> QueryResult<Vec<DeploymentRow>> {
-    if rows.is_empty() {
-        return Ok(Vec::new());
+    type Part<'a> = Box<dyn QueryFragment<Pg> + Send + 'a>;
+    let mut parts: Vec<Part<'_>> = Vec::new();
+    match runs {
+        [] => {}
+        [one] => parts.push(Box::new(diesel::insert_into(runs::table).values(one))),
+        many => parts.push(Box::new(diesel::insert_into(runs::table).values(many))),
     }
-    diesel::insert_into(deployments::table)
-        .values(rows)
-        .returning(DeploymentRow::as_returning())
-        .get_results(conn)
+    match audits {
+        [] => {}
+        [one] => parts.push(Box::new(
+            diesel::insert_into(audit_events::table).values(one),
+        )),
+        many => parts.push(Box::new(
+            diesel::insert_into(audit_events::table).values(many),
+        )),
+    }
+    match rows {
+        [] => Ok(Vec::new()),
+        [one] => With::new(
+            parts,
+            diesel::insert_into(deployments::table)
+                .values(one)
+                .returning(DeploymentRow::as_returning()),
+        )
+        .get_results(conn),
+        many => With::new(
+            parts,
+            diesel::insert_into(deployments::table)
+                .values(many)
+                .returning(DeploymentRow::as_returning()),
+        )
+        .get_results(conn),
+    }
 }
 
 pub fn find(conn: &mut PgConnection, id: &str) -> QueryResult<Option<DeploymentRow>> {

@@ -7,3 +7,4 @@ pub mod logs;
 pub mod runs;
 pub mod states;
 pub mod webhooks;
+pub mod with;

@@ -41,17 +41,6 @@ pub fn insert(conn: &mut PgConnection, row: &NewRunRow) -> QueryResult<RunRow> {
         .get_result(conn)
 }
 
-/// Inserts the first runs of accepted deployments with one statement (group commit).
-pub fn insert_many(conn: &mut PgConnection, rows: &[NewRunRow]) -> QueryResult<()> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    diesel::insert_into(runs::table)
-        .values(rows)
-        .execute(conn)
-        .map(|_| ())
-}
-
 pub fn find(conn: &mut PgConnection, id: &str) -> QueryResult<Option<RunRow>> {
     runs::table
         .find(id)
