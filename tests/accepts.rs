@@ -15,7 +15,9 @@ async fn api_node(db: &TestDb, dir: &tempfile::TempDir) -> Daemon {
     Daemon::start(
         DaemonConfig::new(Some(&db.url), dir.path(), FIXTURES)
             .set("MULTICLOUD__RUNNER__MAX_CONCURRENT", 0)
-            .set("MULTICLOUD__SERVER__DEPLOY_RATE_PER_MINUTE", 0),
+            .set("MULTICLOUD__SERVER__DEPLOY_RATE_PER_MINUTE", 0)
+            // Runs waiting for a decision keep a plan with the template's sensitive variable.
+            .set("MULTICLOUD__SECRETS__KEY", SECRETS_KEY),
     )
     .await
 }
@@ -64,6 +66,12 @@ async fn concurrent_accepts_share_commits_and_answer_each_on_its_own() {
         requests.push((Some(format!("clash-{i}")), echo("first"), "clash"));
         requests.push((Some(format!("clash-{i}")), echo("second"), "clash"));
     }
+    // 30 that wait for a plan decision: their first run is written with them.
+    for i in 0..30 {
+        let mut body = echo(&format!("gated-{i}"));
+        body["auto_apply"] = json!(false);
+        requests.push((None, body, "gated"));
+    }
     for _ in 0..10 {
         requests.push((
             None,
@@ -96,6 +104,7 @@ async fn concurrent_accepts_share_commits_and_answer_each_on_its_own() {
     }
     assert!(statuses["plain"].iter().all(|s| *s == 202), "{statuses:?}");
     assert!(statuses["same"].iter().all(|s| *s == 202), "{statuses:?}");
+    assert!(statuses["gated"].iter().all(|s| *s == 202), "{statuses:?}");
     assert!(
         statuses["invalid"].iter().all(|s| *s == 422),
         "{statuses:?}"
@@ -116,14 +125,26 @@ async fn concurrent_accepts_share_commits_and_answer_each_on_its_own() {
         );
         assert_eq!(ids_by_key[&format!("clash-{i}")].len(), 1);
     }
-    // 200 plain + 20 same + 20 clash deployments, each accepted one committed exactly once.
-    assert_eq!(accepted.len(), 240);
-    assert_eq!(db.count("SELECT count(*) AS n FROM deployments"), 240);
-    // One audit row per answer: 260 accepted (200 + 40 with a replayed key + 20), 20
+    // 200 plain + 30 gated + 20 same + 20 clash deployments, each accepted one committed
+    // exactly once.
+    assert_eq!(accepted.len(), 270);
+    assert_eq!(db.count("SELECT count(*) AS n FROM deployments"), 270);
+    // The gated ones have their first run (a plan waiting for a decision), named by their
+    // audit row; the others get theirs when a runner takes them.
+    assert_eq!(
+        db.count("SELECT count(*) AS n FROM runs r JOIN deployments d USING (deployment_id) WHERE d.parameters->>'message' LIKE 'gated-%'"),
+        30
+    );
+    assert_eq!(db.count("SELECT count(*) AS n FROM runs"), 30);
+    assert_eq!(
+        db.count("SELECT count(*) AS n FROM audit_events a JOIN runs r ON r.run_id = a.run_id AND r.deployment_id = a.target WHERE a.action = 'deployment.create'"),
+        30
+    );
+    // One audit row per answer: 290 accepted (200 + 30 + 40 with a replayed key + 20), 20
     // conflicts, 10 invalid.
     assert_eq!(
         db.count("SELECT count(*) AS n FROM audit_events WHERE action = 'deployment.create' AND outcome = 'ok'"),
-        260
+        290
     );
     assert_eq!(
         db.count("SELECT count(*) AS n FROM audit_events WHERE action = 'deployment.create' AND outcome = 'conflict'"),

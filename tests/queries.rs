@@ -44,8 +44,9 @@ fn insert_with(conn: &mut PgConnection) -> (String, String) {
         idempotency_key: None,
         requested_by: None,
     };
-    let d = deployments::insert(conn, &NewDeploymentRow::from(&new))
+    let d = deployments::insert_accepted(conn, &[NewDeploymentRow::from(&new)], &[], &[])
         .expect("insert")
+        .remove(0)
         .deployment_id;
     let run = NewRun::new(RunKind::Deploy, Default::default());
     let r = q::insert(conn, &NewRunRow::new(&d, &run)).expect("run");
@@ -452,8 +453,9 @@ fn a_deployment_accepted_alone_gets_its_deploy_run_once_when_claimed() {
         idempotency_key: None,
         requested_by: None,
     };
-    let d = deployments::insert(&mut conn, &NewDeploymentRow::from(&new))
+    let d = deployments::insert_accepted(&mut conn, &[NewDeploymentRow::from(&new)], &[], &[])
         .expect("insert")
+        .remove(0)
         .deployment_id;
     assert!(q::latest_for(&mut conn, &d).expect("runs").is_none());
     // Two nodes making runs at once make one.
