@@ -355,6 +355,47 @@ async fn a_changed_template_is_initialised_again_from_its_previous_lock_file() {
         })
         .count();
     assert_eq!(prepared, 2, "one initialised directory per version");
+
+    // The run's lock file selects the same provider without its checksums (terraform would
+    // hash the 700 MB package in every process); the prepared one, which init checked, keeps
+    // them.
+    let run_lock = std::fs::read_to_string(
+        dir.path()
+            .join(format!("workspaces/{second}/.terraform.lock.hcl")),
+    )
+    .expect("run lock file");
+    assert!(
+        run_lock.contains("version") && !run_lock.contains("hashes"),
+        "{run_lock}"
+    );
+    let ready: Vec<std::path::PathBuf> =
+        std::fs::read_dir(dir.path().join("plugin-cache/.multicloud-init"))
+            .expect("prepared dirs")
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .collect();
+    for p in &ready {
+        let lock = std::fs::read_to_string(p.join(".terraform.lock.hcl")).expect("lock");
+        assert!(lock.contains("hashes"), "{lock}");
+    }
+    // A provider package that is no longer the one init checked is initialised again before
+    // a run uses it (its record stands in for a replaced package).
+    for p in &ready {
+        std::fs::write(p.join(".multicloud-providers"), "a package replaced since").expect("write");
+    }
+    let third = d
+        .deploy(
+            "storage-bucket",
+            "aws",
+            json!({"bucket_name": format!("mc-v3-{tag}")}),
+        )
+        .await;
+    let text = logs_of(&third).await;
+    assert!(
+        text.contains("the provider packages changed since init checked them; initializing again")
+            && text.contains("$ terraform init"),
+        "{text}"
+    );
 }
 
 /// The bucket's tags as moto returns them (path-style `?tagging`).

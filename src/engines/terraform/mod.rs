@@ -41,6 +41,9 @@ const STDERR_TAIL_LINES: usize = 20;
 const INIT_READY: &str = ".multicloud-ready";
 /// In a workspace's `.terraform`: the key whose initialisation is linked there.
 const INIT_LINKED: &str = "multicloud-init";
+/// In a prepared directory: the provider packages as its init checked them (see
+/// `providers_fingerprint`).
+const INIT_PROVIDERS: &str = ".multicloud-providers";
 
 pub struct TerraformEngine {
     settings: Arc<Settings>,
@@ -469,10 +472,24 @@ impl Run {
     /// milliseconds. A changed template, backend or provider requirement is another key, so
     /// another init. The deployment's terraform workspace is selected by writing
     /// `.terraform/environment`; the backend creates it on first use (no `workspace` process).
+    ///
+    /// The workspace's lock file has the prepared one's provider selections without their
+    /// checksums: with them, every terraform process hashes each provider package before
+    /// starting it (about a second for the 700 MB AWS provider), yet `init` checked the very
+    /// same packages against them. Instead each run checks, by size and modification time,
+    /// that the packages are still the ones `init` checked, and initializes again (which
+    /// verifies the checksums) when they are not.
     async fn init(&mut self, binary: &Path, env: &[(String, String)]) -> Result<(), EngineError> {
         let prepared = self.prepared_dir();
-        if !prepared.join(INIT_READY).exists() {
-            self.init_prepared(binary, env, false).await?;
+        let ready = prepared.join(INIT_READY).exists();
+        if !ready || !providers_unchanged(&prepared) {
+            if ready {
+                self.system(
+                    "the provider packages changed since init checked them; initializing again"
+                        .into(),
+                );
+            }
+            self.init_prepared(binary, env, ready).await?;
         }
         self.link_initialised(&prepared)
     }
@@ -537,6 +554,10 @@ impl Run {
             let _ = std::fs::create_dir_all(shared_lock.parent().unwrap_or(Path::new(".")))
                 .and_then(|_| std::fs::copy(&lock_file, &tmp))
                 .and_then(|_| std::fs::rename(&tmp, &shared_lock));
+            write(
+                &prepared.join(INIT_PROVIDERS),
+                providers_fingerprint(&prepared.join(".terraform/providers")).as_bytes(),
+            )?;
             write(&prepared.join(INIT_READY), self.init_key.as_bytes())?;
         }
         drop(cache_lock);
@@ -574,11 +595,11 @@ impl Run {
                 .map_err(|e| io_failed(&dot.join("terraform.tfstate"), e))?;
             }
             let lock_file = ws.join(".terraform.lock.hcl");
-            if prepared.join(".terraform.lock.hcl").exists() {
-                std::fs::copy(prepared.join(".terraform.lock.hcl"), &lock_file)
-                    .map_err(|e| io_failed(&lock_file, e))?;
-            } else {
-                let _ = std::fs::remove_file(&lock_file);
+            match std::fs::read_to_string(prepared.join(".terraform.lock.hcl")) {
+                Ok(lock) => write(&lock_file, without_hashes(&lock).as_bytes())?,
+                Err(_) => {
+                    let _ = std::fs::remove_file(&lock_file);
+                }
             }
             write(&marker, self.init_key.as_bytes())?;
         }
@@ -1163,6 +1184,65 @@ fn init_key(source: &str, generated: &Value, cli_config: &str, binary: Option<&P
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A dependency lock file without its `hashes = [...]` attributes (terraform writes each as
+/// its own lines): the same provider versions and constraints, and no per-process checksum of
+/// the packages.
+fn without_hashes(lock: &str) -> String {
+    let mut out = String::with_capacity(lock.len());
+    let mut in_hashes = false;
+    for line in lock.lines() {
+        let t = line.trim();
+        let starts = t.starts_with("hashes") && t[6..].trim_start().starts_with('=');
+        if in_hashes {
+            in_hashes = t != "]";
+        } else if starts {
+            in_hashes = !t.ends_with(']');
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// Every file of the provider packages under `providers` (symlinks followed, as terraform
+/// follows them): path, size and modification time, one per line. It changes when a package
+/// is installed again or replaced.
+fn providers_fingerprint(providers: &Path) -> String {
+    fn walk(dir: &Path, rel: &str, depth: u32, out: &mut String) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        let mut entries: Vec<_> = entries.filter_map(Result::ok).collect();
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let name = format!("{rel}/{}", entry.file_name().to_string_lossy());
+            match std::fs::metadata(entry.path()) {
+                Ok(m) if m.is_dir() && depth < 8 => walk(&entry.path(), &name, depth + 1, out),
+                Ok(m) => {
+                    let mtime = m
+                        .modified()
+                        .ok()
+                        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                        .map_or(0, |d| d.as_nanos());
+                    out.push_str(&format!("{name} {} {mtime}\n", m.len()));
+                }
+                Err(e) => out.push_str(&format!("{name} {e}\n")),
+            }
+        }
+    }
+    let mut out = String::new();
+    walk(providers, "", 0, &mut out);
+    out
+}
+
+/// The prepared directory's provider packages are the ones its init checked.
+fn providers_unchanged(prepared: &Path) -> bool {
+    std::fs::read_to_string(prepared.join(INIT_PROVIDERS)).is_ok_and(|recorded| {
+        recorded == providers_fingerprint(&prepared.join(".terraform/providers"))
+    })
+}
+
 /// `{name: {sensitive, type, value}}` → `{name: value}`, `"(sensitive)"` for sensitive ones.
 pub fn flatten_outputs(raw: &Value) -> Value {
     let mut out = serde_json::Map::new();
@@ -1232,6 +1312,66 @@ fn io_failed(path: &Path, e: std::io::Error) -> EngineError {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_run_lock_file_keeps_the_selections_without_checksums() {
+        let lock = r#"# This file is maintained automatically by "terraform init".
+# Manual edits may be lost in future updates.
+
+provider "registry.terraform.io/hashicorp/aws" {
+  version     = "5.100.0"
+  constraints = ">= 5.0"
+  hashes = [
+    "h1:edXOJWE4ORX8Fm+dpVpICzMZJat4AX0VRCAy/xkcOc0=",
+    "zh:0123",
+  ]
+}
+
+provider "registry.terraform.io/hashicorp/random" {
+  version = "3.6.0"
+  hashes  = ["h1:abc="]
+}
+"#;
+        assert_eq!(
+            without_hashes(lock),
+            r#"# This file is maintained automatically by "terraform init".
+# Manual edits may be lost in future updates.
+
+provider "registry.terraform.io/hashicorp/aws" {
+  version     = "5.100.0"
+  constraints = ">= 5.0"
+}
+
+provider "registry.terraform.io/hashicorp/random" {
+  version = "3.6.0"
+}
+"#
+        );
+        assert_eq!(without_hashes(""), "");
+    }
+
+    #[test]
+    fn the_providers_fingerprint_follows_links_and_sees_a_replaced_package() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = dir.path().join("cache/aws/5.0/linux_amd64");
+        std::fs::create_dir_all(&cache).expect("mkdir");
+        std::fs::write(cache.join("terraform-provider-aws"), b"v1").expect("write");
+        let providers = dir.path().join("providers/aws/5.0");
+        std::fs::create_dir_all(&providers).expect("mkdir");
+        std::os::unix::fs::symlink(&cache, providers.join("linux_amd64")).expect("link");
+        let root = dir.path().join("providers");
+        let first = providers_fingerprint(&root);
+        assert!(
+            first.contains("/aws/5.0/linux_amd64/terraform-provider-aws 2 "),
+            "{first}"
+        );
+        assert_eq!(providers_fingerprint(&root), first);
+        std::fs::write(cache.join("terraform-provider-aws"), b"v2 longer").expect("write");
+        assert_ne!(providers_fingerprint(&root), first);
+        std::fs::remove_dir_all(&cache).expect("rm");
+        assert_ne!(providers_fingerprint(&root), first, "a package gone");
+        assert_eq!(providers_fingerprint(&dir.path().join("none")), "");
+    }
 
     #[test]
     fn outputs_are_flattened_and_sensitive_ones_masked() {
