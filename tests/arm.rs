@@ -555,7 +555,7 @@ async fn a_subscription_scope_template_creates_its_resource_group_and_is_destroy
     let azure = azure_provider(&d).await;
     assert_eq!(
         azure["target_scopes"],
-        json!(["resourceGroup", "subscription"]),
+        json!(["resourceGroup", "subscription", "managementGroup", "tenant"]),
         "{azure}"
     );
     let (_, t) = d.get("/templates?provider_type=azure").await;
@@ -1182,5 +1182,293 @@ async fn a_subscription_scope_plan_previews_its_resource_group_and_drift_is_seen
     assert_eq!(
         drift["resources"],
         json!([{"address": group, "type": "Microsoft.Resources/resourceGroups", "action": "update"}])
+    );
+}
+
+/// A daemon whose templates are the management-group and tenant-scope fixtures (Bicep compiled
+/// by the built-in compiler).
+async fn scope_daemon(db: &TestDb, dir: &tempfile::TempDir, server: &ArmServer) -> Daemon {
+    let templates = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/templates-mgmt");
+    Daemon::start(
+        DaemonConfig::new(Some(&db.url), dir.path(), templates)
+            .with_arm(server)
+            .set("MULTICLOUD__AZURE__BICEP_COMPILER", "native"),
+    )
+    .await
+}
+
+const MG_ID: &str = "/providers/Microsoft.Management/managementGroups";
+
+/// Management-group and tenant-scope templates (ARM JSON and Bicep) deploy with ARM's
+/// management group and tenant deployment APIs, report their outputs and are destroyed (what
+/// they made deleted through the resources' ids); the request takes the management group and
+/// a location, and refuses what the scope does not use.
+#[tokio::test]
+async fn management_group_and_tenant_templates_deploy_at_their_scopes_and_are_destroyed() {
+    let server = ArmServer::start();
+    let db = TestDb::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = scope_daemon(&db, &dir, &server).await;
+    let (_, t) = d.get("/templates?provider_type=azure").await;
+    let scopes: std::collections::BTreeMap<String, String> = t["data"]["templates"]
+        .as_array()
+        .expect("templates")
+        .iter()
+        .map(|t| {
+            let scope = t["target_scope"].as_str().expect("scope").to_string();
+            (t["name"].as_str().expect("name").to_string(), scope)
+        })
+        .collect();
+    assert_eq!(scopes["policy-definition"], "managementGroup", "{t}");
+    assert_eq!(scopes["policy-from-bicep"], "managementGroup", "{t}");
+    assert_eq!(scopes["group-creator-tenant"], "tenant", "{t}");
+
+    // What the scope needs is required, what it does not use is refused, each by its name.
+    let (s, b) = d
+        .post_json(
+            "/deploy",
+            &json!({"template_name": "policy-definition", "provider_type": "azure",
+            "subscription_id": SUB, "resource_group": "rg-x", "parameters": {"policyName": "p"}}),
+        )
+        .await;
+    assert_error(s, &b, 422);
+    assert!(
+        problem(&b, "management_group").is_some_and(|p| p.contains("required")),
+        "{b}"
+    );
+    assert!(
+        problem(&b, "location").is_some_and(|p| p.contains("required")),
+        "{b}"
+    );
+    assert!(
+        problem(&b, "resource_group").is_some_and(|p| p.contains("managementGroup scope")),
+        "{b}"
+    );
+    assert!(
+        problem(&b, "subscription_id").is_some_and(|p| p.contains("not used")),
+        "{b}"
+    );
+    let (s, b) = d
+        .post_json("/deploy", &json!({"template_name": "policy-definition", "provider_type": "azure",
+            "management_group": "mg-bad.", "location": "westeurope", "parameters": {"policyName": "p"}}))
+        .await;
+    assert_error(s, &b, 422);
+    assert!(
+        problem(&b, "management_group").is_some_and(|p| p.contains("management group id")),
+        "{b}"
+    );
+    let (s, b) = d
+        .post_json("/deploy", &json!({"template_name": "group-creator-tenant", "provider_type": "azure",
+            "resource_group": "rg-x", "management_group": "mg-x", "parameters": {"groupName": "g"}}))
+        .await;
+    assert_error(s, &b, 422);
+    assert!(
+        problem(&b, "resource_group").is_some_and(|p| p.contains("tenant scope")),
+        "{b}"
+    );
+    assert!(
+        problem(&b, "management_group").is_some_and(|p| p.contains("tenant scope")),
+        "{b}"
+    );
+    assert!(problem(&b, "location").is_some(), "{b}");
+    assert_eq!(server.with(|s| s.deployment_puts), 0);
+
+    // Tenant scope: the template creates a management group.
+    let (s, b) = d
+        .post_json(
+            "/deploy",
+            &json!({"template_name": "group-creator-tenant", "provider_type": "azure",
+            "location": "westeurope", "parameters": {"groupName": "mg-made"}}),
+        )
+        .await;
+    assert_eq!(s, 202, "{b}");
+    let tenant_id = b["data"]["deployment_id"].as_str().expect("id").to_string();
+    let st = d.wait_terminal(&tenant_id, T).await;
+    assert_eq!(st["status"], "completed", "{st}\n{}", d.log_text());
+    assert_eq!(st["outputs"]["groupId"], format!("{MG_ID}/mg-made"));
+    let (_, rec) = d.get(&format!("/deployments/{tenant_id}")).await;
+    assert!(
+        rec["data"].get("management_group").is_none(),
+        "only a management-group deployment has one: {rec}"
+    );
+    server.with(|s| {
+        let key = format!("tenant/-/multicloud-{tenant_id}");
+        assert!(
+            s.deployments.contains_key(&key),
+            "{:?}",
+            s.deployments.keys()
+        );
+        assert!(s.management_groups.contains("mg-made"));
+    });
+
+    // Management group scope, ARM JSON: a policy definition in the group just made.
+    let (s, b) = d
+        .post_json("/deploy", &json!({"template_name": "policy-definition", "provider_type": "azure",
+            "management_group": "mg-made", "location": "westeurope", "parameters": {"policyName": "require-owner"}}))
+        .await;
+    assert_eq!(s, 202, "{b}");
+    let id = b["data"]["deployment_id"].as_str().expect("id").to_string();
+    let st = d.wait_terminal(&id, T).await;
+    assert_eq!(st["status"], "completed", "{st}\n{}", d.log_text());
+    let policy = format!(
+        "{MG_ID}/mg-made/providers/Microsoft.Authorization/policyDefinitions/require-owner"
+    );
+    assert_eq!(
+        st["outputs"],
+        json!({"policyId": policy, "managementGroup": "mg-made"})
+    );
+    let (_, rec) = d.get(&format!("/deployments/{id}")).await;
+    assert_eq!(rec["data"]["management_group"], "mg-made", "{rec}");
+    assert_eq!(
+        rec["data"]["subscription_id"],
+        serde_json::Value::Null,
+        "{rec}"
+    );
+    assert_eq!(rec["data"]["location"], "westeurope", "{rec}");
+    assert_eq!(
+        server
+            .with(|s| s.resource(&policy))
+            .expect("the policy exists")["properties"]["policyRule"]["then"]["effect"],
+        "Audit"
+    );
+    let (s, b) = d.delete(&format!("/deployments/{id}")).await;
+    assert_eq!(s, 202, "{b}");
+    let st = d.wait_terminal(&id, T).await;
+    assert_eq!(st["status"], "destroyed", "{st}\n{}", d.log_text());
+    server.with(|s| {
+        assert!(s.resource(&policy).is_none());
+        assert!(s.deleted.contains(&policy), "{:?}", s.deleted);
+    });
+
+    // The same from Bicep (`targetScope = 'managementGroup'`).
+    let (s, b) = d
+        .post_json("/deploy", &json!({"template_name": "policy-from-bicep", "provider_type": "bicep",
+            "management_group": "mg-made", "location": "northeurope", "parameters": {"policyName": "bicep-owner", "effect": "Deny"}}))
+        .await;
+    assert_eq!(s, 202, "{b}");
+    let id = b["data"]["deployment_id"].as_str().expect("id").to_string();
+    let st = d.wait_terminal(&id, T).await;
+    assert_eq!(st["status"], "completed", "{st}\n{}", d.log_text());
+    let policy =
+        format!("{MG_ID}/mg-made/providers/Microsoft.Authorization/policyDefinitions/bicep-owner");
+    assert_eq!(st["outputs"]["policyId"], policy, "{st}");
+    server.with(|s| {
+        assert!(
+            s.deployments
+                .contains_key(&format!("mg/mg-made/multicloud-{id}"))
+        );
+        assert_eq!(
+            s.resource(&policy).expect("exists")["properties"]["policyRule"]["then"]["effect"],
+            "Deny"
+        );
+    });
+    let (s, b) = d.delete(&format!("/deployments/{id}")).await;
+    assert_eq!(s, 202, "{b}");
+    assert_eq!(d.wait_terminal(&id, T).await["status"], "destroyed");
+    assert!(server.with(|s| s.resource(&policy).is_none()));
+
+    // ARM's refusals end the run failed with its message: a management group that does not
+    // exist, a resource type that cannot live at tenant scope.
+    let (s, b) = d
+        .post_json("/deploy", &json!({"template_name": "policy-definition", "provider_type": "azure",
+            "management_group": "mg-missing", "location": "westeurope", "parameters": {"policyName": "p"}}))
+        .await;
+    assert_eq!(s, 202, "{b}");
+    let id = b["data"]["deployment_id"].as_str().expect("id").to_string();
+    let st = d.wait_terminal(&id, T).await;
+    assert_eq!(st["status"], "failed", "{st}");
+    assert!(
+        st["error_message"]
+            .as_str()
+            .is_some_and(|m| m.contains("mg-missing")),
+        "{st}"
+    );
+    let (s, b) = d
+        .post_json("/deploy", &json!({"template_name": "storage-at-tenant", "provider_type": "azure", "location": "westeurope"}))
+        .await;
+    assert_eq!(s, 202, "{b}");
+    let id = b["data"]["deployment_id"].as_str().expect("id").to_string();
+    let st = d.wait_terminal(&id, T).await;
+    assert_eq!(st["status"], "failed", "{st}");
+    assert!(
+        st["error_message"].as_str().is_some_and(|m| m
+            .contains("Microsoft.Storage/storageAccounts")
+            && m.contains("tenant")),
+        "{st}"
+    );
+
+    // The tenant deployment's destroy deletes the management group it made.
+    let (s, b) = d.delete(&format!("/deployments/{tenant_id}")).await;
+    assert_eq!(s, 202, "{b}");
+    let st = d.wait_terminal(&tenant_id, T).await;
+    assert_eq!(st["status"], "destroyed", "{st}\n{}", d.log_text());
+    server.with(|s| {
+        assert!(!s.management_groups.contains("mg-made"));
+        assert!(s.resource(&format!("{MG_ID}/mg-made")).is_none());
+    });
+}
+
+/// A gated management-group deployment is previewed by ARM's what-if at that scope (with the
+/// record's location), applied as previewed, and drift-checked there.
+#[tokio::test]
+async fn a_management_group_plan_previews_its_policy_applies_and_sees_drift() {
+    let server = ArmServer::start();
+    server.with(|s| s.management_groups.insert("mg-platform".into()));
+    let db = TestDb::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = scope_daemon(&db, &dir, &server).await;
+    let policy =
+        format!("{MG_ID}/mg-platform/providers/Microsoft.Authorization/policyDefinitions/planned");
+    let (s, b) = d
+        .post_json(
+            "/deploy",
+            &json!({"template_name": "policy-definition", "provider_type": "azure",
+            "management_group": "mg-platform", "location": "westeurope", "auto_apply": false,
+            "parameters": {"policyName": "planned"}}),
+        )
+        .await;
+    assert_eq!(s, 202, "{b}");
+    let id = b["data"]["deployment_id"].as_str().expect("id").to_string();
+    let st = d.wait_terminal(&id, T).await;
+    assert_eq!(st["status"], "planned", "{st}\n{}", d.log_text());
+    let first = runs(&d, &id).await[0].clone();
+    assert_eq!(
+        first["plan"]["resources"],
+        json!([{"address": policy, "type": "Microsoft.Authorization/policyDefinitions", "action": "create"}])
+    );
+    server.with(|s| {
+        assert_eq!(s.deployment_puts, 0);
+        let request = &s.what_if_requests[0];
+        assert_eq!(request["scope"], format!("{MG_ID}/mg-platform"));
+        assert_eq!(request["body"]["location"], "westeurope");
+    });
+    let (s, b) = d
+        .post_json(&format!("/deployments/{id}/apply"), &json!({}))
+        .await;
+    assert_eq!(s, 202, "{b}");
+    let run = d.wait_run(first["run_id"].as_str().expect("id"), T).await;
+    assert_eq!(run["status"], "completed", "{run}\n{}", d.log_text());
+    assert!(server.with(|s| s.resource(&policy).is_some()));
+
+    let drift_check = || async {
+        let (s, b) = d
+            .post_json(&format!("/deployments/{id}/drift-check"), &json!({}))
+            .await;
+        assert_eq!(s, 202, "{b}");
+        let check = d.wait_run(&run_id(&b), T).await;
+        assert_eq!(check["status"], "completed", "{check}\n{}", d.log_text());
+        let (_, rec) = d.get(&format!("/deployments/{id}")).await;
+        rec["data"]["drift"].clone()
+    };
+    assert_eq!(drift_check().await["status"], "in_sync");
+    assert!(server.with(
+        |s| s.edit_resource(&policy, |p| p["properties"]["displayName"] =
+            json!("edited"))
+    ));
+    let drift = drift_check().await;
+    assert_eq!(drift["status"], "drifted", "{drift}");
+    assert_eq!(
+        drift["resources"],
+        json!([{"address": policy, "type": "Microsoft.Authorization/policyDefinitions", "action": "update"}])
     );
 }

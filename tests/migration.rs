@@ -140,9 +140,10 @@ async fn the_previous_schemas_rows_become_deployments_with_runs_and_keep_working
     }
     fill_previous_schema(&mut conn);
 
-    // The runs, then the teams migration (audit, webhooks) on top.
+    // The runs, then the teams migration (audit, webhooks) and the management group column on
+    // top.
     let applied = multicloud::db::run_migrations(&db.url).expect("migrate");
-    assert_eq!(applied.len(), 2, "{applied:?}");
+    assert_eq!(applied.len(), 3, "{applied:?}");
 
     let runs: Vec<RunFacts> = diesel::sql_query(
         "SELECT deployment_id, kind, status FROM runs ORDER BY deployment_id, queue_seq",
@@ -242,9 +243,9 @@ async fn the_previous_schemas_rows_become_deployments_with_runs_and_keep_working
     assert_eq!(assert_error(s, &b, 409), "conflict");
     drop(d);
 
-    // The migrations can be reverted (audit and webhooks go, then the runs; the deployments
-    // stay), and applied again.
-    for _ in 0..2 {
+    // The migrations can be reverted (the management group column, audit and webhooks go, then
+    // the runs; the deployments stay), and applied again.
+    for _ in 0..3 {
         conn.revert_last_migration(multicloud::db::MIGRATIONS)
             .expect("revert");
     }
@@ -253,6 +254,6 @@ async fn the_previous_schemas_rows_become_deployments_with_runs_and_keep_working
         multicloud::db::run_migrations(&db.url)
             .expect("again")
             .len(),
-        2
+        3
     );
 }

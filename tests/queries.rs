@@ -40,6 +40,7 @@ fn insert_with(conn: &mut PgConnection) -> (String, String) {
         resource_group: None,
         subscription_id: None,
         location: None,
+        management_group: None,
         parameters: Default::default(),
         idempotency_key: None,
         requested_by: None,
@@ -446,6 +447,7 @@ fn a_deployment_accepted_alone_gets_its_deploy_run_once_when_claimed() {
         resource_group: None,
         subscription_id: None,
         location: None,
+        management_group: None,
         parameters: serde_json::json!({"message": "m"})
             .as_object()
             .cloned()

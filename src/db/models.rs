@@ -38,6 +38,7 @@ pub struct DeploymentRow {
     pub updated_at: DateTime<Utc>,
     pub applied_run_id: Option<String>,
     pub drift: Option<serde_json::Value>,
+    pub management_group: Option<String>,
 }
 
 #[derive(Debug, Insertable)]
@@ -53,6 +54,7 @@ pub struct NewDeploymentRow {
     pub parameters: serde_json::Value,
     pub idempotency_key: Option<String>,
     pub requested_by: Option<String>,
+    pub management_group: Option<String>,
 }
 
 impl From<&NewDeployment> for NewDeploymentRow {
@@ -68,6 +70,7 @@ impl From<&NewDeployment> for NewDeploymentRow {
             parameters: serde_json::Value::Object(d.parameters.clone()),
             idempotency_key: d.idempotency_key.clone(),
             requested_by: d.requested_by.clone(),
+            management_group: d.management_group.clone(),
         }
     }
 }
@@ -96,6 +99,7 @@ impl TryFrom<DeploymentRow> for Deployment {
             resource_group: row.resource_group,
             subscription_id: row.subscription_id,
             location: row.location,
+            management_group: row.management_group,
             status: row.status.parse()?,
             operation: row.operation.parse()?,
             parameters,

@@ -38,6 +38,7 @@ diesel::table! {
         applied_run_id -> Nullable<Text>,
         drift -> Nullable<Jsonb>,
         requested_by -> Nullable<Text>,
+        management_group -> Nullable<Text>,
     }
 }
 

@@ -167,6 +167,8 @@ pub struct Deployment {
     pub resource_group: Option<String>,
     pub subscription_id: Option<String>,
     pub location: Option<String>,
+    /// The management group of a management-group-scope Azure deployment.
+    pub management_group: Option<String>,
     pub status: DeploymentStatus,
     pub operation: Operation,
     pub parameters: serde_json::Map<String, serde_json::Value>,
@@ -205,6 +207,8 @@ pub struct NewDeployment {
     pub resource_group: Option<String>,
     pub subscription_id: Option<String>,
     pub location: Option<String>,
+    /// The management group of a management-group-scope Azure deployment.
+    pub management_group: Option<String>,
     pub parameters: serde_json::Map<String, serde_json::Value>,
     pub idempotency_key: Option<String>,
     /// The name of the token that asked for it.

@@ -37,6 +37,8 @@ struct DeployRequest {
     resource_group: Option<String>,
     subscription_id: Option<String>,
     location: Option<String>,
+    /// The management group a management-group-scope Azure template deploys at.
+    management_group: Option<String>,
     parameters: Map<String, Value>,
     /// false: the deploy run stops at `planned` until it is applied or discarded.
     auto_apply: bool,
@@ -111,12 +113,13 @@ fn parse_deploy(
     let resource_group = text(&mut body, "resource_group", false);
     let subscription_id = text(&mut body, "subscription_id", false);
     let location = text(&mut body, "location", false);
+    let management_group = text(&mut body, "management_group", false);
     let parameters = parameters_field(&mut body, &mut errors);
     let auto_apply = auto_apply_field(&mut body, &mut errors);
     for unknown in body.keys() {
         errors.add(
             unknown.clone(),
-            "unknown field (expected template_name, provider_type, subscription_id, resource_group, location, parameters, auto_apply)",
+            "unknown field (expected template_name, provider_type, subscription_id, resource_group, management_group, location, parameters, auto_apply)",
         );
     }
     if let Some(loc) = &location
@@ -142,35 +145,25 @@ fn parse_deploy(
             .as_deref()
             .map(|n| scope_of(ProviderType::Azure, n))
             .unwrap_or_default();
-        match scope {
-            TargetScope::ResourceGroup if resource_group.is_none() => {
-                errors.add("resource_group", "is required for Azure deployments");
-            }
-            TargetScope::ResourceGroup => {}
-            TargetScope::Subscription => {
-                if resource_group.is_some() {
-                    errors.add(
-                        "resource_group",
-                        "is not used: the template deploys at subscription scope and creates its resource groups itself",
-                    );
-                }
-                if location.is_none() {
-                    errors.add(
-                        "location",
-                        "is required for a subscription-scope deployment (where ARM keeps its record)",
-                    );
-                }
-            }
-            other => errors.add(
-                "template_name",
-                format!(
-                    "the template deploys at {} scope, which this daemon does not deploy (resource group and subscription scopes only)",
-                    other.name()
-                ),
-            ),
-        }
+        check_scope_fields(
+            scope,
+            &ScopeFields {
+                resource_group: resource_group.is_some(),
+                subscription_id: subscription_id.is_some(),
+                management_group: management_group.is_some(),
+                location: location.is_some(),
+            },
+            &mut errors,
+        );
         match &subscription_id {
-            None => errors.add("subscription_id", "is required for Azure deployments"),
+            None if matches!(
+                scope,
+                TargetScope::ResourceGroup | TargetScope::Subscription
+            ) =>
+            {
+                errors.add("subscription_id", "is required for Azure deployments")
+            }
+            None => {}
             Some(s) if !super::resource_groups::valid_subscription(s) => errors.add(
                 "subscription_id",
                 "must be a subscription id (letters, digits and hyphens)",
@@ -185,6 +178,19 @@ fn parse_deploy(
                 "must be 1-90 letters, digits or -_.() and not end with a period",
             );
         }
+        if let Some(group) = &management_group
+            && !valid_management_group(group)
+        {
+            errors.add(
+                "management_group",
+                "must be a management group id: 1-90 ASCII letters, digits or -_.() and not end with a period",
+            );
+        }
+    } else if management_group.is_some() {
+        errors.add(
+            "management_group",
+            "is only for Azure templates that deploy at managementGroup scope",
+        );
     }
     match (errors.is_empty(), provider_type, template_name) {
         (true, Some(provider_type), Some(template_name)) => Ok(DeployRequest {
@@ -193,11 +199,104 @@ fn parse_deploy(
             resource_group,
             subscription_id,
             location,
+            management_group,
             parameters,
             auto_apply,
         }),
         _ => Err(AppError::Validation(errors)),
     }
+}
+
+/// Which of the scope-dependent fields a deploy request gives.
+struct ScopeFields {
+    resource_group: bool,
+    subscription_id: bool,
+    management_group: bool,
+    location: bool,
+}
+
+/// What an Azure template's target scope asks of a request: a resource group (resource group
+/// scope); a location and no resource group (subscription scope: the template creates its
+/// groups); a management group and a location and neither subscription nor resource group
+/// (management group scope); a location only (tenant scope). A field the scope does not use is
+/// refused rather than ignored. (`subscription_id` itself is checked by the caller.)
+fn check_scope_fields(scope: TargetScope, given: &ScopeFields, errors: &mut ValidationErrors) {
+    let unused = |errors: &mut ValidationErrors, field: &str, why: &str| {
+        errors.add(
+            field,
+            format!(
+                "is not used: the template deploys at {} scope{why}",
+                scope.name()
+            ),
+        );
+    };
+    let location_required = |errors: &mut ValidationErrors, what: &str| {
+        errors.add(
+            "location",
+            format!("is required for a {what}-scope deployment (where ARM keeps its record)"),
+        );
+    };
+    match scope {
+        TargetScope::ResourceGroup => {
+            if !given.resource_group {
+                errors.add("resource_group", "is required for Azure deployments");
+            }
+        }
+        TargetScope::Subscription => {
+            if given.resource_group {
+                unused(
+                    errors,
+                    "resource_group",
+                    " and creates its resource groups itself",
+                );
+            }
+            if !given.location {
+                location_required(errors, "subscription");
+            }
+        }
+        TargetScope::ManagementGroup => {
+            if given.resource_group {
+                unused(errors, "resource_group", "");
+            }
+            if given.subscription_id {
+                unused(errors, "subscription_id", " (give management_group)");
+            }
+            if !given.management_group {
+                errors.add(
+                    "management_group",
+                    "is required: the template deploys at managementGroup scope (the management group id)",
+                );
+            }
+            if !given.location {
+                location_required(errors, "management-group");
+            }
+        }
+        TargetScope::Tenant => {
+            if given.resource_group {
+                unused(errors, "resource_group", "");
+            }
+            if given.subscription_id {
+                unused(errors, "subscription_id", "");
+            }
+            if !given.location {
+                location_required(errors, "tenant");
+            }
+        }
+    }
+    if given.management_group && scope != TargetScope::ManagementGroup {
+        unused(errors, "management_group", "");
+    }
+}
+
+/// A management group id as Azure allows it: 1-90 ASCII letters, digits, `-_().`, not ending
+/// with a period.
+fn valid_management_group(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 90
+        && !id.ends_with('.')
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.()".contains(c))
 }
 
 /// The `parameters` object of a request body (absent: none); a NUL anywhere is refused.
@@ -344,6 +443,7 @@ pub(super) async fn accept(
         resource_group: request.resource_group,
         subscription_id: request.subscription_id,
         location: request.location,
+        management_group: request.management_group,
         parameters,
         idempotency_key,
         requested_by: Some(audit.caller.name.clone()),
@@ -574,7 +674,7 @@ pub(super) fn masked_parameters(
 /// The whole record, with sensitive parameter values masked.
 pub(super) fn view(d: &Deployment, catalog: &crate::catalog::Catalog) -> Value {
     let parameters = masked_parameters(&d.parameters, d.provider_type, &d.template_name, catalog);
-    json!({
+    let mut view = json!({
         "deployment_id": d.id,
         "task_id": d.id,
         "provider_type": d.provider_type,
@@ -598,7 +698,12 @@ pub(super) fn view(d: &Deployment, catalog: &crate::catalog::Catalog) -> Value {
         "duration_seconds": d.duration_seconds(),
         "applied_run_id": d.applied_run_id,
         "drift": d.drift,
-    })
+    });
+    // Only a management-group-scope deployment has one: every other record reads as before.
+    if let Some(group) = &d.management_group {
+        view["management_group"] = json!(group);
+    }
+    view
 }
 
 #[derive(Deserialize)]
@@ -931,14 +1036,63 @@ mod tests {
             "{e:?}"
         );
         assert!(e.0["location"].contains("required"), "{e:?}");
-        let tenant = |_: ProviderType, _: &str| TargetScope::Tenant;
-        let Err(AppError::Validation(e)) = parse_deploy(
-            json!({"template_name": "x", "provider_type": "azure", "subscription_id": "s-1", "location": "w"}),
-            tenant,
-        ) else {
-            panic!("expected a validation error");
+    }
+
+    #[test]
+    fn management_group_and_tenant_templates_take_their_own_fields() {
+        let refused = |body: Value, scope: TargetScope| match parse_deploy(body, move |_, _| scope)
+        {
+            Err(AppError::Validation(e)) => e.0,
+            _ => panic!("expected a validation error"),
         };
-        assert!(e.0["template_name"].contains("tenant scope"), "{e:?}");
+        let mg = TargetScope::ManagementGroup;
+        let ok = json!({"template_name": "x", "provider_type": "azure", "management_group": "mg-platform", "location": "westeurope"});
+        let Ok(request) = parse_deploy(ok, |_, _| mg) else {
+            panic!("expected a valid request");
+        };
+        assert_eq!(request.management_group.as_deref(), Some("mg-platform"));
+        assert_eq!(request.subscription_id, None);
+        let e = refused(
+            json!({"template_name": "x", "provider_type": "azure", "resource_group": "rg", "subscription_id": "s-1"}),
+            mg,
+        );
+        assert!(e["management_group"].contains("required"), "{e:?}");
+        assert!(e["location"].contains("required"), "{e:?}");
+        assert!(
+            e["resource_group"].contains("managementGroup scope"),
+            "{e:?}"
+        );
+        assert!(e["subscription_id"].contains("not used"), "{e:?}");
+        for bad in ["mg.", "", "a b", "ü", "m".repeat(91).as_str()] {
+            let e = refused(
+                json!({"template_name": "x", "provider_type": "azure", "management_group": bad, "location": "w"}),
+                mg,
+            );
+            assert!(e.contains_key("management_group"), "{bad:?}: {e:?}");
+        }
+        assert!(valid_management_group(&"m".repeat(90)));
+        assert!(valid_management_group("Contoso_(IT)-1.a"));
+
+        let tenant = TargetScope::Tenant;
+        let ok = json!({"template_name": "x", "provider_type": "azure", "location": "westeurope"});
+        assert!(parse_deploy(ok, |_, _| tenant).is_ok());
+        let e = refused(
+            json!({"template_name": "x", "provider_type": "azure", "management_group": "mg"}),
+            tenant,
+        );
+        assert!(e["management_group"].contains("tenant scope"), "{e:?}");
+        assert!(e["location"].contains("tenant-scope"), "{e:?}");
+        // The other scopes and the other providers take no management group.
+        let e = refused(
+            json!({"template_name": "x", "provider_type": "azure", "subscription_id": "s-1", "resource_group": "rg", "management_group": "mg"}),
+            TargetScope::ResourceGroup,
+        );
+        assert_eq!(e.len(), 1, "{e:?}");
+        let e = refused(
+            json!({"template_name": "x", "provider_type": "aws", "management_group": "mg"}),
+            TargetScope::ResourceGroup,
+        );
+        assert!(e["management_group"].contains("only for Azure"), "{e:?}");
     }
 
     #[test]

@@ -92,9 +92,12 @@ pub async fn providers(state: web::Data<AppState>) -> HttpResponse {
             });
             if p == ProviderType::Azure {
                 entry["bicep_compiler"] = json!(state.engines.arm.bicep_compiler().describe());
+                use crate::catalog::TargetScope;
                 entry["target_scopes"] = json!([
-                    crate::catalog::TargetScope::ResourceGroup,
-                    crate::catalog::TargetScope::Subscription
+                    TargetScope::ResourceGroup,
+                    TargetScope::Subscription,
+                    TargetScope::ManagementGroup,
+                    TargetScope::Tenant
                 ]);
             }
             entry

@@ -170,11 +170,16 @@ pub struct DeployRequest {
     pub template_name: String,
     /// azure (bicep, arm), terraform-aws (aws), terraform-gcp (gcp), terraform-azure.
     pub provider_type: String,
-    /// AWS account, GCP project or Azure subscription (required for azure).
+    /// AWS account, GCP project or Azure subscription (required for azure templates at
+    /// resource group or subscription scope).
     pub subscription_id: Option<String>,
-    /// Azure resource group (required for azure).
+    /// Azure resource group (required for azure templates at resource group scope).
     pub resource_group: Option<String>,
-    /// Region.
+    /// Azure management group id (required for, and only for, azure templates at
+    /// managementGroup scope).
+    pub management_group: Option<String>,
+    /// Region (required for azure templates above resource group scope: where ARM keeps the
+    /// deployment's record).
     pub location: Option<String>,
     #[schema(value_type = Option<Object>)]
     pub parameters: Option<Value>,
@@ -204,6 +209,9 @@ pub struct Deployment {
     pub resource_group: Option<String>,
     pub subscription_id: Option<String>,
     pub location: Option<String>,
+    /// The management group of a managementGroup-scope Azure deployment (absent otherwise).
+    #[schema(nullable = false)]
+    pub management_group: Option<String>,
     /// pending, running, planned (its first run waits for a decision), completed, failed,
     /// cancelled, destroyed.
     pub status: String,
@@ -726,6 +734,8 @@ const RUN_ID: &str = "^run-[0-9a-f]{12,64}$";
 const SUBSCRIPTION_ID: &str = "^[A-Za-z0-9-]{1,64}$";
 /// `resource_groups::valid_resource_group` (ASCII letters and digits).
 const RESOURCE_GROUP: &str = r"^[A-Za-z0-9_.()-]{0,89}[A-Za-z0-9_()-]$";
+/// `deployments::valid_management_group`: Azure's management group ids.
+const MANAGEMENT_GROUP: &str = r"^[A-Za-z0-9_.()-]{0,89}[A-Za-z0-9_()-]$";
 /// No control character (`char::is_control`: U+0000-U+001F, U+007F-U+009F).
 const NO_CONTROL: &str = r"^[^\x00-\x1f\x7f-\x9f]*$";
 /// `deployments::MAX_FIELD_LEN`, printable ASCII (no control characters).
@@ -864,22 +874,21 @@ fn deploy_request() -> Value {
         } else {
             &TERRAFORM_PROVIDER_TYPES
         };
-        let (subscription, group) = if azure {
+        let (subscription, group, management_group) = if azure {
             (
-                json!({"type": "string", "pattern": SUBSCRIPTION_ID, "description": "the Azure subscription"}),
-                json!({"type": "string", "pattern": RESOURCE_GROUP, "description": "the Azure resource group: required by a template whose target_scope is resourceGroup (422 without it), refused for a subscription-scope one (it creates its groups; give a location instead)"}),
+                json!({"type": "string", "pattern": SUBSCRIPTION_ID, "description": "the Azure subscription: required by a template whose target_scope is resourceGroup or subscription (422 without it), refused for a managementGroup- or tenant-scope one"}),
+                json!({"type": "string", "pattern": RESOURCE_GROUP, "description": "the Azure resource group: required by a template whose target_scope is resourceGroup (422 without it), refused for any other scope (a subscription-scope template creates its groups; give a location instead)"}),
+                json!({"type": "string", "pattern": MANAGEMENT_GROUP, "maxLength": 90, "description": "the Azure management group id (1-90 ASCII letters, digits or -_.(), not ending with a period): required by a template whose target_scope is managementGroup (422 without it), refused for any other scope"}),
             )
         } else {
             (
                 json!({"type": ["string", "null"], "pattern": DEPLOY_TEXT, "description": "AWS account or GCP project"}),
                 json!({"type": ["string", "null"], "pattern": DEPLOY_TEXT}),
+                Value::Null,
             )
         };
-        let mut required = vec!["template_name", "provider_type"];
-        if azure {
-            required.push("subscription_id");
-        }
-        json!({
+        let required = vec!["template_name", "provider_type"];
+        let mut schema = json!({
             "type": "object",
             "title": if azure { "Azure (Bicep or ARM JSON)" } else { "Terraform" },
             "required": required,
@@ -895,11 +904,15 @@ fn deploy_request() -> Value {
                 "provider_type": {"type": "string", "enum": provider},
                 "subscription_id": subscription,
                 "resource_group": group,
-                "location": {"type": ["string", "null"], "pattern": "^[A-Za-z0-9_ -]{0,256}$", "description": "a region such as us-east-1 or westeurope"},
+                "location": {"type": ["string", "null"], "pattern": "^[A-Za-z0-9_ -]{0,256}$", "description": "a region such as us-east-1 or westeurope; for an Azure template whose target_scope is subscription, managementGroup or tenant it is required (where ARM keeps the deployment's record)"},
                 "parameters": {"type": ["object", "null"], "description": "the template's parameters, checked against its declarations (422 names each problem); no string in them may contain U+0000"},
                 "auto_apply": {"type": ["boolean", "null"], "description": "false: the deploy run plans, shows its plan and waits (`planned`) for `POST /deployments/{id}/apply` or `/discard` (default true)"},
             },
-        })
+        });
+        if azure {
+            schema["properties"]["management_group"] = management_group;
+        }
+        schema
     };
     json!({"description": "The body of `POST /deploy`.", "oneOf": [common(false), common(true)]})
 }

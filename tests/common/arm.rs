@@ -68,9 +68,151 @@ pub struct ArmState {
     pub throttled: u32,
     pub deployment_puts: u32,
     pub cancels: u32,
-    /// Every what-if request: `{deployment, resourceGroup, body}`.
+    /// Every what-if request: `{deployment, resourceGroup, scope, body}`.
     pub what_if_requests: Vec<Value>,
     pub what_ifs: HashMap<String, WhatIf>,
+    /// The management groups that exist (lowercase ids): a test adds them, a tenant-scope
+    /// deployment creates them, a delete removes them.
+    pub management_groups: BTreeSet<String>,
+}
+
+/// Where a deployment is made: ARM's four deployment scopes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum At {
+    ResourceGroup { sub: String, rg: String },
+    Subscription { sub: String },
+    ManagementGroup { group: String },
+    Tenant,
+}
+
+impl At {
+    /// The scope's id (the tenant's is empty).
+    pub fn id(&self) -> String {
+        match self {
+            At::ResourceGroup { sub, rg } => format!("/subscriptions/{sub}/resourceGroups/{rg}"),
+            At::Subscription { sub } => format!("/subscriptions/{sub}"),
+            At::ManagementGroup { group } => {
+                format!("/providers/Microsoft.Management/managementGroups/{group}")
+            }
+            At::Tenant => String::new(),
+        }
+    }
+
+    /// The key of this scope's deployment `name` in [`ArmState::deployments`]:
+    /// `sub/rg/name`, `sub/-/name`, `mg/group/name`, `tenant/-/name` (lowercase).
+    pub fn key(&self, name: &str) -> String {
+        match self {
+            At::ResourceGroup { sub, rg } => format!("{sub}/{rg}/{name}"),
+            At::Subscription { sub } => format!("{sub}/-/{name}"),
+            At::ManagementGroup { group } => format!("mg/{group}/{name}"),
+            At::Tenant => format!("tenant/-/{name}"),
+        }
+        .to_ascii_lowercase()
+    }
+
+    fn sub(&self) -> Option<&str> {
+        match self {
+            At::ResourceGroup { sub, .. } | At::Subscription { sub } => Some(sub),
+            _ => None,
+        }
+    }
+
+    fn rg(&self) -> Option<&str> {
+        match self {
+            At::ResourceGroup { rg, .. } => Some(rg),
+            _ => None,
+        }
+    }
+
+    /// How ARM names the scope in its messages.
+    fn name(&self) -> &'static str {
+        match self {
+            At::ResourceGroup { .. } => "resourceGroup",
+            At::Subscription { .. } => "subscription",
+            At::ManagementGroup { .. } => "managementGroup",
+            At::Tenant => "tenant",
+        }
+    }
+
+    /// The file name of the `$schema` a template deployed here declares.
+    fn schema_file(&self) -> &'static str {
+        match self {
+            At::ResourceGroup { .. } => "/deploymenttemplate.json",
+            At::Subscription { .. } => "/subscriptiondeploymenttemplate.json",
+            At::ManagementGroup { .. } => "/managementgroupdeploymenttemplate.json",
+            At::Tenant => "/tenantdeploymenttemplate.json",
+        }
+    }
+
+    /// Whether a resource of this type can be deployed at this scope. Above subscriptions only
+    /// the types that live there: policy and role resources (management group and tenant),
+    /// management groups and subscription aliases (tenant), and nested deployments.
+    fn allows(&self, ty: &str) -> bool {
+        let ty = ty.to_ascii_lowercase();
+        let authorization = [
+            "microsoft.authorization/policydefinitions",
+            "microsoft.authorization/policysetdefinitions",
+            "microsoft.authorization/policyassignments",
+            "microsoft.authorization/policyexemptions",
+            "microsoft.authorization/roledefinitions",
+            "microsoft.authorization/roleassignments",
+            "microsoft.resources/deployments",
+        ];
+        match self {
+            At::ResourceGroup { .. } | At::Subscription { .. } => true,
+            At::ManagementGroup { .. } => authorization.contains(&ty.as_str()),
+            At::Tenant => {
+                authorization.contains(&ty.as_str())
+                    || ty == "microsoft.management/managementgroups"
+                    || ty == "microsoft.subscription/aliases"
+            }
+        }
+    }
+}
+
+/// Resource types above subscriptions and their API versions, as the tenant's provider
+/// metadata (`GET /providers/{namespace}`) lists them: (namespace, type, versions).
+const TENANT_PROVIDERS: &[(&str, &str, &[&str])] = &[
+    (
+        "Microsoft.Authorization",
+        "policyDefinitions",
+        &["2023-04-01", "2021-06-01"],
+    ),
+    (
+        "Microsoft.Authorization",
+        "policySetDefinitions",
+        &["2023-04-01"],
+    ),
+    (
+        "Microsoft.Authorization",
+        "policyAssignments",
+        &["2024-04-01", "2023-04-01"],
+    ),
+    (
+        "Microsoft.Authorization",
+        "roleDefinitions",
+        &["2022-04-01"],
+    ),
+    (
+        "Microsoft.Management",
+        "managementGroups",
+        &["2023-04-01", "2021-04-01"],
+    ),
+    (
+        "Microsoft.Subscription",
+        "aliases",
+        &["2024-08-01-preview", "2021-10-01"],
+    ),
+];
+
+/// `/providers/Microsoft.Management/managementGroups/m` → `m`.
+fn management_group_of(id: &str) -> Option<&str> {
+    let parts: Vec<&str> = id.trim_matches('/').split('/').collect();
+    (parts.len() == 4
+        && parts[0].eq_ignore_ascii_case("providers")
+        && parts[1].eq_ignore_ascii_case("Microsoft.Management")
+        && parts[2].eq_ignore_ascii_case("managementGroups"))
+    .then(|| parts[3])
 }
 
 impl ArmState {
@@ -172,8 +314,7 @@ fn error(status: u16, code: &str, message: &str) -> HttpResponse {
 struct Scope<'a> {
     params: &'a Map<String, Value>,
     variables: &'a Map<String, Value>,
-    sub: &'a str,
-    rg: Option<&'a str>,
+    at: &'a At,
     rg_location: Option<&'a str>,
     nested: &'a Map<String, Value>,
 }
@@ -382,9 +523,10 @@ fn call(name: &str, args: &[Value], s: &Scope, depth: usize) -> Option<Value> {
         "parameters" => s.params.get(str_arg(0)?)?.clone(),
         "variables" if depth < 16 => eval_at(s.variables.get(str_arg(0)?)?, s, depth + 1),
         "resourcegroup" => {
+            let (sub, rg) = (s.at.sub()?, s.at.rg()?);
             let mut g = json!({
-                "id": format!("/subscriptions/{}/resourceGroups/{}", s.sub, s.rg?),
-                "name": s.rg?,
+                "id": format!("/subscriptions/{sub}/resourceGroups/{rg}"),
+                "name": rg,
             });
             if let Some(l) = s.rg_location {
                 g["location"] = json!(l);
@@ -392,8 +534,16 @@ fn call(name: &str, args: &[Value], s: &Scope, depth: usize) -> Option<Value> {
             g
         }
         "subscription" => {
-            json!({"id": format!("/subscriptions/{}", s.sub), "subscriptionId": s.sub})
+            let sub = s.at.sub()?;
+            json!({"id": format!("/subscriptions/{sub}"), "subscriptionId": sub})
         }
+        "managementgroup" => match s.at {
+            At::ManagementGroup { group } => json!({
+                "id": s.at.id(), "name": group, "type": "Microsoft.Management/managementGroups",
+            }),
+            _ => return None,
+        },
+        "tenant" => json!({"tenantId": TENANT}),
         "null" => Value::Null,
         "true" => json!(true),
         "false" => json!(false),
@@ -452,6 +602,25 @@ fn call(name: &str, args: &[Value], s: &Scope, depth: usize) -> Option<Value> {
             .clone(),
         "resourceid" => json!(resource_id_of(s, args, false)?),
         "subscriptionresourceid" => json!(resource_id_of(s, args, true)?),
+        // tenantResourceId(type, name...), extensionResourceId(scopeId, type, name...),
+        // managementGroupResourceId([groupId], type, name...).
+        "tenantresourceid" => json!(arm_id("", str_arg(0)?, &names_of(&args[1..])?)),
+        "extensionresourceid" => {
+            json!(arm_id(str_arg(0)?, str_arg(1)?, &names_of(args.get(2..)?)?))
+        }
+        "managementgroupresourceid" => {
+            let explicit = !str_arg(0)?.contains('/');
+            let root = match (explicit, s.at) {
+                (true, _) => format!(
+                    "/providers/Microsoft.Management/managementGroups/{}",
+                    str_arg(0)?
+                ),
+                (false, At::ManagementGroup { .. }) => s.at.id(),
+                (false, _) => return None,
+            };
+            let t = usize::from(explicit);
+            json!(arm_id(&root, str_arg(t)?, &names_of(args.get(t + 1..)?)?))
+        }
         "reference" => {
             // A nested deployment's outputs (a Bicep module's): reference(resourceId(
             // 'Microsoft.Resources/deployments', 'name'), 'version').outputs.o.value.
@@ -470,29 +639,37 @@ fn call(name: &str, args: &[Value], s: &Scope, depth: usize) -> Option<Value> {
 fn resource_id_of(s: &Scope, args: &[Value], subscription_level: bool) -> Option<String> {
     let args: Vec<&str> = args.iter().map(Value::as_str).collect::<Option<_>>()?;
     let t = args.iter().position(|a| a.contains('/'))?;
-    let (sub, rg) = match (t, subscription_level) {
-        (0, false) => (s.sub, s.rg),
-        (0, true) => (s.sub, None),
-        (1, false) => (s.sub, Some(args[0])),
-        (1, true) => (args[0], None),
-        (2, false) => (args[0], Some(args[1])),
+    let root = match (t, subscription_level) {
+        (0, false) => s.at.id(),
+        (0, true) => format!("/subscriptions/{}", s.at.sub()?),
+        (1, false) => format!("/subscriptions/{}/resourceGroups/{}", s.at.sub()?, args[0]),
+        (1, true) => format!("/subscriptions/{}", args[0]),
+        (2, false) => format!("/subscriptions/{}/resourceGroups/{}", args[0], args[1]),
         _ => return None,
     };
-    Some(arm_id(sub, rg, args[t], &args[t + 1..].join("/")))
+    Some(arm_id(&root, args[t], &args[t + 1..].join("/")))
 }
 
-/// A resource's id from its type and name, as ARM builds it: `.../providers/NS/type/name`, a
-/// child's types and names interleaved (`storageAccounts/blobServices` named `acct/default` →
-/// `storageAccounts/acct/blobServices/default`); a resource group at subscription scope is
+/// The names of a resource id function's arguments after the type, joined by `/`.
+fn names_of(args: &[Value]) -> Option<String> {
+    let names: Vec<&str> = args.iter().map(Value::as_str).collect::<Option<_>>()?;
+    Some(names.join("/"))
+}
+
+/// A resource's id from the id of the scope it lives at (a resource group, a subscription, a
+/// management group, or the tenant's empty one), its type and name, as ARM builds it:
+/// `.../providers/NS/type/name`, a child's types and names interleaved
+/// (`storageAccounts/blobServices` named `acct/default` →
+/// `storageAccounts/acct/blobServices/default`); a resource group in a subscription is
 /// `/subscriptions/s/resourceGroups/name`.
-fn arm_id(sub: &str, rg: Option<&str>, ty: &str, name: &str) -> String {
-    let scope = match rg {
-        Some(rg) => format!("/subscriptions/{sub}/resourceGroups/{rg}"),
-        None if ty.eq_ignore_ascii_case("Microsoft.Resources/resourceGroups") => {
-            return format!("/subscriptions/{sub}/resourceGroups/{name}");
-        }
-        None => format!("/subscriptions/{sub}"),
+fn arm_id(scope: &str, ty: &str, name: &str) -> String {
+    let in_subscription = {
+        let parts: Vec<&str> = scope.trim_matches('/').split('/').collect();
+        parts.len() == 2 && parts[0].eq_ignore_ascii_case("subscriptions")
     };
+    if in_subscription && ty.eq_ignore_ascii_case("Microsoft.Resources/resourceGroups") {
+        return format!("{scope}/resourceGroups/{name}");
+    }
     let (namespace, types) = ty.split_once('/').unwrap_or((ty, ""));
     let types: Vec<&str> = types.split('/').collect();
     let names: Vec<&str> = name.split('/').collect();
@@ -562,14 +739,9 @@ struct Evaluated {
 /// too): modules first (a nested deployment with its inner scope: its resources are the
 /// deployment's, its outputs readable by the outer expressions), then the resources and the
 /// outputs.
-fn evaluate(
-    st: &ArmState,
-    sub: &str,
-    rg: Option<&str>,
-    template: &Value,
-    given: &Map<String, Value>,
-) -> Evaluated {
-    let rg_location = rg
+fn evaluate(st: &ArmState, at: &At, template: &Value, given: &Map<String, Value>) -> Evaluated {
+    let rg_location = at
+        .rg()
         .and_then(|rg| st.resource_groups.get(&rg.to_ascii_lowercase()))
         .and_then(|g| g["location"].as_str())
         .map(str::to_string);
@@ -581,8 +753,7 @@ fn evaluate(
     let base = Scope {
         params: given,
         variables: &variables,
-        sub,
-        rg,
+        at,
         rg_location: rg_location.as_deref(),
         nested: &none,
     };
@@ -635,7 +806,7 @@ fn evaluate(
             let ty = ir["type"].as_str().unwrap_or_default();
             let name = text_of(&eval(&ir["name"], &inner_scope));
             made.push((
-                arm_id(sub, rg, ty, &name),
+                arm_id(&at.id(), ty, &name),
                 declared_state(&ir, &inner_scope),
             ));
         }
@@ -658,9 +829,9 @@ fn evaluate(
     for r in resources.iter().filter(|r| !is_module(r)) {
         let ty = r["type"].as_str().unwrap_or_default();
         let name = text_of(&eval(&r["name"], &scope));
-        let id = arm_id(sub, rg, ty, &name);
+        let id = arm_id(&at.id(), ty, &name);
         let mut state = declared_state(r, &scope);
-        if rg.is_none() && is_group(r) {
+        if matches!(at, At::Subscription { .. }) && is_group(r) {
             if state.get("tags").is_none() {
                 state["tags"] = json!({});
             }
@@ -951,30 +1122,9 @@ async fn handle(
                 .insert_header(("Retry-After", "1"))
                 .finish()
         }
-        ("GET", ["subscriptions", _, "operationresults", op]) => {
-            if let Some(rg) = op.strip_prefix("rgdelete-") {
-                let polls = st.deleting_groups.entry(rg.to_string()).or_insert(0);
-                *polls += 1;
-                if *polls < 2 {
-                    return HttpResponse::Accepted().insert_header(("Retry-After", "1")).finish();
-                }
-                st.resource_groups.remove(rg);
-                let prefix = format!("/resourcegroups/{rg}/");
-                st.resources.retain(|r| !r.to_ascii_lowercase().contains(&prefix));
-                return HttpResponse::Ok().finish();
-            }
-            if let Some(w) = st.what_ifs.get_mut(*op) {
-                w.polls += 1;
-                if w.polls < 2 {
-                    return HttpResponse::Accepted().insert_header(("Retry-After", "1")).finish();
-                }
-                return HttpResponse::Ok().json(w.result.clone());
-            }
-            if let Some(id) = op.strip_prefix("resdelete-") {
-                let _ = id;
-                return HttpResponse::Ok().finish();
-            }
-            error(404, "NotFound", "unknown operation")
+        ("GET", ["subscriptions", _, "operationresults", op])
+        | ("GET", ["providers", "microsoft.resources", "operationresults", op]) => {
+            operation_result(&mut st, op)
         }
         ("GET", ["subscriptions", _, "resourcegroups", rg, "resources"]) => {
             if !st.resource_groups.contains_key(*rg) {
@@ -993,16 +1143,19 @@ async fn handle(
             HttpResponse::Ok().json(json!({"value": items}))
         }
         ("PUT", ["subscriptions", sub, "resourcegroups", _, "providers", "microsoft.resources", "deployments", name]) => {
-            let (sub, rg, name) = (sub.to_string(), segs[3].to_string(), name.to_string());
-            put_deployment(&mut st, &base, &sub, Some(&rg), &name, &body)
+            let at = At::ResourceGroup { sub: sub.to_string(), rg: segs[3].to_string() };
+            let name = name.to_string();
+            put_deployment(&mut st, &base, &at, &name, &body)
         }
         ("POST", ["subscriptions", sub, "resourcegroups", _, "providers", "microsoft.resources", "deployments", name, "whatif"]) => {
-            let (sub, rg, name) = (sub.to_string(), segs[3].to_string(), name.to_string());
-            what_if(&mut st, &base, &sub, Some(&rg), &name, &body)
+            let at = At::ResourceGroup { sub: sub.to_string(), rg: segs[3].to_string() };
+            let name = name.to_string();
+            what_if(&mut st, &base, &at, &name, &body)
         }
         ("POST", ["subscriptions", sub, "providers", "microsoft.resources", "deployments", name, "whatif"]) => {
-            let (sub, name) = (sub.to_string(), name.to_string());
-            what_if(&mut st, &base, &sub, None, &name, &body)
+            let at = At::Subscription { sub: sub.to_string() };
+            let name = name.to_string();
+            what_if(&mut st, &base, &at, &name, &body)
         }
         ("POST", ["subscriptions", sub, "resourcegroups", rg, "providers", "microsoft.resources", "deployments", name, "exporttemplate"]) => {
             export_template(&st, &format!("{sub}/{rg}/{name}"))
@@ -1011,8 +1164,9 @@ async fn handle(
             export_template(&st, &format!("{sub}/-/{name}"))
         }
         ("PUT", ["subscriptions", sub, "providers", "microsoft.resources", "deployments", name]) => {
-            let (sub, name) = (sub.to_string(), name.to_string());
-            put_deployment(&mut st, &base, &sub, None, &name, &body)
+            let at = At::Subscription { sub: sub.to_string() };
+            let name = name.to_string();
+            put_deployment(&mut st, &base, &at, &name, &body)
         }
         ("GET", ["subscriptions", sub, "providers", "microsoft.resources", "deployments", name]) => {
             let key = format!("{sub}/-/{name}");
@@ -1075,16 +1229,181 @@ async fn handle(
                 .insert_header(("Retry-After", "1"))
                 .finish()
         }
+        // Deployments at management group and tenant scope: PUT, GET, DELETE (the record),
+        // operation status, cancel, what-if, exportTemplate.
+        (m, ["providers", "microsoft.management", "managementgroups", _, "providers", "microsoft.resources", "deployments", name, rest @ ..]) => {
+            let at = At::ManagementGroup { group: segs[3].to_string() };
+            let (m, name, rest) = (m.to_string(), name.to_string(), rest.iter().map(|x| x.to_string()).collect::<Vec<_>>());
+            scoped_deployment(&mut st, &base, &m, &at, &name, &rest, &body)
+        }
+        (m, ["providers", "microsoft.resources", "deployments", name, rest @ ..]) => {
+            let (m, name, rest) = (m.to_string(), name.to_string(), rest.iter().map(|x| x.to_string()).collect::<Vec<_>>());
+            scoped_deployment(&mut st, &base, &m, &At::Tenant, &name, &rest, &body)
+        }
+        // The tenant's provider metadata (the types that live above subscriptions).
+        ("GET", ["providers", ns]) => {
+            let types: Vec<Value> = TENANT_PROVIDERS
+                .iter()
+                .filter(|(n, _, _)| n.eq_ignore_ascii_case(ns))
+                .map(|(_, t, v)| json!({"resourceType": t, "apiVersions": v}))
+                .collect();
+            if types.is_empty() {
+                return error(404, "InvalidResourceNamespace", &format!("The resource namespace '{}' is invalid.", segs[1]));
+            }
+            HttpResponse::Ok().json(json!({"namespace": segs[1], "resourceTypes": types}))
+        }
+        // A resource above subscriptions: a management group's (policy definition, ...) or the
+        // tenant's (a management group, ...).
+        ("DELETE", ["providers", ..]) => delete_above_subscriptions(&mut st, &base, &path, req.query_string()),
         _ => error(404, "InvalidResourceType", &format!("no route for {method} {path}")),
     }
 }
 
-/// PUT of a deployment at resource group scope (`rg`) or subscription scope (None).
+/// The deployment routes at management group and tenant scope (`rest`: what follows
+/// `.../deployments/{name}`).
+fn scoped_deployment(
+    st: &mut ArmState,
+    base: &str,
+    method: &str,
+    at: &At,
+    name: &str,
+    rest: &[String],
+    body: &Value,
+) -> HttpResponse {
+    let key = at.key(name);
+    let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
+    match (method, rest.as_slice()) {
+        ("PUT", []) => put_deployment(st, base, at, name, body),
+        ("GET", []) => match advance(st, &key) {
+            Some(view) => HttpResponse::Ok()
+                .insert_header(("Retry-After", "1"))
+                .json(view),
+            None => error(
+                404,
+                "DeploymentNotFound",
+                &format!("Deployment '{name}' could not be found."),
+            ),
+        },
+        // Deleting the record leaves the resources it made.
+        ("DELETE", []) => match st.deployments.get(&key).map(|d| d.state.clone()) {
+            None => HttpResponse::NoContent().finish(),
+            Some(state) if ["Accepted", "Running"].contains(&state.as_str()) => error(
+                409,
+                "DeploymentActive",
+                &format!("The deployment '{name}' is still active and cannot be deleted."),
+            ),
+            Some(_) => {
+                st.deployments.remove(&key);
+                HttpResponse::Accepted()
+                    .insert_header(("Location", format!("{base}/providers/Microsoft.Resources/operationresults/resdelete-record?api-version=2024-03-01")))
+                    .insert_header(("Retry-After", "1"))
+                    .finish()
+            }
+        },
+        ("GET", ["operationstatuses", _]) => operation_status(st, &key),
+        ("POST", ["cancel"]) => cancel_deployment(st, &key),
+        ("POST", ["whatif"]) => what_if(st, base, at, name, body),
+        ("POST", ["exporttemplate"]) => export_template(st, &key),
+        _ => error(
+            404,
+            "InvalidResourceType",
+            &format!("no route for {method} {} deployment {name}", at.name()),
+        ),
+    }
+}
+
+/// DELETE of a resource above subscriptions, with an API version its provider lists (the
+/// tenant's provider metadata); a management group deleted no longer takes deployments.
+fn delete_above_subscriptions(
+    st: &mut ArmState,
+    base: &str,
+    id: &str,
+    query: &str,
+) -> HttpResponse {
+    let lower = id.to_ascii_lowercase();
+    let Some(at) = lower.rfind("/providers/") else {
+        return error(404, "InvalidResourceType", "no resource type");
+    };
+    let rest: Vec<&str> = id[at + "/providers/".len()..].split('/').collect();
+    let ty: Vec<&str> = rest.iter().skip(1).step_by(2).copied().collect();
+    let known = TENANT_PROVIDERS.iter().find(|(ns, t, _)| {
+        rest.first().is_some_and(|n| n.eq_ignore_ascii_case(ns))
+            && t.eq_ignore_ascii_case(&ty.join("/"))
+    });
+    let Some((_, _, versions)) = known else {
+        return error(
+            400,
+            "NoRegisteredProviderFound",
+            "No registered resource provider found for this resource type.",
+        );
+    };
+    if !versions
+        .iter()
+        .any(|v| query.contains(&format!("api-version={v}")))
+    {
+        return error(
+            400,
+            "NoRegisteredProviderFound",
+            "No registered resource provider found for this API version.",
+        );
+    }
+    let Some(pos) = st.resources.iter().position(|r| r.eq_ignore_ascii_case(id)) else {
+        return error(
+            404,
+            "ResourceNotFound",
+            &format!("The Resource '{id}' was not found."),
+        );
+    };
+    st.resources.remove(pos);
+    st.resource_state.remove(&lower);
+    if let Some(group) = management_group_of(id) {
+        st.management_groups.remove(&group.to_ascii_lowercase());
+    }
+    st.deleted.push(id.to_string());
+    HttpResponse::Accepted()
+        .insert_header(("Location", format!("{base}/providers/Microsoft.Resources/operationresults/resdelete-{}?api-version=2021-04-01", st.deleted.len())))
+        .insert_header(("Retry-After", "1"))
+        .finish()
+}
+
+/// A long-running operation's `Location`: a resource group's or a resource's delete, a
+/// what-if (its result once done).
+fn operation_result(st: &mut ArmState, op: &str) -> HttpResponse {
+    if let Some(rg) = op.strip_prefix("rgdelete-") {
+        let polls = st.deleting_groups.entry(rg.to_string()).or_insert(0);
+        *polls += 1;
+        if *polls < 2 {
+            return HttpResponse::Accepted()
+                .insert_header(("Retry-After", "1"))
+                .finish();
+        }
+        st.resource_groups.remove(rg);
+        let prefix = format!("/resourcegroups/{rg}/");
+        st.resources
+            .retain(|r| !r.to_ascii_lowercase().contains(&prefix));
+        return HttpResponse::Ok().finish();
+    }
+    if let Some(w) = st.what_ifs.get_mut(op) {
+        w.polls += 1;
+        if w.polls < 2 {
+            return HttpResponse::Accepted()
+                .insert_header(("Retry-After", "1"))
+                .finish();
+        }
+        return HttpResponse::Ok().json(w.result.clone());
+    }
+    if let Some(id) = op.strip_prefix("resdelete-") {
+        let _ = id;
+        return HttpResponse::Ok().finish();
+    }
+    error(404, "NotFound", "unknown operation")
+}
+
+/// PUT of a deployment at any scope.
 fn put_deployment(
     st: &mut ArmState,
     base: &str,
-    sub: &str,
-    rg: Option<&str>,
+    at: &At,
     name: &str,
     body: &Value,
 ) -> HttpResponse {
@@ -1095,11 +1414,7 @@ fn put_deployment(
                     .insert_header(("Retry-After", "1"))
                     .json(json!({"error": {"code": "TooManyRequests", "message": "Number of 'write' requests for subscription exceeded the limit. Retry after 1 second."}}));
     }
-    let key = format!(
-        "{sub}/{}/{name}",
-        rg.map(str::to_ascii_lowercase)
-            .unwrap_or_else(|| "-".into())
-    );
+    let key = at.key(name);
     if st
         .deployments
         .get(&key)
@@ -1113,12 +1428,12 @@ fn put_deployment(
             ),
         );
     }
-    let values = match check_request(st, rg, body, &["Incremental"]) {
+    let values = match check_request(st, at, body, &["Incremental"]) {
         Ok(values) => values,
         Err(answer) => return *answer,
     };
     let template = &body["properties"]["template"];
-    let made = evaluate(st, sub, rg, template, &values);
+    let made = evaluate(st, at, template, &values);
     st.deployment_puts += 1;
     let dep = Deployment {
         state: "Accepted".into(),
@@ -1133,10 +1448,7 @@ fn put_deployment(
         resources: made.resources,
     };
     st.deployments.insert(key, dep);
-    let scope = match rg {
-        Some(rg) => format!("/subscriptions/{sub}/resourcegroups/{rg}"),
-        None => format!("/subscriptions/{sub}"),
-    };
+    let scope = at.id();
     HttpResponse::Created()
                 .insert_header(("Azure-AsyncOperation", format!("{base}{scope}/providers/Microsoft.Resources/deployments/{name}/operationStatuses/op1?api-version=2024-03-01")))
                 .insert_header(("Retry-After", "1"))
@@ -1151,11 +1463,21 @@ fn put_deployment(
 /// answer.
 fn check_request(
     st: &ArmState,
-    rg: Option<&str>,
+    at: &At,
     body: &Value,
     modes: &[&str],
 ) -> Result<Map<String, Value>, Box<HttpResponse>> {
-    if let Some(rg) = rg
+    if let At::ManagementGroup { group } = at
+        && !st.management_groups.contains(&group.to_ascii_lowercase())
+    {
+        return Err(error(
+            404,
+            "ManagementGroupNotFound",
+            &format!("The management group '{group}' could not be found."),
+        )
+        .into());
+    }
+    if let Some(rg) = at.rg()
         && !st.resource_groups.contains_key(&rg.to_ascii_lowercase())
     {
         return Err(error(
@@ -1169,11 +1491,7 @@ fn check_request(
         .as_str()
         .unwrap_or_default()
         .to_ascii_lowercase();
-    let want = if rg.is_some() {
-        "/deploymenttemplate.json"
-    } else {
-        "/subscriptiondeploymenttemplate.json"
-    };
+    let want = at.schema_file();
     if !schema.is_empty() && !schema.trim_end_matches('#').ends_with(want) {
         return Err(error(
             400,
@@ -1184,7 +1502,7 @@ fn check_request(
         )
         .into());
     }
-    if rg.is_none() && !body["location"].is_string() {
+    if at.rg().is_none() && !body["location"].is_string() {
         return Err(error(
             400,
             "InvalidDeployment",
@@ -1214,6 +1532,21 @@ fn check_request(
         Box::new(HttpResponse::BadRequest().json(json!({"error": {"code": "InvalidTemplate", "message": format!("Deployment template validation failed: '{message}'.")}})))
     };
     validate_template(template).map_err(invalid)?;
+    // Above subscriptions only the resource types that live there can be deployed.
+    for r in template["resources"].as_array().into_iter().flatten() {
+        let ty = r["type"].as_str().unwrap_or_default();
+        if !at.allows(ty) {
+            return Err(error(
+                400,
+                "InvalidTemplate",
+                &format!(
+                    "Deployment template validation failed: 'The resource type '{ty}' cannot be deployed at the '{}' scope.'",
+                    at.name()
+                ),
+            )
+            .into());
+        }
+    }
     let mut values = Map::new();
     let given = props["parameters"].as_object().cloned().unwrap_or_default();
     let declared = template["parameters"]
@@ -1254,23 +1587,17 @@ fn check_request(
 /// (None): the request is checked as a PUT is (mode Incremental or Complete), the template
 /// evaluated, and its resources compared with the ones held; the answer is 202 with a
 /// `Location` to poll for the result.
-fn what_if(
-    st: &mut ArmState,
-    base: &str,
-    sub: &str,
-    rg: Option<&str>,
-    name: &str,
-    body: &Value,
-) -> HttpResponse {
-    st.what_if_requests
-        .push(json!({"deployment": name, "resourceGroup": rg, "body": body}));
-    let values = match check_request(st, rg, body, &["Incremental", "Complete"]) {
+fn what_if(st: &mut ArmState, base: &str, at: &At, name: &str, body: &Value) -> HttpResponse {
+    st.what_if_requests.push(
+        json!({"deployment": name, "resourceGroup": at.rg(), "scope": at.id(), "body": body}),
+    );
+    let values = match check_request(st, at, body, &["Incremental", "Complete"]) {
         Ok(values) => values,
         Err(answer) => return *answer,
     };
-    let made = evaluate(st, sub, rg, &body["properties"]["template"], &values);
+    let made = evaluate(st, at, &body["properties"]["template"], &values);
     let complete = body["properties"]["mode"] == "Complete";
-    let changes = predict_changes(st, sub, rg, &made, complete);
+    let changes = predict_changes(st, at, &made, complete);
     let op = format!("whatif-{}", st.what_if_requests.len());
     st.what_ifs.insert(
         op.clone(),
@@ -1279,11 +1606,12 @@ fn what_if(
             result: json!({"status": "Succeeded", "properties": {"changes": changes}}),
         },
     );
+    let results = match at.sub() {
+        Some(sub) => format!("{base}/subscriptions/{sub}/operationresults"),
+        None => format!("{base}/providers/Microsoft.Resources/operationresults"),
+    };
     HttpResponse::Accepted()
-        .insert_header((
-            "Location",
-            format!("{base}/subscriptions/{sub}/operationresults/{op}?api-version=2024-03-01"),
-        ))
+        .insert_header(("Location", format!("{results}/{op}?api-version=2024-03-01")))
         .insert_header(("Retry-After", "1"))
         .finish()
 }
@@ -1317,13 +1645,7 @@ fn with_id(id: &str, state: &Value) -> Value {
 /// What-if's changes: each resource of the template is Create (not held), Modify (held with
 /// another state; `delta` says where) or NoChange; what the scope holds beyond the template is
 /// Ignore (mode Incremental) or Delete (mode Complete).
-fn predict_changes(
-    st: &ArmState,
-    sub: &str,
-    rg: Option<&str>,
-    made: &Evaluated,
-    complete: bool,
-) -> Vec<Value> {
+fn predict_changes(st: &ArmState, at: &At, made: &Evaluated, complete: bool) -> Vec<Value> {
     let mut changes = Vec::new();
     let mut declared = HashSet::new();
     for (id, after) in &made.resources {
@@ -1348,8 +1670,8 @@ fn predict_changes(
         };
         changes.push(change);
     }
-    let held: Vec<String> = match rg {
-        Some(rg) => {
+    let held: Vec<String> = match at {
+        At::ResourceGroup { sub, rg } => {
             let prefix = format!(
                 "/subscriptions/{}/resourcegroups/{}/",
                 sub.to_ascii_lowercase(),
@@ -1361,7 +1683,7 @@ fn predict_changes(
                 .cloned()
                 .collect()
         }
-        None => {
+        At::Subscription { sub } => {
             let prefix = format!("/subscriptions/{}/", sub.to_ascii_lowercase());
             st.resource_groups
                 .values()
@@ -1370,6 +1692,24 @@ fn predict_changes(
                 .map(str::to_string)
                 .collect()
         }
+        At::ManagementGroup { .. } => {
+            let prefix = format!("{}/", at.id().to_ascii_lowercase());
+            st.resources
+                .iter()
+                .filter(|r| r.to_ascii_lowercase().starts_with(&prefix))
+                .cloned()
+                .collect()
+        }
+        // The tenant's own resources: `/providers/NS/type/name`, under no other scope.
+        At::Tenant => st
+            .resources
+            .iter()
+            .filter(|r| {
+                let lower = r.to_ascii_lowercase();
+                lower.starts_with("/providers/") && lower.matches("/providers/").count() == 1
+            })
+            .cloned()
+            .collect(),
     };
     for id in held {
         if declared.contains(&id.to_ascii_lowercase()) {
@@ -1488,6 +1828,9 @@ fn advance(st: &mut ArmState, key: &str) -> Option<Value> {
             continue;
         }
         st.resource_state.insert(r.to_ascii_lowercase(), state);
+        if let Some(group) = management_group_of(&r) {
+            st.management_groups.insert(group.to_ascii_lowercase());
+        }
         if !st.resources.contains(&r) {
             st.resources.push(r);
         }

@@ -184,6 +184,7 @@ fn accept_one(
             && existing.resource_group == row.resource_group
             && existing.subscription_id == row.subscription_id
             && existing.location == row.location
+            && existing.management_group == row.management_group
             && existing.parameters == row.parameters;
         if !same {
             return Ok(Err(PersistError::Conflict(

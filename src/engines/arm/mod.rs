@@ -2,11 +2,13 @@
 //!
 //! `.bicep` templates are compiled with `bicep build --stdout` (the official CLI); `.json` ARM
 //! templates are used as they are. The deployment is PUT (mode Incremental) under a name derived
-//! from the deployment id into a resource group that is created when missing, and followed to its
-//! end (`Azure-AsyncOperation`, `Retry-After`), obeying cancel (ARM's cancel action) and the run
-//! timeout. Destroy deletes the resources the deployment reported (`outputResources`), newest
-//! first. A run taken over after a crash follows the deployment already in ARM instead of
-//! starting another.
+//! from the deployment id at the template's target scope: into a resource group that is created
+//! when missing, or (with the record's location) at the subscription, a management group or the
+//! tenant; and followed to its end (`Azure-AsyncOperation`, `Retry-After`), obeying cancel (ARM's
+//! cancel action) and the run timeout. Destroy deletes the resources the deployment reported
+//! (`outputResources`), newest first, each with its provider's API version (the subscription's
+//! provider metadata, or the tenant's above subscriptions). A run taken over after a crash
+//! follows the deployment already in ARM instead of starting another.
 //!
 //! The phases of a run (`Run::phase`), as terraform's engine has them:
 //! - plan (a gated deploy or update, or a speculative plan): ARM's what-if
@@ -186,35 +188,54 @@ impl ArmRun {
         }
     }
 
-    /// Where this deployment is made: its resource group, or the subscription for a template
-    /// that declares subscription scope (it creates its resource groups itself).
+    /// Where this deployment is made: its resource group, or, for a template that declares
+    /// another scope, the subscription (it creates its resource groups itself), the management
+    /// group or the tenant; a deployment above a resource group keeps its record in its
+    /// location.
     fn target(&self) -> Result<Target, EngineError> {
         let d = &self.job.deployment;
         let given = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
-        let sub = given(&d.subscription_id).ok_or_else(|| {
-            EngineError::Failed("subscription_id is required for Azure deployments".into())
-        })?;
-        match self.job.template.target_scope {
-            TargetScope::ResourceGroup => {
-                let rg = given(&d.resource_group).ok_or_else(|| {
-                    EngineError::Failed("resource_group is required for Azure deployments".into())
-                })?;
-                Ok(Target::ResourceGroup { sub, rg })
-            }
-            TargetScope::Subscription => {
-                let location = given(&d.location).ok_or_else(|| {
-                    EngineError::Failed(
-                        "a location is required for a subscription-scope deployment".into(),
-                    )
-                })?;
-                Ok(Target::Subscription { sub, location })
-            }
-            other => Err(EngineError::Failed(format!(
-                "{} deploys at {} scope, which this daemon does not deploy",
-                self.job.template.file_name,
-                other.name()
-            ))),
-        }
+        let required =
+            |v: &Option<String>, message: String| given(v).ok_or(EngineError::Failed(message));
+        let scope = self.job.template.target_scope;
+        let location = || {
+            required(
+                &d.location,
+                format!(
+                    "a location is required for a {}-scope deployment",
+                    scope.name()
+                ),
+            )
+        };
+        let sub = || {
+            required(
+                &d.subscription_id,
+                "subscription_id is required for Azure deployments".into(),
+            )
+        };
+        Ok(match scope {
+            TargetScope::ResourceGroup => Target::ResourceGroup {
+                sub: sub()?,
+                rg: required(
+                    &d.resource_group,
+                    "resource_group is required for Azure deployments".into(),
+                )?,
+            },
+            TargetScope::Subscription => Target::Subscription {
+                sub: sub()?,
+                location: location()?,
+            },
+            TargetScope::ManagementGroup => Target::ManagementGroup {
+                group: required(
+                    &d.management_group,
+                    "management_group is required for a managementGroup-scope deployment".into(),
+                )?,
+                location: location()?,
+            },
+            TargetScope::Tenant => Target::Tenant {
+                location: location()?,
+            },
+        })
     }
 
     /// The ARM deployment's path (without api-version).
@@ -402,7 +423,7 @@ impl ArmRun {
                 "tags": {"managed-by": "multicloud", "multicloud-deployment": self.job.deployment.id.as_str()},
             });
             // A deployment above a resource group has a location: where ARM keeps its record.
-            if let Target::Subscription { location, .. } = target {
+            if let Some(location) = target.location() {
                 body["location"] = json!(location);
             }
             self.log(format!(
@@ -564,7 +585,6 @@ impl ArmRun {
         target: &Target,
         ids: &[String],
     ) -> Result<EngineOutput, EngineError> {
-        let sub = target.subscription();
         self.log(format!("deleting {} resources, newest first", ids.len()));
         let total = ids.len().max(1);
         for (i, id) in ids.iter().rev().enumerate() {
@@ -574,7 +594,7 @@ impl ArmRun {
             if Instant::now() >= self.deadline {
                 return Err(EngineError::TimedOut(self.job.timeout.as_secs()));
             }
-            let api = self.api_version(sub, id).await?;
+            let api = self.api_version(target, id).await?;
             self.log(format!("DELETE {id}"));
             match self
                 .client
@@ -743,7 +763,7 @@ impl ArmRun {
         let mut body = json!({
             "properties": {"mode": "Incremental", "template": template, "parameters": parameters},
         });
-        if let Target::Subscription { location, .. } = target {
+        if let Some(location) = target.location() {
             body["location"] = json!(location);
         }
         self.log(format!(
@@ -841,8 +861,10 @@ impl ArmRun {
         }
     }
 
-    /// The newest API version of a resource's type, from the provider's metadata (cached).
-    async fn api_version(&mut self, sub: &str, id: &str) -> Result<String, EngineError> {
+    /// The newest API version of a resource's type, from the provider's metadata (cached): the
+    /// subscription's view of the provider, or the tenant's for a deployment above
+    /// subscriptions (management group or tenant scope).
+    async fn api_version(&mut self, target: &Target, id: &str) -> Result<String, EngineError> {
         if is_resource_group_id(id) {
             return Ok(RESOURCES_API.to_string());
         }
@@ -852,11 +874,13 @@ impl ArmRun {
         if let Some(v) = self.api_versions.get(&key) {
             return Ok(v.clone());
         }
+        let provider = match target.subscription() {
+            Some(sub) => format!("/subscriptions/{sub}/providers/{namespace}"),
+            None => format!("/providers/{namespace}"),
+        };
         let meta = self
             .client
-            .get(&format!(
-                "/subscriptions/{sub}/providers/{namespace}?api-version={RESOURCES_API}"
-            ))
+            .get(&format!("{provider}?api-version={RESOURCES_API}"))
             .await
             .map_err(|e| self.fail(e))?
             .body;
@@ -905,30 +929,49 @@ enum Target {
         sub: String,
         location: String,
     },
+    /// A management-group-scope deployment (policies, role definitions, ... of the group).
+    ManagementGroup {
+        group: String,
+        location: String,
+    },
+    /// A tenant-scope deployment (management groups, subscription aliases, ...).
+    Tenant {
+        location: String,
+    },
 }
 
 impl Target {
-    fn subscription(&self) -> &str {
+    /// The subscription the deployment is made in; None above subscriptions.
+    fn subscription(&self) -> Option<&str> {
         match self {
-            Target::ResourceGroup { sub, .. } | Target::Subscription { sub, .. } => sub,
+            Target::ResourceGroup { sub, .. } | Target::Subscription { sub, .. } => Some(sub),
+            Target::ManagementGroup { .. } | Target::Tenant { .. } => None,
         }
     }
 
-    /// The scope's resource id: `/subscriptions/s[/resourcegroups/g]`.
+    /// The scope's resource id: `/subscriptions/s[/resourcegroups/g]`,
+    /// `/providers/Microsoft.Management/managementGroups/m`, or the tenant's (empty: its
+    /// deployments are `/providers/Microsoft.Resources/deployments/...`).
     fn scope_path(&self) -> String {
         match self {
             Target::ResourceGroup { sub, rg } => {
                 format!("/subscriptions/{sub}/resourcegroups/{rg}")
             }
             Target::Subscription { sub, .. } => format!("/subscriptions/{sub}"),
+            Target::ManagementGroup { group, .. } => {
+                format!("/providers/Microsoft.Management/managementGroups/{group}")
+            }
+            Target::Tenant { .. } => String::new(),
         }
     }
 
-    /// Where a subscription-scope deployment keeps its record.
+    /// Where a deployment above a resource group keeps its record.
     fn location(&self) -> Option<String> {
         match self {
             Target::ResourceGroup { .. } => None,
-            Target::Subscription { location, .. } => Some(location.clone()),
+            Target::Subscription { location, .. }
+            | Target::ManagementGroup { location, .. }
+            | Target::Tenant { location } => Some(location.clone()),
         }
     }
 
@@ -938,6 +981,10 @@ impl Target {
             Target::Subscription { sub, location } => {
                 format!("at subscription scope ({sub}, record in {location})")
             }
+            Target::ManagementGroup { group, location } => {
+                format!("at management group scope ({group}, record in {location})")
+            }
+            Target::Tenant { location } => format!("at tenant scope (record in {location})"),
         }
     }
 }
@@ -1017,6 +1064,32 @@ mod tests {
             rg: "g".into(),
         };
         assert_eq!(rg.scope_path(), "/subscriptions/s/resourcegroups/g");
+        let mg = Target::ManagementGroup {
+            group: "mg-1".into(),
+            location: "westeurope".into(),
+        };
+        assert_eq!(
+            mg.scope_path(),
+            "/providers/Microsoft.Management/managementGroups/mg-1"
+        );
+        assert_eq!(
+            (mg.subscription(), mg.location().as_deref()),
+            (None, Some("westeurope"))
+        );
+        let tenant = Target::Tenant {
+            location: "westeurope".into(),
+        };
+        assert_eq!(tenant.scope_path(), "");
+        assert_eq!(
+            resource_type_of(
+                "/providers/Microsoft.Management/managementGroups/mg-1/providers/Microsoft.Authorization/policyDefinitions/p"
+            ),
+            Some(("Microsoft.Authorization".into(), "policyDefinitions".into()))
+        );
+        assert_eq!(
+            resource_type_of("/providers/Microsoft.Management/managementGroups/mg-2"),
+            Some(("Microsoft.Management".into(), "managementGroups".into()))
+        );
         assert_eq!(
             deployment_name("deploy-0123456789abcdef"),
             "multicloud-deploy-0123456789abcdef"

@@ -162,6 +162,7 @@ mod tests {
             resource_group: None,
             subscription_id: sub.map(Into::into),
             location: location.map(Into::into),
+            management_group: None,
             status: DeploymentStatus::Running,
             operation: Operation::Deploy,
             parameters: Default::default(),

@@ -742,6 +742,9 @@ fn template_page(
                 @if azure {
                     (text_field("subscription_id", "Subscription", "the Azure subscription id"))
                     (text_field("resource_group", "Resource group", "created when missing"))
+                    @if t.target_scope == crate::catalog::TargetScope::ManagementGroup {
+                        (text_field("management_group", "Management group", "the management group id this template deploys at"))
+                    }
                 }
                 (text_field("location", "Location", "a region such as us-east-1 or westeurope (optional)"))
                 @for spec in &t.parameters {
@@ -940,7 +943,12 @@ pub async fn deploy(
             "parameters": parameters,
             "auto_apply": !form.contains_key("plan_first"),
         });
-        for k in ["subscription_id", "resource_group", "location"] {
+        for k in [
+            "subscription_id",
+            "resource_group",
+            "management_group",
+            "location",
+        ] {
             if let Some(v) = form.get(k).filter(|v| !v.trim().is_empty()) {
                 body[k] = json!(v);
             }
