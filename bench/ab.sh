@@ -31,7 +31,9 @@ wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.body = '{"template_name":"storage-bucket","provider_type":"aws","parameters":{"bucket_name":"bench-bucket"}}'
 LUA
-declare -A RESULTS
+declare -A RESULTS P99
+# to_ms 850.00us|12.34ms|1.20s → milliseconds
+to_ms() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /[0-9]s$/ && v !~ /ms$/) n *= 1000; printf "%.2f", n }'; }
 round() { # NAME BINARY ROUND
   local name=$1 bin=$2 r=$3 db="ab_${1}_$3" port
   "${PSQL[@]}" -c "CREATE DATABASE $db" postgres >/dev/null
@@ -53,6 +55,7 @@ round() { # NAME BINARY ROUND
     rps=$(awk '/Requests\/sec/ {print $2}' "$WORK/$db.$c.txt"); p99=$(awk '$1=="99%" {print $2}' "$WORK/$db.$c.txt")
     echo "round $r $name c=$c: $rps req/s, p99 $p99"
     RESULTS["$name.$c"]+="$rps "
+    P99["$name.$c"]+="$(to_ms "$p99") "
   done
   kill "$DPID"; wait "$DPID" 2>/dev/null || true; DPID=
   sleep 1; "${PSQL[@]}" -c "DROP DATABASE $db" postgres
@@ -61,5 +64,6 @@ for r in $(seq 1 "$ROUNDS"); do round old "$OLD" "$r"; round new "$NEW" "$r"; do
 median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 for c in $CONNS; do
   o=$(echo "${RESULTS[old.$c]}" | median); n=$(echo "${RESULTS[new.$c]}" | median)
-  echo "median c=$c: old $o req/s, new $n req/s ($(echo "scale=3; $n / $o" | bc)x)"
+  op=$(echo "${P99[old.$c]}" | median); np=$(echo "${P99[new.$c]}" | median)
+  echo "median c=$c: old $o req/s, new $n req/s ($(echo "scale=3; $n / $o" | bc)x), p99 old $op ms, new $np ms"
 done

@@ -54,7 +54,8 @@ start_daemon() {
   echo "daemon $name did not start"; cat "$WORK/$name.log"; exit 1
 }
 
-# BENCH_ONLY="api bicep" runs only those sections (api dispatch overhead queue memory ui bicep).
+# BENCH_ONLY="api bicep" runs only those sections (api ab dispatch overhead queue memory ui bicep);
+# ab needs AB_BASE=<another build's binary> (bench/ab.sh in one run, medians at c=1, 16, 64).
 want() { [ -z "${BENCH_ONLY:-}" ] || [[ " $BENCH_ONLY " == *" $1 "* ]]; }
 IDLE_RSS=0
 
@@ -94,6 +95,18 @@ IDLE_RSS=$(awk '/VmRSS/ {print $2}' /proc/$DPID/status)
 kill "$DPID"
 # The next sections time terraform: leave no autovacuum work behind.
 sleep 1; "${PSQL[@]}" -c "DROP DATABASE api" postgres
+
+fi
+if want ab; then
+if [ -n "${AB_BASE:-}" ]; then
+echo "== 2b. POST /deploy A/B against AB_BASE=$AB_BASE (fresh database and daemon per round, alternating)"
+ROUNDS=${AB_ROUNDS:-3} SECS=${AB_SECS:-10} CONNS="1 16 64" "$ROOT/bench/ab.sh" "$AB_BASE" "$BIN" | tee "$WORK/ab.txt"
+while read -r _ c _ o _ _ n _ ratio _ _ op _ _ np _; do
+  row "POST /deploy A/B ${c%:}" "base $o req/s, this build $n req/s ${ratio%,}; p99 $op → $np ms" "c=64: ≥1.5×, c=1: ≥1.0×" "AB_BASE=... bench/run.sh (bench/ab.sh BASE THIS, ROUNDS=${AB_ROUNDS:-3} SECS=${AB_SECS:-10}, medians)"
+done < <(grep '^median' "$WORK/ab.txt")
+else
+echo "== 2b. POST /deploy A/B: skipped (AB_BASE=<binary of the build to compare with> runs it)"
+fi
 
 fi
 if want dispatch; then
