@@ -38,6 +38,8 @@ fn files() -> &'static HashMap<String, String> {
             ("ts.bicep", "targetScope = 'tenant'\nparam p string = 'x'\noutput o string = p\n"),
             ("t.txt", "text [x]\n"),
             ("d.json", r#"{"a": [1, {"b": "[c]"}]}"#),
+            ("y.yaml", "a:\n  - 1\n  - &b {b: '[c]'}\nc: *b\nf: 1.5\n"),
+            ("bad.yaml", "a: [1\nb: *nothing\n"),
         ]
         .into_iter()
         .map(|(p, s)| (p.to_string(), s.to_string()))
@@ -111,6 +113,17 @@ proptest! {
     }
 
     #[test]
+    fn random_yaml_files_never_panic(yaml in "[a-z0-9 '\"{}\\[\\]&*!|>:,?#~.\n-]{0,200}", path in "[$.a-z0-9\\[\\]'*]{0,8}") {
+        let mut fs = HashMap::new();
+        fs.insert("r.yaml".to_string(), yaml);
+        let src = format!("var y = loadYamlContent('r.yaml', '{}')\noutput o object = {{ y: y }}\n", path.replace('\'', "\\'"));
+        match bicep::compile_with(&src, "main.bicep", &fs) {
+            Ok(t) => assert_balanced(&t),
+            Err(e) => assert!(e.line >= 1 && e.column >= 1, "{e}"),
+        }
+    }
+
+    #[test]
     fn random_statements_never_panic(
         lines in proptest::collection::vec(
             prop_oneof![
@@ -157,6 +170,10 @@ proptest! {
                 Just("var lt = loadTextContent('t.txt')".to_string()),
                 Just("var lj = loadJsonContent('d.json').a[0]".to_string()),
                 Just("var lb = 'x${loadFileAsBase64('../t.txt')}'".to_string()),
+                Just("var ly = loadYamlContent('y.yaml', '$.a[1]')".to_string()),
+                Just("output oy object = loadYamlContent('y.yaml', 'c')".to_string()),
+                Just("var lf = loadYamlContent('y.yaml')".to_string()),
+                Just("var lx = loadYamlContent('bad.yaml', '$..a')".to_string()),
                 Just("targetScope = 'subscription'".to_string()),
                 Just("targetScope = 'managementGroup'".to_string()),
                 Just("targetScope = 'tenant'".to_string()),
@@ -360,4 +377,25 @@ fn pathological_nesting_is_an_error_not_a_stack_overflow() {
     }
     let err = bicep::compile_with(&fs["m0.bicep"], "m0.bicep", &fs).expect_err("too deep");
     assert!(err.message.contains("deep"), "{err}");
+    // YAML: deep nesting (flow and block) and the billion laughs are errors, quickly.
+    let mut laughs = String::from("a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+    for i in 1..12 {
+        let p = i - 1;
+        laughs.push_str(&format!("a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"));
+    }
+    let block: String = (0..1000).map(|i| format!("{}- \n", " ".repeat(i))).collect();
+    for (yaml, what) in [
+        ("[".repeat(n), "not valid YAML"),
+        ("{a: ".repeat(n), "not valid YAML"),
+        ("[".repeat(61), "nested more than"),
+        (block, "nested more than"),
+        (laughs, "aliases copying more than"),
+    ] {
+        let mut fs = HashMap::new();
+        fs.insert("y.yaml".to_string(), yaml);
+        let err = bicep::compile_with("var y = loadYamlContent('y.yaml')\n", "main.bicep", &fs)
+            .expect_err("refused");
+        assert!(err.message.contains(what), "{err}");
+        assert_eq!((err.line, err.column), (1, 9));
+    }
 }

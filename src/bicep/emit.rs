@@ -15,6 +15,7 @@ use super::syntax::{
     Decorator, Expr, ExprKind, ForLoop, Property, ResourceLoop, Stmt, StmtKind, TypeExpr,
     unsupported,
 };
+use super::yaml::YamlError;
 
 /// How deeply variables may refer to each other.
 const MAX_DEPTH: usize = 256;
@@ -858,6 +859,8 @@ impl<'a> Emitter<'a> {
     fn load_file(&self, at: usize, name: &str, args: &[Expr]) -> Result<Ax, CompileError> {
         // The official compiler's limit on a literal's characters.
         const MAX_CHARS: usize = 131_072;
+        // Its limit on a JSON or YAML file's characters.
+        const MAX_FILE_CHARS: usize = 1_048_576;
         let literal = |e: &Expr| match &e.kind {
             ExprKind::Str { parts, holes } if holes.is_empty() => Some(parts[0].clone()),
             _ => None,
@@ -868,14 +871,11 @@ impl<'a> Emitter<'a> {
                 format!("{name}() takes the file's path as a literal string"),
             ));
         };
-        if name == "loadYamlContent" {
-            return Err(unsupported(self.src, at, "YAML files (loadYamlContent)"));
-        }
         let (encoding, json_path) = match (name, args.len()) {
             (_, 1) => (None, None),
             ("loadTextContent", 2) => (Some(&args[1]), None),
-            ("loadJsonContent", 2) => (None, Some(&args[1])),
-            ("loadJsonContent", 3) => (Some(&args[2]), Some(&args[1])),
+            ("loadJsonContent" | "loadYamlContent", 2) => (None, Some(&args[1])),
+            ("loadJsonContent" | "loadYamlContent", 3) => (Some(&args[2]), Some(&args[1])),
             _ => return Err(self.err(at, format!("too many arguments for {name}()"))),
         };
         if let Some(e) = encoding
@@ -887,15 +887,18 @@ impl<'a> Emitter<'a> {
                 "file encodings other than 'utf-8'",
             ));
         }
-        if let Some(e) = json_path
-            && literal(e).as_deref() != Some("$")
-        {
-            return Err(unsupported(
-                self.src,
-                e.at,
-                "JSONPath filters of loadJsonContent",
-            ));
-        }
+        let json_path = match json_path {
+            None => None,
+            Some(e) => match literal(e) {
+                Some(p) => Some((e.at, p)),
+                None => {
+                    return Err(self.err(
+                        e.at,
+                        format!("{name}() takes the JSONPath as a literal string"),
+                    ));
+                }
+            },
+        };
         let bytes = self
             .files
             .context
@@ -931,8 +934,41 @@ impl<'a> Emitter<'a> {
             }
             return Ok(Ax::Str(text.to_string()));
         }
-        let value: Value = serde_json::from_str(text)
-            .map_err(|e| self.err(at, format!("'{path}' is not valid JSON: {e}")))?;
+        if text.chars().count() > MAX_FILE_CHARS {
+            return Err(self.err(at, format!("'{path}' is larger than {name}() reads")));
+        }
+        let value: Value = if name == "loadYamlContent" {
+            super::yaml::parse(text).map_err(|e| match e {
+                YamlError::Invalid(e) => self.err(at, format!("'{path}' is not valid YAML: {e}")),
+                YamlError::Unsupported(what) => {
+                    unsupported(self.src, at, &format!("{what} in '{path}'"))
+                }
+            })?
+        } else {
+            serde_json::from_str(text)
+                .map_err(|e| self.err(at, format!("'{path}' is not valid JSON: {e}")))?
+        };
+        let value = match json_path {
+            None => value,
+            Some((at, p)) => match select(&value, &p) {
+                Ok(Some(v)) => v.clone(),
+                Ok(None) => {
+                    return Err(self.err(
+                        at,
+                        format!("the JSONPath '{p}' names nothing in '{path}' or is invalid"),
+                    ));
+                }
+                Err(()) => {
+                    return Err(unsupported(
+                        self.src,
+                        at,
+                        &format!(
+                            "JSONPath expressions other than names and indexes ('{p}' in {name})"
+                        ),
+                    ));
+                }
+            },
+        };
         json_literal(&value).ok_or_else(|| {
             unsupported(
                 self.src,
@@ -2631,6 +2667,62 @@ fn is_load_function(name: &str) -> bool {
         name,
         "loadTextContent" | "loadFileAsBase64" | "loadJsonContent" | "loadYamlContent"
     )
+}
+
+/// The value a JSONPath of names and indexes (`$`, `.a`, `a.b[0]`, `['a b']`) selects in `v`,
+/// as Json.NET's `SelectTokens` does for the official compiler: Ok(None) when it selects nothing
+/// or is malformed (an error there too), Err for anything else (wildcards, `..`, slices, unions,
+/// filters), which this compiler does not read.
+fn select<'v>(v: &'v Value, path: &str) -> Result<Option<&'v Value>, ()> {
+    let name_char = |c: char| c.is_alphanumeric() || c == '_' || c == '-';
+    let mut rest = path.strip_prefix('$').unwrap_or(path);
+    if rest.len() == path.len() && rest.is_empty() {
+        return Err(());
+    }
+    let mut at = Some(v);
+    let mut first = rest.len() == path.len();
+    while !rest.is_empty() {
+        let bare = first && !rest.starts_with(['.', '[']);
+        first = false;
+        if bare || rest.starts_with('.') {
+            let after = if bare { rest } else { &rest[1..] };
+            let end = after.find(['.', '[']).unwrap_or(after.len());
+            let name = &after[..end];
+            if name.is_empty() {
+                // `$.` and `.` are malformed; `..` is the recursive descent.
+                return if after.is_empty() { Ok(None) } else { Err(()) };
+            }
+            if !name.chars().all(name_char) {
+                return Err(());
+            }
+            at = at.and_then(|x| x.as_object()).and_then(|m| m.get(name));
+            rest = &after[end..];
+            continue;
+        }
+        if !rest.starts_with('[') {
+            return Err(());
+        }
+        let Some(close) = rest.find(']') else {
+            return Ok(None);
+        };
+        let inner = &rest[1..close];
+        if inner.is_empty() {
+            return Ok(None);
+        }
+        if let Some(name) = inner.strip_prefix('\'').and_then(|n| n.strip_suffix('\'')) {
+            if name.contains(['\'', '\\']) {
+                return Err(());
+            }
+            at = at.and_then(|x| x.as_object()).and_then(|m| m.get(name));
+        } else if inner.bytes().all(|b| b.is_ascii_digit()) {
+            let i: usize = inner.parse().map_err(|_| ())?;
+            at = at.and_then(|x| x.as_array()).and_then(|a| a.get(i));
+        } else {
+            return Err(());
+        }
+        rest = &rest[close + 1..];
+    }
+    Ok(at)
 }
 
 /// A JSON value as a literal expression (a string in brackets is escaped when written); None

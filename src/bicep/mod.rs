@@ -26,6 +26,7 @@ mod files;
 mod lexer;
 mod scope;
 mod syntax;
+mod yaml;
 
 pub use files::{FileLoader, Folder, LoadError, MAX_MODULE_DEPTH, NoFiles};
 pub use scope::Scope;
@@ -876,17 +877,18 @@ mod tests {
                 "file encodings other than 'utf-8' are not supported",
             ),
             (
-                "var t = loadJsonContent('cfg/b.json', '$.k')\n",
-                "JSONPath filters",
+                "var t = loadJsonContent('cfg/b.json', '$..k')\n",
+                "JSONPath expressions other than names and indexes",
+            ),
+            (
+                "var t = loadJsonContent('cfg/b.json', '$.x')\n",
+                "names nothing in 'cfg/b.json'",
             ),
             (
                 "var t = loadJsonContent('cfg/f.json')\n",
                 "numbers other than integers",
             ),
-            (
-                "var t = loadYamlContent('cfg/a.txt')\n",
-                "YAML files (loadYamlContent) are not supported",
-            ),
+            ("var t = loadYamlContent('cfg/none.yaml')\n", "no such file"),
             (
                 "var p = 'cfg/a.txt'\nvar t = loadTextContent(p)\n",
                 "literal string",
@@ -902,6 +904,83 @@ mod tests {
             "{e}"
         );
         assert_eq!((e.line, e.column), (1, 9));
+    }
+
+    #[test]
+    fn yaml_files_load_like_json_files() {
+        let fs = files(&[
+            (
+                "cfg/s.yaml",
+                "name: '[x]'\nlist:\n  - 1\n  - &b {on: true}\ncopy: *b\nratio: 1.5\n",
+            ),
+            ("cfg/bad.yaml", "a: 1\na: 2\n"),
+            ("cfg/deep.yaml", &"[".repeat(70)),
+            ("cfg/j.json", r#"{"a": {"b": [10, 20]}, "f": 0.5}"#),
+        ]);
+        let src = "var y = loadYamlContent('cfg/s.yaml', '$.list')\n\
+             output o object = loadYamlContent('./cfg/s.yaml', 'copy')\n\
+             var j = loadJsonContent('cfg/j.json', '.a.b[1]', 'utf-8')\n\
+             var k = loadJsonContent('cfg/j.json', '$[\\'a\\']')\n";
+        let t = compile_with(src, "main.bicep", &fs).expect("compiles");
+        assert_eq!(
+            t["variables"],
+            json!({
+                "$fxv#0": [1, {"on": true}],
+                "$fxv#1": {"on": true},
+                "$fxv#2": 20,
+                "$fxv#3": {"b": [10, 20]},
+                "y": "[variables('$fxv#0')]",
+                "j": "[variables('$fxv#2')]",
+                "k": "[variables('$fxv#3')]",
+            })
+        );
+        assert_eq!(t["outputs"]["o"]["value"], json!("[variables('$fxv#1')]"));
+        for (src, what, at) in [
+            (
+                "var t = loadYamlContent('cfg/s.yaml')\n",
+                "numbers other than integers",
+                (1, 9),
+            ),
+            (
+                "var t = loadYamlContent('cfg/bad.yaml')\n",
+                "'cfg/bad.yaml' is not valid YAML: duplicate key 'a' at line 2 column 1",
+                (1, 9),
+            ),
+            (
+                "var t = loadYamlContent('cfg/deep.yaml')\n",
+                "YAML nested more than 60 levels deep",
+                (1, 9),
+            ),
+            (
+                "var t = loadYamlContent('cfg/s.yaml', '$.list[5]')\n",
+                "names nothing",
+                (1, 39),
+            ),
+            (
+                "var t = loadYamlContent('cfg/s.yaml', '$.list[*]')\n",
+                "JSONPath expressions other than names and indexes",
+                (1, 39),
+            ),
+            (
+                "var t = loadYamlContent('cfg/s.yaml', '$', 'utf-16')\n",
+                "file encodings other than 'utf-8'",
+                (1, 44),
+            ),
+            (
+                "var t = loadYamlContent('../s.yaml')\n",
+                "outside the templates folder",
+                (1, 9),
+            ),
+            (
+                "var t = loadYamlContent('cfg/j.json', '$.f')\n",
+                "numbers other than integers",
+                (1, 9),
+            ),
+        ] {
+            let e = compile_with(src, "main.bicep", &fs).expect_err(src);
+            assert!(e.message.contains(what), "{src}: {e}");
+            assert_eq!((e.line, e.column), at, "{src}: {e}");
+        }
     }
 
     fn scoped_files() -> std::collections::HashMap<String, String> {
