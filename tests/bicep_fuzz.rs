@@ -161,6 +161,8 @@ proptest! {
                 Just("module ms 'self.bicep' = {".to_string()),
                 Just("module mb 'back.bicep' = {".to_string()),
                 Just("module mr 'br/public:x:1' = {".to_string()),
+                Just("module mt 'ts:00000000-0000-0000-0000-000000000000/rg/s:1' = {".to_string()),
+                Just("module mq 'br:../x:1' = {".to_string()),
                 Just("  params: { p: md.outputs.o }".to_string()),
                 Just("  params: { p: ml[0].outputs.o, q: r.id }".to_string()),
                 Just("  scope: resourceGroup('g')".to_string()),

@@ -2555,7 +2555,11 @@ impl<'a> Emitter<'a> {
             }
             properties.insert("parameters".into(), Value::Object(parameters));
         }
-        properties.insert("template".into(), module.template.clone());
+        match &module.link {
+            // A template spec: the deployment links to it, as the official compiler writes.
+            Some(id) => properties.insert("templateLink".into(), json!({ "id": id })),
+            None => properties.insert("template".into(), module.template.clone()),
+        };
         o.insert("properties".into(), Value::Object(properties));
         self.finish_declaration(r, o, "module")
     }

@@ -16,7 +16,11 @@
 //! `managementGroup(...)`, `tenant()`) as the official compiler writes them; [`target_scope`]
 //! reads a file's scope without compiling it.
 //!
-//! Anything outside that subset (registry modules, user-defined types, lambdas,
+//! Registry (`br:`, `br/public:`) and template-spec (`ts:`) modules are read from a local
+//! module cache as the official CLI fills it (`bicep restore`, `~/.bicep`), when the caller
+//! gives one ([`WithModuleCache`]).
+//!
+//! Anything outside that subset (registry modules not in the cache, user-defined types, lambdas,
 //! imports, the `local` target scope, reads of a whole resource collection...) is rejected with
 //! an error naming the construct and its line and column; the compiler never guesses.
 
@@ -24,11 +28,12 @@ mod arm;
 mod emit;
 mod files;
 mod lexer;
+mod registry;
 mod scope;
 mod syntax;
 mod yaml;
 
-pub use files::{FileLoader, Folder, LoadError, MAX_MODULE_DEPTH, NoFiles};
+pub use files::{FileLoader, Folder, LoadError, MAX_MODULE_DEPTH, NoFiles, WithModuleCache};
 pub use scope::Scope;
 
 use serde_json::Value;
@@ -753,13 +758,13 @@ mod tests {
                 "module m 'br:mcr.microsoft.com/bicep/x:1.0' = {\n  name: 'm'\n}\n",
                 1,
                 10,
-                "registry modules (br:) are not supported",
+                "registry module 'br:mcr.microsoft.com/bicep/x:1.0' needs the local module cache of the Bicep CLI, and none is configured (set azure.bicep_module_cache",
             ),
             (
                 "module m 'ts:sub/rg/spec:1.0' = {\n  name: 'm'\n}\n",
                 1,
                 10,
-                "template spec modules (ts:) are not supported",
+                "module 'ts:sub/rg/spec:1.0' is not a valid template spec reference",
             ),
             (
                 "module m 'self.bicep' = {\n  name: 'm'\n}\n",
@@ -904,6 +909,95 @@ mod tests {
             "{e}"
         );
         assert_eq!((e.line, e.column), (1, 9));
+    }
+
+    #[test]
+    fn registry_and_template_spec_modules_come_from_the_module_cache() {
+        let template = r#"{"$schema": "https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#", "contentVersion": "1.0.0.0", "metadata": {"_generator": {"name": "bicep"}}, "parameters": {"p": {"type": "string"}}, "resources": [], "outputs": {"o": {"type": "string", "value": "[parameters('p')]"}}}"#;
+        let spec_id = "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/Specs/providers/Microsoft.Resources/templateSpecs/net/versions/V2";
+        let cache = files(&[
+            (
+                "br/mcr.microsoft.com/bicep$app$thing/1.0.1$/main.json",
+                template,
+            ),
+            ("br/my.azurecr.io$5000/team$m/Latest$1/main.json", template),
+            (
+                "ts/00000000-0000-0000-0000-000000000001/specs/net/v2/main.json",
+                &format!(r#"{{"id": "{spec_id}", "properties": {{"mainTemplate": {template}}}}}"#),
+            ),
+            ("br/r.io/broken/1$/main.json", "{"),
+        ]);
+        let fs = files(&[("m.json", template)]);
+        let loader = WithModuleCache {
+            files: &fs,
+            cache: &cache,
+        };
+        let src = "module a 'br/public:app/thing:1.0.1' = {\n  name: 'a'\n  params: { p: 'x' }\n}\n\
+             module b 'br:My.azurecr.io:5000/team/m:Latest' = {\n  name: 'b'\n  params: { p: a.outputs.o }\n}\n\
+             module c 'ts:00000000-0000-0000-0000-000000000001/Specs/net:V2' = {\n  name: 'c'\n  params: { p: 'z' }\n}\n\
+             module d 'm.json' = {\n  name: 'd'\n  params: { p: 'w' }\n}\n\
+             output o string = c.outputs.o\n";
+        let t = compile_with(src, "main.bicep", &loader).expect("compiles");
+        let embedded: Value = serde_json::from_str(template).expect("json");
+        let r = &t["resources"];
+        // A registry module is embedded exactly like a local JSON module.
+        assert_eq!(r[0]["properties"]["template"], embedded);
+        assert_eq!(r[1]["properties"]["template"], embedded);
+        assert_eq!(r[3]["properties"]["template"], embedded);
+        assert_eq!(
+            r[1]["dependsOn"],
+            json!(["[resourceId('Microsoft.Resources/deployments', 'a')]"])
+        );
+        // A template spec is linked by its id.
+        assert_eq!(r[2]["properties"]["templateLink"], json!({ "id": spec_id }));
+        assert!(r[2]["properties"].get("template").is_none());
+        assert_eq!(
+            r[2]["properties"]["parameters"],
+            json!({"p": {"value": "z"}})
+        );
+        assert_eq!(
+            t["outputs"]["o"]["value"],
+            json!(
+                "[reference(resourceId('Microsoft.Resources/deployments', 'c'), '2025-04-01').outputs.o.value]"
+            )
+        );
+        for (src, what) in [
+            (
+                "module a 'br/public:app/thing:9.9.9' = {\n  name: 'a'\n}\n",
+                "registry module 'br/public:app/thing:9.9.9' is not in the local module cache (azure.bicep_module_cache): no br/mcr.microsoft.com/bicep$app$thing/9.9.9$/main.json",
+            ),
+            (
+                "module a 'ts:00000000-0000-0000-0000-000000000001/specs/net:v3' = {\n  name: 'a'\n}\n",
+                "template spec module 'ts:00000000-0000-0000-0000-000000000001/specs/net:v3' is not in the local module cache",
+            ),
+            (
+                "module a 'br:r.io/broken:1' = {\n  name: 'a'\n}\n",
+                "is not valid JSON",
+            ),
+            (
+                "module a 'br:r.io/../x:1' = {\n  name: 'a'\n}\n",
+                "not a valid registry module reference",
+            ),
+            (
+                "module a 'br/mine:x:1' = {\n  name: 'a'\n}\n",
+                "the module alias 'br/mine' would come from a bicepconfig.json",
+            ),
+            (
+                "module a 'br/public:app/thing:1.0.1' = {\n  name: 'a'\n  params: { q: 1 }\n}\n",
+                "q",
+            ),
+        ] {
+            let e = compile_with(src, "main.bicep", &loader).expect_err(src);
+            assert!(e.message.contains(what), "{src}: {e}");
+            assert_eq!(
+                (e.line, e.column),
+                if what == "q" {
+                    (e.line, e.column)
+                } else {
+                    (1, 10)
+                }
+            );
+        }
     }
 
     #[test]
