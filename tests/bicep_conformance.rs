@@ -441,6 +441,11 @@ const QUICKSTARTS_OLDER_COMPILER: &[&str] = &[
     // The same in its module modules/devcenter.bicep (Bicep 0.21.1): `pools`, today
     // `project::pools`. Equal otherwise.
     "quickstarts__microsoft.devcenter__devbox-with-builtin-image",
+    // The same in its module modules/avnm.bicep (Bicep 0.20.4): the loop of the nested
+    // `staticMemberSpoke` (in a conditional parent, whose condition it stacks on its own),
+    // today `networkGroupSpokesStatic::staticMemberSpoke`; its `scriptContent` also has the
+    // "\r\n" of a CRLF checkout where the file has "\n". Equal otherwise.
+    "subscription-deployments__microsoft.network__virtual-network-manager-connectivity",
 ];
 
 /// The samples that are not equal to their oracle today, with what happens: `rejected` (an
@@ -488,7 +493,7 @@ const QUICKSTARTS_NOT_EQUAL: &[(&str, &str)] = &[
     ),
     (
         "subscription-deployments__microsoft.network__virtual-network-manager-connectivity",
-        "rejected",
+        "older",
     ),
 ];
 

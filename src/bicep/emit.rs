@@ -13,7 +13,7 @@ use super::files::{Context, ModuleTemplate, Modules};
 use super::scope::{self, Scope};
 use super::syntax::{
     Decorator, Expr, ExprKind, ForLoop, Property, ResourceLoop, Stmt, StmtKind, TypeExpr,
-    unsupported,
+    each_child, unsupported, walk,
 };
 use super::yaml::YamlError;
 
@@ -2774,58 +2774,6 @@ fn walk_free<'e>(e: &'e Expr, bound: &mut Vec<String>, f: &mut impl FnMut(&'e Ex
             f(e);
             each_child(e, &mut |c| walk_free(c, bound, f));
         }
-    }
-}
-
-/// Calls `f` on `e` and every expression inside it.
-fn walk<'e>(e: &'e Expr, f: &mut impl FnMut(&'e Expr)) {
-    f(e);
-    each_child(e, &mut |c| walk(c, f));
-}
-
-/// Calls `f` on each expression directly inside `e`.
-fn each_child<'e>(e: &'e Expr, f: &mut impl FnMut(&'e Expr)) {
-    match &e.kind {
-        ExprKind::Str { holes, .. } => holes.iter().for_each(f),
-        ExprKind::Call { args, .. } => args.iter().for_each(f),
-        ExprKind::MethodCall { base, args, .. } => {
-            f(base);
-            args.iter().for_each(f);
-        }
-        ExprKind::Member { base, .. } => f(base),
-        ExprKind::Index { base, index } => {
-            f(base);
-            f(index);
-        }
-        ExprKind::Unary { operand, .. } => f(operand),
-        ExprKind::Binary { left, right, .. } => {
-            f(left);
-            f(right);
-        }
-        ExprKind::Ternary {
-            cond,
-            then,
-            otherwise,
-        } => {
-            f(cond);
-            f(then);
-            f(otherwise);
-        }
-        ExprKind::Object(props) => props.iter().for_each(|p| {
-            if let Some(k) = &p.key_expr {
-                f(k);
-            }
-            f(&p.value)
-        }),
-        ExprKind::Array(items) => items.iter().for_each(f),
-        ExprKind::For(l) => {
-            f(&l.source);
-            if let Some(c) = &l.condition {
-                f(c);
-            }
-            f(&l.body);
-        }
-        ExprKind::Int(_) | ExprKind::Bool(_) | ExprKind::Null | ExprKind::Ident(_) => {}
     }
 }
 

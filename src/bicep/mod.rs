@@ -1001,6 +1001,37 @@ mod tests {
     }
 
     #[test]
+    fn a_loop_nested_in_a_conditional_resource_stacks_the_condition() {
+        let src = "param on bool\nparam ids array\n\
+             resource p 'A.B/c@2020-01-01' = if (on) {\n  name: 'p'\n\
+               resource l 'd' = [for id in ids: if (id != 'x') {\n    name: id\n  }]\n\
+               resource m 'd' = [for id in ids: {\n    name: 'm${id}'\n  }]\n}\n";
+        let t = compile(src).expect("compiles");
+        let r = &t["resources"];
+        assert_eq!(
+            r[0]["copy"],
+            json!({"name": "p::l", "count": "[length(parameters('ids'))]"})
+        );
+        assert_eq!(
+            r[0]["condition"],
+            json!("[and(parameters('on'), not(equals(parameters('ids')[copyIndex()], 'x')))]")
+        );
+        assert_eq!(r[1]["condition"], json!("[parameters('on')]"));
+        assert_eq!(r[1]["copy"]["name"], json!("p::m"));
+        // A loop variable named like a name the parent's condition reads: refused.
+        let src = "param on bool\nparam ids array\n\
+             resource p 'A.B/c@2020-01-01' = if (on) {\n  name: 'p'\n\
+               resource l 'd' = [for on in ids: {\n    name: on\n  }]\n}\n";
+        let e = compile(src).expect_err("shadowed");
+        assert!(
+            e.message
+                .contains("resource loops nested in conditional resources"),
+            "{e}"
+        );
+        assert_eq!((e.line, e.column), (5, 18));
+    }
+
+    #[test]
     fn yaml_files_load_like_json_files() {
         let fs = files(&[
             (
