@@ -789,3 +789,60 @@ fn quickstarts_compile_to_the_official_output_or_are_rejected() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// The lambdas of baselines/Lambdas_LF (which also declares a user-defined function, outside
+/// the subset): every variable that uses no user-defined function, module or existing
+/// resource compiles to the official output.
+#[test]
+fn lambdas_compile_to_the_official_output() {
+    let dir = Path::new(ROOT).join("baselines/Lambdas_LF");
+    let src = std::fs::read_to_string(dir.join("main.bicep")).expect("main.bicep");
+    let oracle: Value = serde_json::from_str(
+        std::fs::read_to_string(dir.join("main.json"))
+            .expect("main.json")
+            .trim_start_matches('\u{feff}'),
+    )
+    .expect("oracle");
+    // The file's statements, without the function and what uses it or a module or resource.
+    let mut kept = Vec::new();
+    let mut names = Vec::new();
+    let mut stmts: Vec<String> = Vec::new();
+    for line in src.trim_start_matches('\u{feff}').lines() {
+        let starts = ["var ", "func ", "output ", "resource ", "module ", "//"]
+            .iter()
+            .any(|k| line.starts_with(k));
+        match stmts.last_mut() {
+            Some(last) if !starts => {
+                last.push('\n');
+                last.push_str(line);
+            }
+            _ => stmts.push(line.to_string()),
+        }
+    }
+    for stmt in &stmts {
+        let stmt = stmt.trim();
+        if stmt.starts_with("//") {
+            continue;
+        }
+        let uses_outside = ["isEven", "func ", "myMod", "storageAcc", "output "]
+            .iter()
+            .any(|w| stmt.contains(w));
+        if uses_outside || stmt.is_empty() {
+            continue;
+        }
+        for line in stmt.lines() {
+            if let Some(rest) = line.strip_prefix("var ") {
+                names.push(rest.split(' ').next().unwrap_or("").to_string());
+            }
+        }
+        kept.push(stmt);
+    }
+    let t = bicep::compile(&kept.join("\n\n")).expect("compiles");
+    let mut lambdas = 0;
+    for n in &names {
+        assert_eq!(t["variables"][n], oracle["variables"][n], "variable {n}");
+        lambdas += usize::from(t["variables"][n].as_str().is_some_and(|v| v.contains("lambda(")));
+    }
+    assert!(names.len() > 30 && lambdas > 25, "{names:?}");
+    println!("Lambdas_LF: {} variables equal, {lambdas} of them with lambdas", names.len());
+}

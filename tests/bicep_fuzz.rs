@@ -155,6 +155,9 @@ proptest! {
                 Just("output on string = r::n.id".to_string()),
                 Just("  properties: { x: n.id, y: r::n::n2.name }".to_string()),
                 Just("var g = reduce(l, 0, (a, b) => a)".to_string()),
+                Just("var mm = map(l, (x, i) => { k: x.a, i: i, r: r.id, n: filter(l, y => y == x) })".to_string()),
+                Just("output ol array = map(range(0, 2), (j => m[j].id))".to_string()),
+                Just("var so = toObject(sort(l, (a, b) => a.a < b.a), x => x.a, x => mapValues(x, v => v))".to_string()),
                 Just("module md './m.bicep' = {".to_string()),
                 Just("module mj 'j.json' = if (p == 'x') {".to_string()),
                 Just("module ml 'm.bicep' = [for (x, i) in l: {".to_string()),
@@ -310,6 +313,8 @@ fn pathological_nesting_is_an_error_not_a_stack_overflow() {
         format!("var x = {}", "{a: ".repeat(n)),
         format!("var x = {}", "'${".repeat(n)),
         format!("var x = {}", "1 ? 2 : ".repeat(n)),
+        format!("var x = {}1", "map([1], x => ".repeat(n)),
+        format!("var x = map([1], {}x => 1", "(".repeat(n)),
     ];
     for src in &cases {
         let err = bicep::compile(src).expect_err("too deep");

@@ -101,6 +101,8 @@ struct Emitter<'a> {
     modules: &'a Modules,
     files: &'a Files<'a>,
     loops: std::cell::RefCell<Vec<LoopScope>>,
+    /// The variables of the lambdas being lowered, innermost last.
+    lambdas: std::cell::RefCell<Vec<String>>,
     symbols: HashMap<&'a str, Symbol<'a>>,
     resources: Vec<Resource<'a>>,
     /// Variables whose value needs the deployment to run (`reference`, `list*`): inlined.
@@ -123,6 +125,7 @@ pub fn emit<'a>(
         modules,
         files,
         loops: std::cell::RefCell::new(Vec::new()),
+        lambdas: std::cell::RefCell::new(Vec::new()),
         symbols: HashMap::new(),
         resources: Vec::new(),
         runtime_vars: HashSet::new(),
@@ -1210,6 +1213,18 @@ impl<'a> Emitter<'a> {
             ExprKind::Int(n) => Ax::Int(*n),
             ExprKind::Bool(b) => Ax::Bool(*b),
             ExprKind::Null => Ax::Null,
+            ExprKind::Ident(n) if self.lambdas.borrow().contains(n) => {
+                Ax::call("lambdaVariables", vec![Ax::str(n)])
+            }
+            ExprKind::Lambda { .. } => {
+                return Err(self.err(
+                    e.at,
+                    format!(
+                        "a lambda is only an argument of {}",
+                        LAMBDA_FUNCTIONS.join("(), ") + "()"
+                    ),
+                ));
+            }
             ExprKind::Ident(n) if self.loop_variable(n).is_some() => {
                 self.loop_variable(n).unwrap_or(Ax::Null)
             }
@@ -1407,11 +1422,7 @@ impl<'a> Emitter<'a> {
             });
         }
         if LAMBDA_FUNCTIONS.contains(&name) {
-            return Err(unsupported(
-                self.src,
-                at,
-                &format!("lambda functions ('{name}')"),
-            ));
+            return self.lambda_function(name, args, at);
         }
         if !self.scope_function_available(name, args.len()) {
             return Err(self.scope_function_error(at, name, args.len()));
@@ -1424,6 +1435,161 @@ impl<'a> Emitter<'a> {
             .map(|a| self.lower(a))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Ax::Call(name.to_string(), args))
+    }
+
+    /// `map(a, x => ...)` and the other functions that take lambdas: `lambda('x', body)`, the
+    /// variables read as `lambdaVariables('x')`, as the official compiler writes them.
+    fn lambda_function(&self, name: &str, args: &[Expr], at: usize) -> Result<Ax, CompileError> {
+        // Arguments (fewest, most), the first lambda's position, its parameters (fewest, most).
+        let ((min, max), first, (pmin, pmax)) = match name {
+            "filter" | "map" => ((2, 2), 1, (1, 2)),
+            "sort" => ((2, 2), 1, (2, 2)),
+            "reduce" => ((3, 3), 2, (2, 3)),
+            "toObject" | "groupBy" => ((2, 3), 1, (1, 1)),
+            _ => ((2, 2), 1, (1, 1)),
+        };
+        if args.len() < min || args.len() > max {
+            let count = if min == max {
+                min.to_string()
+            } else {
+                format!("{min} or {max}")
+            };
+            return Err(self.err(at, format!("{name}() takes {count} arguments")));
+        }
+        let mut out = Vec::with_capacity(args.len());
+        for (i, a) in args.iter().enumerate() {
+            if i < first {
+                out.push(self.lower(a)?);
+                continue;
+            }
+            let ExprKind::Lambda { params, body } = &a.kind else {
+                return Err(self.err(
+                    a.at,
+                    format!("argument {} of {name}() must be a lambda (x => ...)", i + 1),
+                ));
+            };
+            if params.len() < pmin || params.len() > pmax {
+                let count = if pmin == pmax {
+                    pmin.to_string()
+                } else {
+                    format!("{pmin} or {pmax}")
+                };
+                return Err(self.err(
+                    a.at,
+                    format!("the lambda of {name}() takes {count} parameters"),
+                ));
+            }
+            // The official compiler's type check, where the types are evident here: a
+            // predicate returns a bool, a key a string.
+            let wanted = match (name, i) {
+                ("filter" | "sort", _) => Some((Known::Bool, "a bool")),
+                ("toObject" | "groupBy", 1) => Some((Known::Str, "a string")),
+                _ => None,
+            };
+            if let Some((want, what)) = wanted {
+                let element = element_type(&args[0]);
+                let mut vars: Vec<(&str, Option<Known>)> =
+                    params.iter().map(|p| (p.as_str(), element)).collect();
+                if name != "sort"
+                    && let Some(index) = vars.get_mut(1)
+                {
+                    index.1 = Some(Known::Int);
+                }
+                if known_type(body, &vars).is_some_and(|t| t != want) {
+                    return Err(self.err(
+                        body.at,
+                        format!("the lambda of {name}() must return {what}"),
+                    ));
+                }
+            }
+            out.push(self.lambda(a.at, params, body)?);
+        }
+        Ok(Ax::Call(name.to_string(), out))
+    }
+
+    fn lambda(&self, at: usize, params: &[String], body: &Expr) -> Result<Ax, CompileError> {
+        for (i, p) in params.iter().enumerate() {
+            if self.symbols.contains_key(p.as_str())
+                || self.loop_variable(p).is_some()
+                || self.lambdas.borrow().contains(p)
+                || params[..i].contains(p)
+                || matches!(p.as_str(), "sys" | "az")
+            {
+                return Err(unsupported(
+                    self.src,
+                    at,
+                    &format!(
+                        "lambda variables named like another symbol or variable in scope ('{p}')"
+                    ),
+                ));
+            }
+        }
+        // What the official compiler refuses: a lambda variable in the arguments of a function
+        // ARM must evaluate before the deployment (reference(), list*()), or indexing a
+        // resource or module collection.
+        let mut names: Vec<String> = self.lambdas.borrow().clone();
+        names.extend(params.iter().cloned());
+        walk(body, &mut |x| {
+            if let ExprKind::Lambda { params, .. } = &x.kind {
+                names.extend(params.iter().cloned());
+            }
+        });
+        let reads_lambda_variable = |e: &Expr| {
+            let mut found = false;
+            walk(e, &mut |x| {
+                found |= matches!(&x.kind, ExprKind::Ident(n) if names.contains(n));
+            });
+            found
+        };
+        let mut blocked = None;
+        walk(body, &mut |x| {
+            if blocked.is_some() {
+                return;
+            }
+            match &x.kind {
+                ExprKind::Call { name, args }
+                    if (name == "reference" || name.starts_with("list"))
+                        && args.iter().any(reads_lambda_variable) =>
+                {
+                    blocked = Some((
+                        x.at,
+                        format!("lambda variables in the arguments of {name}()"),
+                    ));
+                }
+                ExprKind::MethodCall { base, name, args }
+                    if !matches!(&base.kind, ExprKind::Ident(ns) if (ns == "sys" || ns == "az") && !self.symbols.contains_key(ns.as_str()))
+                        && args.iter().any(reads_lambda_variable) =>
+                {
+                    blocked = Some((
+                        x.at,
+                        format!("lambda variables in the arguments of {name}()"),
+                    ));
+                }
+                ExprKind::Index { base, index }
+                    if matches!(&base.kind, ExprKind::Ident(n) if matches!(self.symbols.get(n.as_str()), Some(Symbol::Resource(_))))
+                        && reads_lambda_variable(index) =>
+                {
+                    blocked = Some((
+                        index.at,
+                        "lambda variables indexing a resource or module collection".to_string(),
+                    ));
+                }
+                _ => {}
+            }
+        });
+        if let Some((at, what)) = blocked {
+            return Err(self.err(
+                at,
+                format!("{what} are not allowed (ARM evaluates them before the deployment)"),
+            ));
+        }
+        let before = self.lambdas.borrow().len();
+        self.lambdas.borrow_mut().extend(params.iter().cloned());
+        let lowered = self.lower(body);
+        self.lambdas.borrow_mut().truncate(before);
+        let mut out: Vec<Ax> = params.iter().map(|p| Ax::str(p)).collect();
+        out.push(lowered?);
+        Ok(Ax::Call("lambda".into(), out))
     }
 
     // ---- resources --------------------------------------------------------------------------
@@ -2777,7 +2943,64 @@ fn walk_free<'e>(e: &'e Expr, bound: &mut Vec<String>, f: &mut impl FnMut(&'e Ex
     }
 }
 
-/// Functions that take lambdas (not in the subset).
+/// A type evident without type inference (`Mixed`: values of different types).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Known {
+    Bool,
+    Int,
+    Str,
+    Array,
+    Object,
+    Null,
+    Mixed,
+}
+
+/// The type of `e` when it is evident from its form, with `vars` the evident types of the
+/// lambda variables in scope; None when it may be anything.
+fn known_type(e: &Expr, vars: &[(&str, Option<Known>)]) -> Option<Known> {
+    match &e.kind {
+        ExprKind::Int(_) => Some(Known::Int),
+        ExprKind::Bool(_) => Some(Known::Bool),
+        ExprKind::Null => Some(Known::Null),
+        ExprKind::Str { .. } => Some(Known::Str),
+        ExprKind::Array(_) | ExprKind::For(_) => Some(Known::Array),
+        ExprKind::Object(_) => Some(Known::Object),
+        ExprKind::Unary { op, .. } => Some(if *op == "!" { Known::Bool } else { Known::Int }),
+        ExprKind::Binary { op, .. } => match *op {
+            "&&" | "||" | "==" | "!=" | "=~" | "!~" | "<" | "<=" | ">" | ">=" => Some(Known::Bool),
+            "+" | "-" | "*" | "/" | "%" => Some(Known::Int),
+            _ => None,
+        },
+        ExprKind::Ident(n) => vars
+            .iter()
+            .rev()
+            .find(|(v, _)| v == n)
+            .and_then(|(_, t)| *t),
+        _ => None,
+    }
+}
+
+/// The evident type of the elements of `source` (`range()`, an array of literals).
+fn element_type(source: &Expr) -> Option<Known> {
+    match &source.kind {
+        ExprKind::Call { name, .. } if name == "range" => Some(Known::Int),
+        ExprKind::Array(items) => {
+            let mut types = items.iter().map(|i| known_type(i, &[]));
+            let first = types.next()??;
+            let mut mixed = false;
+            for t in types {
+                match t {
+                    None => return None,
+                    Some(t) => mixed |= t != first,
+                }
+            }
+            Some(if mixed { Known::Mixed } else { first })
+        }
+        _ => None,
+    }
+}
+
+/// Functions that take lambdas.
 const LAMBDA_FUNCTIONS: &[&str] = &[
     "filter",
     "map",

@@ -20,7 +20,10 @@
 //! module cache as the official CLI fills it (`bicep restore`, `~/.bicep`), when the caller
 //! gives one ([`WithModuleCache`]).
 //!
-//! Anything outside that subset (registry modules not in the cache, user-defined types, lambdas,
+//! Lambdas, as arguments of the functions that take them (`map(a, x => ...)`), become ARM's
+//! `lambda('x', ...)` with `lambdaVariables('x')`.
+//!
+//! Anything outside that subset (registry modules not in the cache, user-defined types,
 //! imports, the `local` target scope, reads of a whole resource collection...) is rejected with
 //! an error naming the construct and its line and column; the compiler never guesses.
 
@@ -422,7 +425,7 @@ mod tests {
     }
 
     #[test]
-    fn child_types_are_compared_without_case_and_lambdas_are_named() {
+    fn child_types_are_compared_without_case() {
         let t = compile(
             "resource p 'Microsoft.Cdn/profiles/ruleSets@2023-05-01' existing = {\n  name: 'p/r'\n}\n\
              resource c 'Microsoft.Cdn/profiles/rulesets/rules@2023-05-01' = {\n  parent: p\n  name: 'c'\n}\n",
@@ -432,22 +435,133 @@ mod tests {
             t["resources"][0]["type"],
             "Microsoft.Cdn/profiles/rulesets/rules"
         );
-        for (src, column, what) in [
-            ("var x = map([1], i => i)\n", 18, "lambda functions ('map')"),
+    }
+
+    #[test]
+    fn lambdas_become_arm_lambdas() {
+        let src = "param names array\n\
+             param n int\n\
+             var m = map(names, (x, i) => '${i}:${x}')\n\
+             var r = reduce(names, 0, (acc, cur, i) => acc + length(cur) + i)\n\
+             var g = groupBy(names, x => substring(x, 0, 1), x => toUpper(x))\n\
+             resource s 'Microsoft.Storage/storageAccounts@2023-01-01' = [for (name, k) in names: {\n  name: name\n  location: 'x'\n  tags: {\n    t: string(filter(names, y => y != name && k < n))\n  }\n}]\n\
+             output o array = map(range(0, 2), z => s[0].properties.primaryEndpoints.blob)\n\
+             output v object = mapValues({ a: 1 }, q => q * n)\n";
+        let t = compile(src).expect("compiles");
+        assert_eq!(
+            t["variables"]["m"],
+            "[map(parameters('names'), lambda('x', 'i', format('{0}:{1}', lambdaVariables('i'), lambdaVariables('x'))))]"
+        );
+        assert_eq!(
+            t["variables"]["r"],
+            "[reduce(parameters('names'), 0, lambda('acc', 'cur', 'i', add(add(lambdaVariables('acc'), length(lambdaVariables('cur'))), lambdaVariables('i'))))]"
+        );
+        assert_eq!(
+            t["variables"]["g"],
+            "[groupBy(parameters('names'), lambda('x', substring(lambdaVariables('x'), 0, 1)), lambda('x', toUpper(lambdaVariables('x'))))]"
+        );
+        assert_eq!(
+            t["resources"][0]["tags"]["t"],
+            "[string(filter(parameters('names'), lambda('y', and(not(equals(lambdaVariables('y'), parameters('names')[copyIndex()])), less(copyIndex(), parameters('n'))))))]"
+        );
+        assert_eq!(
+            t["outputs"]["o"]["value"],
+            "[map(range(0, 2), lambda('z', reference(resourceId('Microsoft.Storage/storageAccounts', parameters('names')[0]), '2023-01-01').primaryEndpoints.blob))]"
+        );
+        assert_eq!(
+            t["outputs"]["v"]["value"],
+            "[mapValues(createObject('a', 1), lambda('q', mul(lambdaVariables('q'), parameters('n'))))]"
+        );
+        for (src, at, what) in [
             (
-                "var x = reduce([1], 0, (a, b) => a)\n",
-                24,
-                "lambda functions ('reduce')",
+                "var x = i => i\n",
+                (1, 9),
+                "lambda expressions are not supported",
             ),
             (
-                "var x = sort([1], (a, b) => a < b)\n",
-                19,
-                "lambda functions ('sort')",
+                "var x = concat([1], i => i)\n",
+                (1, 21),
+                "a lambda is only an argument of filter(), map()",
+            ),
+            (
+                "var x = map([1], 2)\n",
+                (1, 18),
+                "argument 2 of map() must be a lambda",
+            ),
+            (
+                "var x = sort([1], a => a)\n",
+                (1, 19),
+                "the lambda of sort() takes 2 parameters",
+            ),
+            (
+                "var x = map([1], (a, b, c) => a)\n",
+                (1, 18),
+                "the lambda of map() takes 1 or 2 parameters",
+            ),
+            (
+                "var x = reduce([1], (a, b) => a)\n",
+                (1, 9),
+                "reduce() takes 3 arguments",
+            ),
+            (
+                "var x = filter(range(0, 10), i => i)\n",
+                (1, 35),
+                "the lambda of filter() must return a bool",
+            ),
+            (
+                "var x = filter([true, 'a'], i => i)\n",
+                (1, 34),
+                "the lambda of filter() must return a bool",
+            ),
+            (
+                "var x = filter(['a'], (i, k) => k + 1)\n",
+                (1, 35),
+                "the lambda of filter() must return a bool",
+            ),
+            (
+                "var x = sort(range(0, 10), (i, j) => i)\n",
+                (1, 38),
+                "the lambda of sort() must return a bool",
+            ),
+            (
+                "var x = toObject(range(0, 10), i => i)\n",
+                (1, 37),
+                "the lambda of toObject() must return a string",
+            ),
+            (
+                "var x = groupBy([1], i => {})\n",
+                (1, 27),
+                "the lambda of groupBy() must return a string",
+            ),
+            (
+                "param p int\nvar x = map([1], p => p)\n",
+                (2, 18),
+                "lambda variables named like another symbol",
+            ),
+            (
+                "var x = map([1], a => map([2], a => a))\n",
+                (1, 32),
+                "lambda variables named like another symbol",
+            ),
+            (
+                "var x = map([1], (a, a) => a)\n",
+                (1, 18),
+                "lambda variables named like another symbol",
+            ),
+            (
+                "resource s 'A.B/c@2020-01-01' = [for i in range(0, 2): {\n  name: 'n${i}'\n}]\nvar x = map(range(0, 2), j => s[j].id)\n",
+                (4, 33),
+                "lambda variables indexing a resource or module collection are not allowed",
+            ),
+            (
+                "output x array = map(['a'], j => reference(j).x)\n",
+                (1, 34),
+                "lambda variables in the arguments of reference() are not allowed",
             ),
         ] {
             let e = compile(src).expect_err(src);
             assert!(e.message.contains(what), "{src}: {e}");
-            assert_eq!((e.line, e.column), (1, column), "{src}: {e}");
+            assert_eq!((e.line, e.column), at, "{src}: {e}");
         }
     }
 

@@ -245,6 +245,12 @@ fn rename(e: &mut Expr, chain: &[Scope], bound: &mut Vec<String>) {
             rename(&mut l.body, chain, bound);
             bound.truncate(before);
         }
+        ExprKind::Lambda { params, body } => {
+            let before = bound.len();
+            bound.extend(params.iter().cloned());
+            rename(body, chain, bound);
+            bound.truncate(before);
+        }
         ExprKind::Str { holes, .. } => holes.iter_mut().for_each(|h| rename(h, chain, bound)),
         ExprKind::Call { args, .. } => args.iter_mut().for_each(|a| rename(a, chain, bound)),
         ExprKind::MethodCall { base, args, .. } => {
