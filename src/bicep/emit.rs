@@ -133,6 +133,7 @@ pub fn emit<'a>(
         load_vars: Vec::new(),
     };
     e.declare(stmts)?;
+    e.check_loop_variables(stmts)?;
     e.check_module_targets()?;
     e.load_files(stmts)?;
     e.find_runtime_vars()?;
@@ -784,6 +785,80 @@ impl<'a> Emitter<'a> {
         }
     }
 
+    /// A loop variable named like a parameter, variable, resource or module hides it inside
+    /// the loop (the official compiler allows that), while this compiler reads other
+    /// declarations where they are used (a resource's name and scope for its id, a variable's
+    /// value computed at deployment): a hidden name that such a declaration reads is refused
+    /// rather than risking the loop's variable in its place.
+    fn check_loop_variables(&self, stmts: &'a [Stmt]) -> Result<(), CompileError> {
+        // The loop variables named like a symbol, with where they are declared.
+        let mut hiding: Vec<(String, usize)> = Vec::new();
+        let mut note = |names: Vec<&String>, at: usize| {
+            for n in names {
+                if self.symbols.contains_key(n.as_str()) {
+                    hiding.push((n.clone(), at));
+                }
+            }
+        };
+        for s in stmts {
+            if let StmtKind::Resource {
+                looped: Some(l), ..
+            }
+            | StmtKind::Module {
+                looped: Some(l), ..
+            } = &s.kind
+            {
+                note(l.item.iter().chain(&l.index).collect(), l.at);
+            }
+            for e in statement_exprs(s) {
+                walk(e, &mut |x| {
+                    if let ExprKind::For(l) = &x.kind {
+                        note(l.item.iter().chain(&l.index).collect(), x.at);
+                    }
+                });
+            }
+        }
+        if hiding.is_empty() {
+            return Ok(());
+        }
+        let mut read_elsewhere: Vec<(&'a Expr, Vec<String>)> = Vec::new();
+        for r in &self.resources {
+            let own = self.own_loop_variables(r);
+            read_elsewhere.push((r.name, own.clone()));
+            read_elsewhere.extend(
+                r.scope
+                    .into_iter()
+                    .chain(r.parent_index)
+                    .map(|e| (e, own.clone())),
+            );
+        }
+        for symbol in self.symbols.values() {
+            if let Symbol::Var(v) = symbol {
+                read_elsewhere.push((v, Vec::new()));
+            }
+        }
+        for (e, mut bound) in read_elsewhere {
+            let mut reads = None;
+            walk_free(e, &mut bound, &mut |x| {
+                if let ExprKind::Ident(n) = &x.kind
+                    && reads.is_none()
+                {
+                    reads = hiding.iter().find(|(h, _)| h == n).cloned();
+                }
+            });
+            if let Some((n, at)) = reads {
+                return Err(unsupported(
+                    self.src,
+                    at,
+                    &format!(
+                        "loop variables named like a symbol that a resource's name or scope or a variable reads ('{n}')"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Reads the files the `load*` calls name, in source order (the official compiler's order
     /// of `$fxv#N` variables): `loadTextContent` and `loadFileAsBase64` assigned directly to a
     /// variable are inlined, every other call reads a `$fxv#N` variable.
@@ -794,37 +869,7 @@ impl<'a> Emitter<'a> {
                 StmtKind::Var { value, .. } => Some(value.at),
                 _ => None,
             };
-            let mut exprs: Vec<&'a Expr> = s.decorators.iter().flat_map(|d| &d.args).collect();
-            match &s.kind {
-                StmtKind::Param { default, .. } => exprs.extend(default),
-                StmtKind::Var { value, .. } | StmtKind::Output { value, .. } => exprs.push(value),
-                StmtKind::Metadata { value, .. } | StmtKind::TargetScope(value) => {
-                    exprs.push(value)
-                }
-                StmtKind::Resource {
-                    looped,
-                    condition,
-                    body,
-                    ..
-                }
-                | StmtKind::Module {
-                    looped,
-                    condition,
-                    body,
-                    ..
-                } => {
-                    if let Some(l) = looped {
-                        exprs.push(&l.source);
-                        exprs.extend(&l.condition);
-                    }
-                    exprs.extend(condition);
-                    exprs.extend(
-                        body.iter()
-                            .flat_map(|p| p.key_expr.iter().chain([&p.value])),
-                    );
-                }
-            }
-            for e in exprs {
+            for e in statement_exprs(s) {
                 walk(e, &mut |x| {
                     let (name, args) = match &x.kind {
                         ExprKind::Call { name, args } => (name, args),
@@ -2941,6 +2986,39 @@ fn walk_free<'e>(e: &'e Expr, bound: &mut Vec<String>, f: &mut impl FnMut(&'e Ex
             each_child(e, &mut |c| walk_free(c, bound, f));
         }
     }
+}
+
+/// The expressions of a statement (its decorators' arguments first).
+fn statement_exprs(s: &Stmt) -> Vec<&Expr> {
+    let mut exprs: Vec<&Expr> = s.decorators.iter().flat_map(|d| &d.args).collect();
+    match &s.kind {
+        StmtKind::Param { default, .. } => exprs.extend(default),
+        StmtKind::Var { value, .. } | StmtKind::Output { value, .. } => exprs.push(value),
+        StmtKind::Metadata { value, .. } | StmtKind::TargetScope(value) => exprs.push(value),
+        StmtKind::Resource {
+            looped,
+            condition,
+            body,
+            ..
+        }
+        | StmtKind::Module {
+            looped,
+            condition,
+            body,
+            ..
+        } => {
+            if let Some(l) = looped {
+                exprs.push(&l.source);
+                exprs.extend(&l.condition);
+            }
+            exprs.extend(condition);
+            exprs.extend(
+                body.iter()
+                    .flat_map(|p| p.key_expr.iter().chain([&p.value])),
+            );
+        }
+    }
+    exprs
 }
 
 /// A type evident without type inference (`Mixed`: values of different types).

@@ -438,6 +438,33 @@ mod tests {
     }
 
     #[test]
+    fn a_loop_variable_hiding_a_name_another_declaration_reads_is_refused() {
+        let head = "param name string\nparam list array\n\
+             resource a 'Microsoft.Storage/storageAccounts@2023-01-01' = {\n  name: name\n  location: 'x'\n}\n";
+        // a.id inside the loop would read the loop's `name`: refused.
+        let src = format!(
+            "{head}resource b 'Microsoft.Storage/storageAccounts@2023-01-01' = [for name in list: {{\n  name: name\n  location: 'x'\n  tags: {{\n    id: a.id\n  }}\n}}]\n"
+        );
+        let e = compile(&src).expect_err("hidden");
+        assert!(e.message.contains("loop variables named like a symbol that a resource's name or scope or a variable reads ('name')"), "{e}");
+        assert_eq!((e.line, e.column), (7, 61));
+        // Conservatively, wherever the loop is (the resource's name reads the parameter).
+        let src = format!("{head}var v = [for name in list: name]\n");
+        let e = compile(&src).expect_err("hidden");
+        assert!(e.message.contains("('name')"), "{e}");
+        // Hiding a name nothing else reads (here the resource's own symbol) compiles.
+        let t = compile(
+            "param list array\n\
+             resource runbook 'A.B/c@2020-01-01' = [for runbook in list: {\n  name: runbook.n\n}]\n",
+        )
+        .expect("compiles");
+        assert_eq!(
+            t["resources"][0]["name"],
+            "[parameters('list')[copyIndex()].n]"
+        );
+    }
+
+    #[test]
     fn lambdas_become_arm_lambdas() {
         let src = "param names array\n\
              param n int\n\
