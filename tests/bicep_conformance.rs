@@ -841,8 +841,15 @@ fn lambdas_compile_to_the_official_output() {
     let mut lambdas = 0;
     for n in &names {
         assert_eq!(t["variables"][n], oracle["variables"][n], "variable {n}");
-        lambdas += usize::from(t["variables"][n].as_str().is_some_and(|v| v.contains("lambda(")));
+        lambdas += usize::from(
+            t["variables"][n]
+                .as_str()
+                .is_some_and(|v| v.contains("lambda(")),
+        );
     }
     assert!(names.len() > 30 && lambdas > 25, "{names:?}");
-    println!("Lambdas_LF: {} variables equal, {lambdas} of them with lambdas", names.len());
+    println!(
+        "Lambdas_LF: {} variables equal, {lambdas} of them with lambdas",
+        names.len()
+    );
 }

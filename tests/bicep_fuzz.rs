@@ -388,9 +388,13 @@ fn pathological_nesting_is_an_error_not_a_stack_overflow() {
     let mut laughs = String::from("a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
     for i in 1..12 {
         let p = i - 1;
-        laughs.push_str(&format!("a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"));
+        laughs.push_str(&format!(
+            "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"
+        ));
     }
-    let block: String = (0..1000).map(|i| format!("{}- \n", " ".repeat(i))).collect();
+    let block: String = (0..1000)
+        .map(|i| format!("{}- \n", " ".repeat(i)))
+        .collect();
     for (yaml, what) in [
         ("[".repeat(n), "not valid YAML"),
         ("{a: ".repeat(n), "not valid YAML"),
