@@ -284,6 +284,10 @@ pub struct AzureSettings {
     pub login_endpoint: String,
     pub bicep_binary: String,
     pub bicep_compiler: BicepCompilerChoice,
+    /// The built-in compiler's local module cache: a copy of a `~/.bicep` folder filled by
+    /// `bicep restore` (`br/...`, `ts/...`), read only. Registry (`br:`) and template-spec
+    /// (`ts:`) modules are read from it; without it they fail the run, naming this setting.
+    pub bicep_module_cache: Option<PathBuf>,
 }
 
 /// Which compiler turns `.bicep` templates into ARM JSON.
@@ -322,6 +326,7 @@ impl Default for AzureSettings {
             login_endpoint: "https://login.microsoftonline.com".into(),
             bicep_binary: "bicep".into(),
             bicep_compiler: BicepCompilerChoice::Auto,
+            bicep_module_cache: None,
         }
     }
 }
@@ -730,6 +735,12 @@ mod tests {
         );
         let s = load(&[("MULTICLOUD__AZURE__BICEP_COMPILER", "native")]).expect("native");
         assert_eq!(s.azure.bicep_compiler, BicepCompilerChoice::Native);
+        assert_eq!(s.azure.bicep_module_cache, None);
+        let s = load(&[("MULTICLOUD__AZURE__BICEP_MODULE_CACHE", "/srv/bicep")]).expect("cache");
+        assert_eq!(
+            s.azure.bicep_module_cache.as_deref(),
+            Some(std::path::Path::new("/srv/bicep"))
+        );
         assert!(load(&[("MULTICLOUD__RUNNER__MAX_CONCURRENT", "-1")]).is_err());
     }
 

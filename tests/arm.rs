@@ -703,13 +703,68 @@ async fn a_bicep_template_with_a_local_module_deploys_and_a_registry_module_is_r
     let st = d.wait_terminal(&id, T).await;
     assert_eq!(st["status"], "failed", "{st}");
     let msg = st["error_message"].as_str().expect("message");
-    assert!(msg.contains("br:"), "{msg}");
+    assert!(
+        msg.contains("br:") && msg.contains("azure.bicep_module_cache"),
+        "{msg}"
+    );
     assert_eq!(
         server.with(|s| s.deployment_puts),
         puts,
         "nothing reached ARM"
     );
     assert!(server.with(|s| !s.resource_groups.contains_key("rg-remote")));
+}
+
+/// With `azure.bicep_module_cache` (a copy of a `~/.bicep` folder that `bicep restore` filled),
+/// the same registry module is read from the cache and deploys as a nested deployment.
+#[tokio::test]
+async fn a_registry_module_deploys_from_the_configured_module_cache() {
+    let server = ArmServer::start();
+    let db = TestDb::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = tempfile::tempdir().expect("cache");
+    let module = multicloud::bicep::compile(
+        "param name string\n\
+         param location string = resourceGroup().location\n\
+         resource sa 'Microsoft.Storage/storageAccounts@2023-05-01' = {\n  name: name\n  location: location\n  sku: { name: 'Standard_LRS' }\n  kind: 'StorageV2'\n}\n\
+         output id string = sa.id\n",
+    )
+    .expect("module");
+    // The official CLI's layout: br/<registry>/<repository, '/' as '$'>/<tag>$/main.json.
+    let folder = cache
+        .path()
+        .join("br/mcr.microsoft.com/bicep$storage$storage-account/1.0.1$");
+    std::fs::create_dir_all(&folder).expect("mkdir");
+    std::fs::write(folder.join("main.json"), module.to_string()).expect("write");
+    let templates = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/templates-modules"
+    );
+    let d = Daemon::start(
+        DaemonConfig::new(Some(&db.url), dir.path(), templates)
+            .with_arm(&server)
+            .set("MULTICLOUD__AZURE__BICEP_COMPILER", "native")
+            .set(
+                "MULTICLOUD__AZURE__BICEP_MODULE_CACHE",
+                cache.path().display(),
+            ),
+    )
+    .await;
+    let (s, b) = d
+        .post_json("/deploy", &json!({"template_name": "registry-module", "provider_type": "bicep", "subscription_id": SUB,
+            "resource_group": "rg-registry", "location": "westeurope", "parameters": {"name": "mcregistry1"}}))
+        .await;
+    assert_eq!(s, 202, "{b}");
+    let id = b["data"]["deployment_id"].as_str().expect("id").to_string();
+    let st = d.wait_terminal(&id, T).await;
+    assert_eq!(st["status"], "completed", "{st}\n{}", d.log_text());
+    let account = format!(
+        "/subscriptions/{SUB}/resourceGroups/rg-registry/providers/Microsoft.Storage/storageAccounts/mcregistry1"
+    );
+    assert!(
+        server.with(|s| s.resources.contains(&account)),
+        "the registry module's resource exists"
+    );
 }
 
 async fn runs(d: &Daemon, id: &str) -> Vec<serde_json::Value> {

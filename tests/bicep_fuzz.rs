@@ -38,6 +38,8 @@ fn files() -> &'static HashMap<String, String> {
             ("ts.bicep", "targetScope = 'tenant'\nparam p string = 'x'\noutput o string = p\n"),
             ("t.txt", "text [x]\n"),
             ("d.json", r#"{"a": [1, {"b": "[c]"}]}"#),
+            ("y.yaml", "a:\n  - 1\n  - &b {b: '[c]'}\nc: *b\nf: 1.5\n"),
+            ("bad.yaml", "a: [1\nb: *nothing\n"),
         ]
         .into_iter()
         .map(|(p, s)| (p.to_string(), s.to_string()))
@@ -111,6 +113,17 @@ proptest! {
     }
 
     #[test]
+    fn random_yaml_files_never_panic(yaml in "[a-z0-9 '\"{}\\[\\]&*!|>:,?#~.\n-]{0,200}", path in "[$.a-z0-9\\[\\]'*]{0,8}") {
+        let mut fs = HashMap::new();
+        fs.insert("r.yaml".to_string(), yaml);
+        let src = format!("var y = loadYamlContent('r.yaml', '{}')\noutput o object = {{ y: y }}\n", path.replace('\'', "\\'"));
+        match bicep::compile_with(&src, "main.bicep", &fs) {
+            Ok(t) => assert_balanced(&t),
+            Err(e) => assert!(e.line >= 1 && e.column >= 1, "{e}"),
+        }
+    }
+
+    #[test]
     fn random_statements_never_panic(
         lines in proptest::collection::vec(
             prop_oneof![
@@ -142,12 +155,17 @@ proptest! {
                 Just("output on string = r::n.id".to_string()),
                 Just("  properties: { x: n.id, y: r::n::n2.name }".to_string()),
                 Just("var g = reduce(l, 0, (a, b) => a)".to_string()),
+                Just("var mm = map(l, (x, i) => { k: x.a, i: i, r: r.id, n: filter(l, y => y == x) })".to_string()),
+                Just("output ol array = map(range(0, 2), (j => m[j].id))".to_string()),
+                Just("var so = toObject(sort(l, (a, b) => a.a < b.a), x => x.a, x => mapValues(x, v => v))".to_string()),
                 Just("module md './m.bicep' = {".to_string()),
                 Just("module mj 'j.json' = if (p == 'x') {".to_string()),
                 Just("module ml 'm.bicep' = [for (x, i) in l: {".to_string()),
                 Just("module ms 'self.bicep' = {".to_string()),
                 Just("module mb 'back.bicep' = {".to_string()),
                 Just("module mr 'br/public:x:1' = {".to_string()),
+                Just("module mt 'ts:00000000-0000-0000-0000-000000000000/rg/s:1' = {".to_string()),
+                Just("module mq 'br:../x:1' = {".to_string()),
                 Just("  params: { p: md.outputs.o }".to_string()),
                 Just("  params: { p: ml[0].outputs.o, q: r.id }".to_string()),
                 Just("  scope: resourceGroup('g')".to_string()),
@@ -157,6 +175,10 @@ proptest! {
                 Just("var lt = loadTextContent('t.txt')".to_string()),
                 Just("var lj = loadJsonContent('d.json').a[0]".to_string()),
                 Just("var lb = 'x${loadFileAsBase64('../t.txt')}'".to_string()),
+                Just("var ly = loadYamlContent('y.yaml', '$.a[1]')".to_string()),
+                Just("output oy object = loadYamlContent('y.yaml', 'c')".to_string()),
+                Just("var lf = loadYamlContent('y.yaml')".to_string()),
+                Just("var lx = loadYamlContent('bad.yaml', '$..a')".to_string()),
                 Just("targetScope = 'subscription'".to_string()),
                 Just("targetScope = 'managementGroup'".to_string()),
                 Just("targetScope = 'tenant'".to_string()),
@@ -291,6 +313,8 @@ fn pathological_nesting_is_an_error_not_a_stack_overflow() {
         format!("var x = {}", "{a: ".repeat(n)),
         format!("var x = {}", "'${".repeat(n)),
         format!("var x = {}", "1 ? 2 : ".repeat(n)),
+        format!("var x = {}1", "map([1], x => ".repeat(n)),
+        format!("var x = map([1], {}x => 1", "(".repeat(n)),
     ];
     for src in &cases {
         let err = bicep::compile(src).expect_err("too deep");
@@ -360,4 +384,29 @@ fn pathological_nesting_is_an_error_not_a_stack_overflow() {
     }
     let err = bicep::compile_with(&fs["m0.bicep"], "m0.bicep", &fs).expect_err("too deep");
     assert!(err.message.contains("deep"), "{err}");
+    // YAML: deep nesting (flow and block) and the billion laughs are errors, quickly.
+    let mut laughs = String::from("a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+    for i in 1..12 {
+        let p = i - 1;
+        laughs.push_str(&format!(
+            "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"
+        ));
+    }
+    let block: String = (0..1000)
+        .map(|i| format!("{}- \n", " ".repeat(i)))
+        .collect();
+    for (yaml, what) in [
+        ("[".repeat(n), "not valid YAML"),
+        ("{a: ".repeat(n), "not valid YAML"),
+        ("[".repeat(61), "nested more than"),
+        (block, "nested more than"),
+        (laughs, "aliases copying more than"),
+    ] {
+        let mut fs = HashMap::new();
+        fs.insert("y.yaml".to_string(), yaml);
+        let err = bicep::compile_with("var y = loadYamlContent('y.yaml')\n", "main.bicep", &fs)
+            .expect_err("refused");
+        assert!(err.message.contains(what), "{err}");
+        assert_eq!((err.line, err.column), (1, 9));
+    }
 }

@@ -13,8 +13,9 @@ use super::files::{Context, ModuleTemplate, Modules};
 use super::scope::{self, Scope};
 use super::syntax::{
     Decorator, Expr, ExprKind, ForLoop, Property, ResourceLoop, Stmt, StmtKind, TypeExpr,
-    unsupported,
+    each_child, unsupported, walk,
 };
+use super::yaml::YamlError;
 
 /// How deeply variables may refer to each other.
 const MAX_DEPTH: usize = 256;
@@ -100,6 +101,8 @@ struct Emitter<'a> {
     modules: &'a Modules,
     files: &'a Files<'a>,
     loops: std::cell::RefCell<Vec<LoopScope>>,
+    /// The variables of the lambdas being lowered, innermost last.
+    lambdas: std::cell::RefCell<Vec<String>>,
     symbols: HashMap<&'a str, Symbol<'a>>,
     resources: Vec<Resource<'a>>,
     /// Variables whose value needs the deployment to run (`reference`, `list*`): inlined.
@@ -122,6 +125,7 @@ pub fn emit<'a>(
         modules,
         files,
         loops: std::cell::RefCell::new(Vec::new()),
+        lambdas: std::cell::RefCell::new(Vec::new()),
         symbols: HashMap::new(),
         resources: Vec::new(),
         runtime_vars: HashSet::new(),
@@ -129,6 +133,7 @@ pub fn emit<'a>(
         load_vars: Vec::new(),
     };
     e.declare(stmts)?;
+    e.check_loop_variables(stmts)?;
     e.check_module_targets()?;
     e.load_files(stmts)?;
     e.find_runtime_vars()?;
@@ -780,6 +785,80 @@ impl<'a> Emitter<'a> {
         }
     }
 
+    /// A loop variable named like a parameter, variable, resource or module hides it inside
+    /// the loop (the official compiler allows that), while this compiler reads other
+    /// declarations where they are used (a resource's name and scope for its id, a variable's
+    /// value computed at deployment): a hidden name that such a declaration reads is refused
+    /// rather than risking the loop's variable in its place.
+    fn check_loop_variables(&self, stmts: &'a [Stmt]) -> Result<(), CompileError> {
+        // The loop variables named like a symbol, with where they are declared.
+        let mut hiding: Vec<(String, usize)> = Vec::new();
+        let mut note = |names: Vec<&String>, at: usize| {
+            for n in names {
+                if self.symbols.contains_key(n.as_str()) {
+                    hiding.push((n.clone(), at));
+                }
+            }
+        };
+        for s in stmts {
+            if let StmtKind::Resource {
+                looped: Some(l), ..
+            }
+            | StmtKind::Module {
+                looped: Some(l), ..
+            } = &s.kind
+            {
+                note(l.item.iter().chain(&l.index).collect(), l.at);
+            }
+            for e in statement_exprs(s) {
+                walk(e, &mut |x| {
+                    if let ExprKind::For(l) = &x.kind {
+                        note(l.item.iter().chain(&l.index).collect(), x.at);
+                    }
+                });
+            }
+        }
+        if hiding.is_empty() {
+            return Ok(());
+        }
+        let mut read_elsewhere: Vec<(&'a Expr, Vec<String>)> = Vec::new();
+        for r in &self.resources {
+            let own = self.own_loop_variables(r);
+            read_elsewhere.push((r.name, own.clone()));
+            read_elsewhere.extend(
+                r.scope
+                    .into_iter()
+                    .chain(r.parent_index)
+                    .map(|e| (e, own.clone())),
+            );
+        }
+        for symbol in self.symbols.values() {
+            if let Symbol::Var(v) = symbol {
+                read_elsewhere.push((v, Vec::new()));
+            }
+        }
+        for (e, mut bound) in read_elsewhere {
+            let mut reads = None;
+            walk_free(e, &mut bound, &mut |x| {
+                if let ExprKind::Ident(n) = &x.kind
+                    && reads.is_none()
+                {
+                    reads = hiding.iter().find(|(h, _)| h == n).cloned();
+                }
+            });
+            if let Some((n, at)) = reads {
+                return Err(unsupported(
+                    self.src,
+                    at,
+                    &format!(
+                        "loop variables named like a symbol that a resource's name or scope or a variable reads ('{n}')"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Reads the files the `load*` calls name, in source order (the official compiler's order
     /// of `$fxv#N` variables): `loadTextContent` and `loadFileAsBase64` assigned directly to a
     /// variable are inlined, every other call reads a `$fxv#N` variable.
@@ -790,37 +869,7 @@ impl<'a> Emitter<'a> {
                 StmtKind::Var { value, .. } => Some(value.at),
                 _ => None,
             };
-            let mut exprs: Vec<&'a Expr> = s.decorators.iter().flat_map(|d| &d.args).collect();
-            match &s.kind {
-                StmtKind::Param { default, .. } => exprs.extend(default),
-                StmtKind::Var { value, .. } | StmtKind::Output { value, .. } => exprs.push(value),
-                StmtKind::Metadata { value, .. } | StmtKind::TargetScope(value) => {
-                    exprs.push(value)
-                }
-                StmtKind::Resource {
-                    looped,
-                    condition,
-                    body,
-                    ..
-                }
-                | StmtKind::Module {
-                    looped,
-                    condition,
-                    body,
-                    ..
-                } => {
-                    if let Some(l) = looped {
-                        exprs.push(&l.source);
-                        exprs.extend(&l.condition);
-                    }
-                    exprs.extend(condition);
-                    exprs.extend(
-                        body.iter()
-                            .flat_map(|p| p.key_expr.iter().chain([&p.value])),
-                    );
-                }
-            }
-            for e in exprs {
+            for e in statement_exprs(s) {
                 walk(e, &mut |x| {
                     let (name, args) = match &x.kind {
                         ExprKind::Call { name, args } => (name, args),
@@ -858,6 +907,8 @@ impl<'a> Emitter<'a> {
     fn load_file(&self, at: usize, name: &str, args: &[Expr]) -> Result<Ax, CompileError> {
         // The official compiler's limit on a literal's characters.
         const MAX_CHARS: usize = 131_072;
+        // Its limit on a JSON or YAML file's characters.
+        const MAX_FILE_CHARS: usize = 1_048_576;
         let literal = |e: &Expr| match &e.kind {
             ExprKind::Str { parts, holes } if holes.is_empty() => Some(parts[0].clone()),
             _ => None,
@@ -868,14 +919,11 @@ impl<'a> Emitter<'a> {
                 format!("{name}() takes the file's path as a literal string"),
             ));
         };
-        if name == "loadYamlContent" {
-            return Err(unsupported(self.src, at, "YAML files (loadYamlContent)"));
-        }
         let (encoding, json_path) = match (name, args.len()) {
             (_, 1) => (None, None),
             ("loadTextContent", 2) => (Some(&args[1]), None),
-            ("loadJsonContent", 2) => (None, Some(&args[1])),
-            ("loadJsonContent", 3) => (Some(&args[2]), Some(&args[1])),
+            ("loadJsonContent" | "loadYamlContent", 2) => (None, Some(&args[1])),
+            ("loadJsonContent" | "loadYamlContent", 3) => (Some(&args[2]), Some(&args[1])),
             _ => return Err(self.err(at, format!("too many arguments for {name}()"))),
         };
         if let Some(e) = encoding
@@ -887,15 +935,18 @@ impl<'a> Emitter<'a> {
                 "file encodings other than 'utf-8'",
             ));
         }
-        if let Some(e) = json_path
-            && literal(e).as_deref() != Some("$")
-        {
-            return Err(unsupported(
-                self.src,
-                e.at,
-                "JSONPath filters of loadJsonContent",
-            ));
-        }
+        let json_path = match json_path {
+            None => None,
+            Some(e) => match literal(e) {
+                Some(p) => Some((e.at, p)),
+                None => {
+                    return Err(self.err(
+                        e.at,
+                        format!("{name}() takes the JSONPath as a literal string"),
+                    ));
+                }
+            },
+        };
         let bytes = self
             .files
             .context
@@ -931,8 +982,41 @@ impl<'a> Emitter<'a> {
             }
             return Ok(Ax::Str(text.to_string()));
         }
-        let value: Value = serde_json::from_str(text)
-            .map_err(|e| self.err(at, format!("'{path}' is not valid JSON: {e}")))?;
+        if text.chars().count() > MAX_FILE_CHARS {
+            return Err(self.err(at, format!("'{path}' is larger than {name}() reads")));
+        }
+        let value: Value = if name == "loadYamlContent" {
+            super::yaml::parse(text).map_err(|e| match e {
+                YamlError::Invalid(e) => self.err(at, format!("'{path}' is not valid YAML: {e}")),
+                YamlError::Unsupported(what) => {
+                    unsupported(self.src, at, &format!("{what} in '{path}'"))
+                }
+            })?
+        } else {
+            serde_json::from_str(text)
+                .map_err(|e| self.err(at, format!("'{path}' is not valid JSON: {e}")))?
+        };
+        let value = match json_path {
+            None => value,
+            Some((at, p)) => match select(&value, &p) {
+                Ok(Some(v)) => v.clone(),
+                Ok(None) => {
+                    return Err(self.err(
+                        at,
+                        format!("the JSONPath '{p}' names nothing in '{path}' or is invalid"),
+                    ));
+                }
+                Err(()) => {
+                    return Err(unsupported(
+                        self.src,
+                        at,
+                        &format!(
+                            "JSONPath expressions other than names and indexes ('{p}' in {name})"
+                        ),
+                    ));
+                }
+            },
+        };
         json_literal(&value).ok_or_else(|| {
             unsupported(
                 self.src,
@@ -1174,6 +1258,18 @@ impl<'a> Emitter<'a> {
             ExprKind::Int(n) => Ax::Int(*n),
             ExprKind::Bool(b) => Ax::Bool(*b),
             ExprKind::Null => Ax::Null,
+            ExprKind::Ident(n) if self.lambdas.borrow().contains(n) => {
+                Ax::call("lambdaVariables", vec![Ax::str(n)])
+            }
+            ExprKind::Lambda { .. } => {
+                return Err(self.err(
+                    e.at,
+                    format!(
+                        "a lambda is only an argument of {}",
+                        LAMBDA_FUNCTIONS.join("(), ") + "()"
+                    ),
+                ));
+            }
             ExprKind::Ident(n) if self.loop_variable(n).is_some() => {
                 self.loop_variable(n).unwrap_or(Ax::Null)
             }
@@ -1371,11 +1467,7 @@ impl<'a> Emitter<'a> {
             });
         }
         if LAMBDA_FUNCTIONS.contains(&name) {
-            return Err(unsupported(
-                self.src,
-                at,
-                &format!("lambda functions ('{name}')"),
-            ));
+            return self.lambda_function(name, args, at);
         }
         if !self.scope_function_available(name, args.len()) {
             return Err(self.scope_function_error(at, name, args.len()));
@@ -1388,6 +1480,161 @@ impl<'a> Emitter<'a> {
             .map(|a| self.lower(a))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Ax::Call(name.to_string(), args))
+    }
+
+    /// `map(a, x => ...)` and the other functions that take lambdas: `lambda('x', body)`, the
+    /// variables read as `lambdaVariables('x')`, as the official compiler writes them.
+    fn lambda_function(&self, name: &str, args: &[Expr], at: usize) -> Result<Ax, CompileError> {
+        // Arguments (fewest, most), the first lambda's position, its parameters (fewest, most).
+        let ((min, max), first, (pmin, pmax)) = match name {
+            "filter" | "map" => ((2, 2), 1, (1, 2)),
+            "sort" => ((2, 2), 1, (2, 2)),
+            "reduce" => ((3, 3), 2, (2, 3)),
+            "toObject" | "groupBy" => ((2, 3), 1, (1, 1)),
+            _ => ((2, 2), 1, (1, 1)),
+        };
+        if args.len() < min || args.len() > max {
+            let count = if min == max {
+                min.to_string()
+            } else {
+                format!("{min} or {max}")
+            };
+            return Err(self.err(at, format!("{name}() takes {count} arguments")));
+        }
+        let mut out = Vec::with_capacity(args.len());
+        for (i, a) in args.iter().enumerate() {
+            if i < first {
+                out.push(self.lower(a)?);
+                continue;
+            }
+            let ExprKind::Lambda { params, body } = &a.kind else {
+                return Err(self.err(
+                    a.at,
+                    format!("argument {} of {name}() must be a lambda (x => ...)", i + 1),
+                ));
+            };
+            if params.len() < pmin || params.len() > pmax {
+                let count = if pmin == pmax {
+                    pmin.to_string()
+                } else {
+                    format!("{pmin} or {pmax}")
+                };
+                return Err(self.err(
+                    a.at,
+                    format!("the lambda of {name}() takes {count} parameters"),
+                ));
+            }
+            // The official compiler's type check, where the types are evident here: a
+            // predicate returns a bool, a key a string.
+            let wanted = match (name, i) {
+                ("filter" | "sort", _) => Some((Known::Bool, "a bool")),
+                ("toObject" | "groupBy", 1) => Some((Known::Str, "a string")),
+                _ => None,
+            };
+            if let Some((want, what)) = wanted {
+                let element = element_type(&args[0]);
+                let mut vars: Vec<(&str, Option<Known>)> =
+                    params.iter().map(|p| (p.as_str(), element)).collect();
+                if name != "sort"
+                    && let Some(index) = vars.get_mut(1)
+                {
+                    index.1 = Some(Known::Int);
+                }
+                if known_type(body, &vars).is_some_and(|t| t != want) {
+                    return Err(self.err(
+                        body.at,
+                        format!("the lambda of {name}() must return {what}"),
+                    ));
+                }
+            }
+            out.push(self.lambda(a.at, params, body)?);
+        }
+        Ok(Ax::Call(name.to_string(), out))
+    }
+
+    fn lambda(&self, at: usize, params: &[String], body: &Expr) -> Result<Ax, CompileError> {
+        for (i, p) in params.iter().enumerate() {
+            if self.symbols.contains_key(p.as_str())
+                || self.loop_variable(p).is_some()
+                || self.lambdas.borrow().contains(p)
+                || params[..i].contains(p)
+                || matches!(p.as_str(), "sys" | "az")
+            {
+                return Err(unsupported(
+                    self.src,
+                    at,
+                    &format!(
+                        "lambda variables named like another symbol or variable in scope ('{p}')"
+                    ),
+                ));
+            }
+        }
+        // What the official compiler refuses: a lambda variable in the arguments of a function
+        // ARM must evaluate before the deployment (reference(), list*()), or indexing a
+        // resource or module collection.
+        let mut names: Vec<String> = self.lambdas.borrow().clone();
+        names.extend(params.iter().cloned());
+        walk(body, &mut |x| {
+            if let ExprKind::Lambda { params, .. } = &x.kind {
+                names.extend(params.iter().cloned());
+            }
+        });
+        let reads_lambda_variable = |e: &Expr| {
+            let mut found = false;
+            walk(e, &mut |x| {
+                found |= matches!(&x.kind, ExprKind::Ident(n) if names.contains(n));
+            });
+            found
+        };
+        let mut blocked = None;
+        walk(body, &mut |x| {
+            if blocked.is_some() {
+                return;
+            }
+            match &x.kind {
+                ExprKind::Call { name, args }
+                    if (name == "reference" || name.starts_with("list"))
+                        && args.iter().any(reads_lambda_variable) =>
+                {
+                    blocked = Some((
+                        x.at,
+                        format!("lambda variables in the arguments of {name}()"),
+                    ));
+                }
+                ExprKind::MethodCall { base, name, args }
+                    if !matches!(&base.kind, ExprKind::Ident(ns) if (ns == "sys" || ns == "az") && !self.symbols.contains_key(ns.as_str()))
+                        && args.iter().any(reads_lambda_variable) =>
+                {
+                    blocked = Some((
+                        x.at,
+                        format!("lambda variables in the arguments of {name}()"),
+                    ));
+                }
+                ExprKind::Index { base, index }
+                    if matches!(&base.kind, ExprKind::Ident(n) if matches!(self.symbols.get(n.as_str()), Some(Symbol::Resource(_))))
+                        && reads_lambda_variable(index) =>
+                {
+                    blocked = Some((
+                        index.at,
+                        "lambda variables indexing a resource or module collection".to_string(),
+                    ));
+                }
+                _ => {}
+            }
+        });
+        if let Some((at, what)) = blocked {
+            return Err(self.err(
+                at,
+                format!("{what} are not allowed (ARM evaluates them before the deployment)"),
+            ));
+        }
+        let before = self.lambdas.borrow().len();
+        self.lambdas.borrow_mut().extend(params.iter().cloned());
+        let lowered = self.lower(body);
+        self.lambdas.borrow_mut().truncate(before);
+        let mut out: Vec<Ax> = params.iter().map(|p| Ax::str(p)).collect();
+        out.push(lowered?);
+        Ok(Ax::Call("lambda".into(), out))
     }
 
     // ---- resources --------------------------------------------------------------------------
@@ -2519,7 +2766,11 @@ impl<'a> Emitter<'a> {
             }
             properties.insert("parameters".into(), Value::Object(parameters));
         }
-        properties.insert("template".into(), module.template.clone());
+        match &module.link {
+            // A template spec: the deployment links to it, as the official compiler writes.
+            Some(id) => properties.insert("templateLink".into(), json!({ "id": id })),
+            None => properties.insert("template".into(), module.template.clone()),
+        };
         o.insert("properties".into(), Value::Object(properties));
         self.finish_declaration(r, o, "module")
     }
@@ -2633,6 +2884,62 @@ fn is_load_function(name: &str) -> bool {
     )
 }
 
+/// The value a JSONPath of names and indexes (`$`, `.a`, `a.b[0]`, `['a b']`) selects in `v`,
+/// as Json.NET's `SelectTokens` does for the official compiler: Ok(None) when it selects nothing
+/// or is malformed (an error there too), Err for anything else (wildcards, `..`, slices, unions,
+/// filters), which this compiler does not read.
+fn select<'v>(v: &'v Value, path: &str) -> Result<Option<&'v Value>, ()> {
+    let name_char = |c: char| c.is_alphanumeric() || c == '_' || c == '-';
+    let mut rest = path.strip_prefix('$').unwrap_or(path);
+    if rest.len() == path.len() && rest.is_empty() {
+        return Err(());
+    }
+    let mut at = Some(v);
+    let mut first = rest.len() == path.len();
+    while !rest.is_empty() {
+        let bare = first && !rest.starts_with(['.', '[']);
+        first = false;
+        if bare || rest.starts_with('.') {
+            let after = if bare { rest } else { &rest[1..] };
+            let end = after.find(['.', '[']).unwrap_or(after.len());
+            let name = &after[..end];
+            if name.is_empty() {
+                // `$.` and `.` are malformed; `..` is the recursive descent.
+                return if after.is_empty() { Ok(None) } else { Err(()) };
+            }
+            if !name.chars().all(name_char) {
+                return Err(());
+            }
+            at = at.and_then(|x| x.as_object()).and_then(|m| m.get(name));
+            rest = &after[end..];
+            continue;
+        }
+        if !rest.starts_with('[') {
+            return Err(());
+        }
+        let Some(close) = rest.find(']') else {
+            return Ok(None);
+        };
+        let inner = &rest[1..close];
+        if inner.is_empty() {
+            return Ok(None);
+        }
+        if let Some(name) = inner.strip_prefix('\'').and_then(|n| n.strip_suffix('\'')) {
+            if name.contains(['\'', '\\']) {
+                return Err(());
+            }
+            at = at.and_then(|x| x.as_object()).and_then(|m| m.get(name));
+        } else if inner.bytes().all(|b| b.is_ascii_digit()) {
+            let i: usize = inner.parse().map_err(|_| ())?;
+            at = at.and_then(|x| x.as_array()).and_then(|a| a.get(i));
+        } else {
+            return Err(());
+        }
+        rest = &rest[close + 1..];
+    }
+    Ok(at)
+}
+
 /// A JSON value as a literal expression (a string in brackets is escaped when written); None
 /// for a number Bicep has no literal for (a fraction, beyond 64 bits).
 fn json_literal(v: &Value) -> Option<Ax> {
@@ -2681,59 +2988,97 @@ fn walk_free<'e>(e: &'e Expr, bound: &mut Vec<String>, f: &mut impl FnMut(&'e Ex
     }
 }
 
-/// Calls `f` on `e` and every expression inside it.
-fn walk<'e>(e: &'e Expr, f: &mut impl FnMut(&'e Expr)) {
-    f(e);
-    each_child(e, &mut |c| walk(c, f));
+/// The expressions of a statement (its decorators' arguments first).
+fn statement_exprs(s: &Stmt) -> Vec<&Expr> {
+    let mut exprs: Vec<&Expr> = s.decorators.iter().flat_map(|d| &d.args).collect();
+    match &s.kind {
+        StmtKind::Param { default, .. } => exprs.extend(default),
+        StmtKind::Var { value, .. } | StmtKind::Output { value, .. } => exprs.push(value),
+        StmtKind::Metadata { value, .. } | StmtKind::TargetScope(value) => exprs.push(value),
+        StmtKind::Resource {
+            looped,
+            condition,
+            body,
+            ..
+        }
+        | StmtKind::Module {
+            looped,
+            condition,
+            body,
+            ..
+        } => {
+            if let Some(l) = looped {
+                exprs.push(&l.source);
+                exprs.extend(&l.condition);
+            }
+            exprs.extend(condition);
+            exprs.extend(
+                body.iter()
+                    .flat_map(|p| p.key_expr.iter().chain([&p.value])),
+            );
+        }
+    }
+    exprs
 }
 
-/// Calls `f` on each expression directly inside `e`.
-fn each_child<'e>(e: &'e Expr, f: &mut impl FnMut(&'e Expr)) {
+/// A type evident without type inference (`Mixed`: values of different types).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Known {
+    Bool,
+    Int,
+    Str,
+    Array,
+    Object,
+    Null,
+    Mixed,
+}
+
+/// The type of `e` when it is evident from its form, with `vars` the evident types of the
+/// lambda variables in scope; None when it may be anything.
+fn known_type(e: &Expr, vars: &[(&str, Option<Known>)]) -> Option<Known> {
     match &e.kind {
-        ExprKind::Str { holes, .. } => holes.iter().for_each(f),
-        ExprKind::Call { args, .. } => args.iter().for_each(f),
-        ExprKind::MethodCall { base, args, .. } => {
-            f(base);
-            args.iter().for_each(f);
-        }
-        ExprKind::Member { base, .. } => f(base),
-        ExprKind::Index { base, index } => {
-            f(base);
-            f(index);
-        }
-        ExprKind::Unary { operand, .. } => f(operand),
-        ExprKind::Binary { left, right, .. } => {
-            f(left);
-            f(right);
-        }
-        ExprKind::Ternary {
-            cond,
-            then,
-            otherwise,
-        } => {
-            f(cond);
-            f(then);
-            f(otherwise);
-        }
-        ExprKind::Object(props) => props.iter().for_each(|p| {
-            if let Some(k) = &p.key_expr {
-                f(k);
-            }
-            f(&p.value)
-        }),
-        ExprKind::Array(items) => items.iter().for_each(f),
-        ExprKind::For(l) => {
-            f(&l.source);
-            if let Some(c) = &l.condition {
-                f(c);
-            }
-            f(&l.body);
-        }
-        ExprKind::Int(_) | ExprKind::Bool(_) | ExprKind::Null | ExprKind::Ident(_) => {}
+        ExprKind::Int(_) => Some(Known::Int),
+        ExprKind::Bool(_) => Some(Known::Bool),
+        ExprKind::Null => Some(Known::Null),
+        ExprKind::Str { .. } => Some(Known::Str),
+        ExprKind::Array(_) | ExprKind::For(_) => Some(Known::Array),
+        ExprKind::Object(_) => Some(Known::Object),
+        ExprKind::Unary { op, .. } => Some(if *op == "!" { Known::Bool } else { Known::Int }),
+        ExprKind::Binary { op, .. } => match *op {
+            "&&" | "||" | "==" | "!=" | "=~" | "!~" | "<" | "<=" | ">" | ">=" => Some(Known::Bool),
+            "+" | "-" | "*" | "/" | "%" => Some(Known::Int),
+            _ => None,
+        },
+        ExprKind::Ident(n) => vars
+            .iter()
+            .rev()
+            .find(|(v, _)| v == n)
+            .and_then(|(_, t)| *t),
+        _ => None,
     }
 }
 
-/// Functions that take lambdas (not in the subset).
+/// The evident type of the elements of `source` (`range()`, an array of literals).
+fn element_type(source: &Expr) -> Option<Known> {
+    match &source.kind {
+        ExprKind::Call { name, .. } if name == "range" => Some(Known::Int),
+        ExprKind::Array(items) => {
+            let mut types = items.iter().map(|i| known_type(i, &[]));
+            let first = types.next()??;
+            let mut mixed = false;
+            for t in types {
+                match t {
+                    None => return None,
+                    Some(t) => mixed |= t != first,
+                }
+            }
+            Some(if mixed { Known::Mixed } else { first })
+        }
+        _ => None,
+    }
+}
+
+/// Functions that take lambdas.
 const LAMBDA_FUNCTIONS: &[&str] = &[
     "filter",
     "map",

@@ -12,6 +12,7 @@ use std::rc::Rc;
 use serde_json::Value;
 
 use super::CompileError;
+use super::registry::Kind;
 use super::scope::Scope;
 use super::syntax::{Stmt, StmtKind, unsupported};
 
@@ -52,6 +53,32 @@ impl std::fmt::Display for LoadError {
 /// normalized (no `.`, no `..`, not absolute): the compiler resolves and checks it first.
 pub trait FileLoader {
     fn load(&self, path: &str) -> Result<Vec<u8>, LoadError>;
+
+    /// A file of the local module cache, where the official CLI keeps the registry (`br:`) and
+    /// template-spec (`ts:`) modules `bicep restore` downloaded (`~/.bicep`); `path` is relative
+    /// to its root, normalized (`br/<registry>/<repository>/<tag>/main.json`, see
+    /// `registry.rs`). By default there is none ([`LoadError::NoFolder`]); see
+    /// [`WithModuleCache`].
+    fn load_cached(&self, _path: &str) -> Result<Vec<u8>, LoadError> {
+        Err(LoadError::NoFolder)
+    }
+}
+
+/// The files of `files`, with the module cache `cache` (a [`Folder`] holding a copy of a
+/// `~/.bicep` filled by `bicep restore`: read only, nothing outside it).
+pub struct WithModuleCache<'a> {
+    pub files: &'a dyn FileLoader,
+    pub cache: &'a dyn FileLoader,
+}
+
+impl FileLoader for WithModuleCache<'_> {
+    fn load(&self, path: &str) -> Result<Vec<u8>, LoadError> {
+        self.files.load(path)
+    }
+
+    fn load_cached(&self, path: &str) -> Result<Vec<u8>, LoadError> {
+        self.cache.load(path)
+    }
 }
 
 /// No files: what `compile(src)` uses. Modules and `load*` functions are rejected.
@@ -183,6 +210,9 @@ pub struct ModuleTemplate {
     pub weight: usize,
     /// What it deploys to (from its `$schema`).
     pub scope: Scope,
+    /// A template spec's id: the deployment links to it (`templateLink`) instead of embedding
+    /// the template.
+    pub link: Option<String>,
 }
 
 impl ModuleTemplate {
@@ -229,6 +259,7 @@ impl ModuleTemplate {
             outputs,
             weight,
             scope,
+            link: None,
         })
     }
 
@@ -331,25 +362,11 @@ impl<'l> Context<'l> {
         at: usize,
     ) -> Result<Rc<ModuleTemplate>, CompileError> {
         let lower = rel.to_ascii_lowercase();
-        if lower.starts_with("br:") || lower.starts_with("br/") {
-            return Err(CompileError::at(
-                src,
-                at,
-                format!(
-                    "registry modules (br:) are not supported by the built-in Bicep compiler: '{rel}' needs a registry, and none is reachable here"
-                ),
-            ));
-        }
-        if lower.starts_with("ts:") || lower.starts_with("ts/") {
-            return Err(CompileError::at(
-                src,
-                at,
-                format!(
-                    "template spec modules (ts:) are not supported by the built-in Bicep compiler: '{rel}' needs Azure, and it is not reachable here"
-                ),
-            ));
-        }
         let err = |msg: String| CompileError::at(src, at, msg);
+        if let Some(external) = super::registry::cache_path(rel) {
+            let (kind, path) = external.map_err(|e| err(format!("module {e}")))?;
+            return self.cached_module(src, rel, at, kind, path);
+        }
         let path = resolve(from, rel).map_err(|e| err(format!("module path: {e}")))?;
         let is_json = lower.ends_with(".json") || lower.ends_with(".jsonc");
         if !is_json && !lower.ends_with(".bicep") {
@@ -414,6 +431,74 @@ impl<'l> Context<'l> {
         }
         let m = Rc::new(m);
         self.cache.borrow_mut().insert(path, m.clone());
+        Ok(m)
+    }
+
+    /// A registry or template-spec module, from the module cache.
+    fn cached_module(
+        &self,
+        src: &str,
+        rel: &str,
+        at: usize,
+        kind: Kind,
+        path: String,
+    ) -> Result<Rc<ModuleTemplate>, CompileError> {
+        let err = |msg: String| CompileError::at(src, at, msg);
+        let what = match kind {
+            Kind::Registry => "registry module",
+            Kind::TemplateSpec => "template spec module",
+        };
+        let key = format!("cache:{path}");
+        if let Some(m) = self.cache.borrow().get(&key) {
+            return Ok(m.clone());
+        }
+        let bytes = self.loader.load_cached(&path).map_err(|e| match e {
+            LoadError::NoFolder => err(format!(
+                "{what} '{rel}' needs the local module cache of the Bicep CLI, and none is configured (set azure.bicep_module_cache to a copy of a ~/.bicep folder filled by `bicep restore`)"
+            )),
+            LoadError::NotFound => err(format!(
+                "{what} '{rel}' is not in the local module cache (azure.bicep_module_cache): no {path} (run `bicep restore` on the template and copy ~/.bicep)"
+            )),
+            LoadError::OutsideRoot => err(format!(
+                "{what} '{rel}': {path} leads outside the local module cache"
+            )),
+            LoadError::Other(e) => err(format!("{what} '{rel}' ({path} in the module cache): {e}")),
+        })?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| err(format!("{what} '{rel}': {path} is not UTF-8 text")))?;
+        let cached: Value = serde_json::from_str(text.trim_start_matches('\u{feff}'))
+            .map_err(|e| err(format!("{what} '{rel}': {path} is not valid JSON: {e}")))?;
+        let m = match kind {
+            Kind::Registry => {
+                let weight = ModuleTemplate::count_embedded(&cached);
+                ModuleTemplate::from_template(cached, weight)
+            }
+            // A template spec version: the deployment links to its id; the parameters, outputs
+            // and scope are its main template's.
+            Kind::TemplateSpec => {
+                let id = cached.get("id").and_then(Value::as_str).map(str::to_string);
+                match (id, cached.pointer("/properties/mainTemplate")) {
+                    (Some(id), Some(main @ Value::Object(_))) => {
+                        ModuleTemplate::from_template(main.clone(), 1).map(|m| ModuleTemplate {
+                            link: Some(id),
+                            ..m
+                        })
+                    }
+                    _ => Err(
+                        "not a template spec version (an 'id' and 'properties.mainTemplate')"
+                            .into(),
+                    ),
+                }
+            }
+        }
+        .map_err(|e| err(format!("{what} '{rel}' ({path} in the module cache): {e}")))?;
+        if m.weight > MAX_EMBEDDED_TEMPLATES {
+            return Err(err(format!(
+                "{what} '{rel}' embeds more than {MAX_EMBEDDED_TEMPLATES} templates in all"
+            )));
+        }
+        let m = Rc::new(m);
+        self.cache.borrow_mut().insert(key, m.clone());
         Ok(m)
     }
 

@@ -16,7 +16,14 @@
 //! `managementGroup(...)`, `tenant()`) as the official compiler writes them; [`target_scope`]
 //! reads a file's scope without compiling it.
 //!
-//! Anything outside that subset (registry modules, user-defined types, lambdas,
+//! Registry (`br:`, `br/public:`) and template-spec (`ts:`) modules are read from a local
+//! module cache as the official CLI fills it (`bicep restore`, `~/.bicep`), when the caller
+//! gives one ([`WithModuleCache`]).
+//!
+//! Lambdas, as arguments of the functions that take them (`map(a, x => ...)`), become ARM's
+//! `lambda('x', ...)` with `lambdaVariables('x')`.
+//!
+//! Anything outside that subset (registry modules not in the cache, user-defined types,
 //! imports, the `local` target scope, reads of a whole resource collection...) is rejected with
 //! an error naming the construct and its line and column; the compiler never guesses.
 
@@ -24,10 +31,12 @@ mod arm;
 mod emit;
 mod files;
 mod lexer;
+mod registry;
 mod scope;
 mod syntax;
+mod yaml;
 
-pub use files::{FileLoader, Folder, LoadError, MAX_MODULE_DEPTH, NoFiles};
+pub use files::{FileLoader, Folder, LoadError, MAX_MODULE_DEPTH, NoFiles, WithModuleCache};
 pub use scope::Scope;
 
 use serde_json::Value;
@@ -416,7 +425,7 @@ mod tests {
     }
 
     #[test]
-    fn child_types_are_compared_without_case_and_lambdas_are_named() {
+    fn child_types_are_compared_without_case() {
         let t = compile(
             "resource p 'Microsoft.Cdn/profiles/ruleSets@2023-05-01' existing = {\n  name: 'p/r'\n}\n\
              resource c 'Microsoft.Cdn/profiles/rulesets/rules@2023-05-01' = {\n  parent: p\n  name: 'c'\n}\n",
@@ -426,22 +435,160 @@ mod tests {
             t["resources"][0]["type"],
             "Microsoft.Cdn/profiles/rulesets/rules"
         );
-        for (src, column, what) in [
-            ("var x = map([1], i => i)\n", 18, "lambda functions ('map')"),
+    }
+
+    #[test]
+    fn a_loop_variable_hiding_a_name_another_declaration_reads_is_refused() {
+        let head = "param name string\nparam list array\n\
+             resource a 'Microsoft.Storage/storageAccounts@2023-01-01' = {\n  name: name\n  location: 'x'\n}\n";
+        // a.id inside the loop would read the loop's `name`: refused.
+        let src = format!(
+            "{head}resource b 'Microsoft.Storage/storageAccounts@2023-01-01' = [for name in list: {{\n  name: name\n  location: 'x'\n  tags: {{\n    id: a.id\n  }}\n}}]\n"
+        );
+        let e = compile(&src).expect_err("hidden");
+        assert!(e.message.contains("loop variables named like a symbol that a resource's name or scope or a variable reads ('name')"), "{e}");
+        assert_eq!((e.line, e.column), (7, 61));
+        // Conservatively, wherever the loop is (the resource's name reads the parameter).
+        let src = format!("{head}var v = [for name in list: name]\n");
+        let e = compile(&src).expect_err("hidden");
+        assert!(e.message.contains("('name')"), "{e}");
+        // Hiding a name nothing else reads (here the resource's own symbol) compiles.
+        let t = compile(
+            "param list array\n\
+             resource runbook 'A.B/c@2020-01-01' = [for runbook in list: {\n  name: runbook.n\n}]\n",
+        )
+        .expect("compiles");
+        assert_eq!(
+            t["resources"][0]["name"],
+            "[parameters('list')[copyIndex()].n]"
+        );
+    }
+
+    #[test]
+    fn lambdas_become_arm_lambdas() {
+        let src = "param names array\n\
+             param n int\n\
+             var m = map(names, (x, i) => '${i}:${x}')\n\
+             var r = reduce(names, 0, (acc, cur, i) => acc + length(cur) + i)\n\
+             var g = groupBy(names, x => substring(x, 0, 1), x => toUpper(x))\n\
+             resource s 'Microsoft.Storage/storageAccounts@2023-01-01' = [for (name, k) in names: {\n  name: name\n  location: 'x'\n  tags: {\n    t: string(filter(names, y => y != name && k < n))\n  }\n}]\n\
+             output o array = map(range(0, 2), z => s[0].properties.primaryEndpoints.blob)\n\
+             output v object = mapValues({ a: 1 }, q => q * n)\n";
+        let t = compile(src).expect("compiles");
+        assert_eq!(
+            t["variables"]["m"],
+            "[map(parameters('names'), lambda('x', 'i', format('{0}:{1}', lambdaVariables('i'), lambdaVariables('x'))))]"
+        );
+        assert_eq!(
+            t["variables"]["r"],
+            "[reduce(parameters('names'), 0, lambda('acc', 'cur', 'i', add(add(lambdaVariables('acc'), length(lambdaVariables('cur'))), lambdaVariables('i'))))]"
+        );
+        assert_eq!(
+            t["variables"]["g"],
+            "[groupBy(parameters('names'), lambda('x', substring(lambdaVariables('x'), 0, 1)), lambda('x', toUpper(lambdaVariables('x'))))]"
+        );
+        assert_eq!(
+            t["resources"][0]["tags"]["t"],
+            "[string(filter(parameters('names'), lambda('y', and(not(equals(lambdaVariables('y'), parameters('names')[copyIndex()])), less(copyIndex(), parameters('n'))))))]"
+        );
+        assert_eq!(
+            t["outputs"]["o"]["value"],
+            "[map(range(0, 2), lambda('z', reference(resourceId('Microsoft.Storage/storageAccounts', parameters('names')[0]), '2023-01-01').primaryEndpoints.blob))]"
+        );
+        assert_eq!(
+            t["outputs"]["v"]["value"],
+            "[mapValues(createObject('a', 1), lambda('q', mul(lambdaVariables('q'), parameters('n'))))]"
+        );
+        for (src, at, what) in [
             (
-                "var x = reduce([1], 0, (a, b) => a)\n",
-                24,
-                "lambda functions ('reduce')",
+                "var x = i => i\n",
+                (1, 9),
+                "lambda expressions are not supported",
             ),
             (
-                "var x = sort([1], (a, b) => a < b)\n",
-                19,
-                "lambda functions ('sort')",
+                "var x = concat([1], i => i)\n",
+                (1, 21),
+                "a lambda is only an argument of filter(), map()",
+            ),
+            (
+                "var x = map([1], 2)\n",
+                (1, 18),
+                "argument 2 of map() must be a lambda",
+            ),
+            (
+                "var x = sort([1], a => a)\n",
+                (1, 19),
+                "the lambda of sort() takes 2 parameters",
+            ),
+            (
+                "var x = map([1], (a, b, c) => a)\n",
+                (1, 18),
+                "the lambda of map() takes 1 or 2 parameters",
+            ),
+            (
+                "var x = reduce([1], (a, b) => a)\n",
+                (1, 9),
+                "reduce() takes 3 arguments",
+            ),
+            (
+                "var x = filter(range(0, 10), i => i)\n",
+                (1, 35),
+                "the lambda of filter() must return a bool",
+            ),
+            (
+                "var x = filter([true, 'a'], i => i)\n",
+                (1, 34),
+                "the lambda of filter() must return a bool",
+            ),
+            (
+                "var x = filter(['a'], (i, k) => k + 1)\n",
+                (1, 35),
+                "the lambda of filter() must return a bool",
+            ),
+            (
+                "var x = sort(range(0, 10), (i, j) => i)\n",
+                (1, 38),
+                "the lambda of sort() must return a bool",
+            ),
+            (
+                "var x = toObject(range(0, 10), i => i)\n",
+                (1, 37),
+                "the lambda of toObject() must return a string",
+            ),
+            (
+                "var x = groupBy([1], i => {})\n",
+                (1, 27),
+                "the lambda of groupBy() must return a string",
+            ),
+            (
+                "param p int\nvar x = map([1], p => p)\n",
+                (2, 18),
+                "lambda variables named like another symbol",
+            ),
+            (
+                "var x = map([1], a => map([2], a => a))\n",
+                (1, 32),
+                "lambda variables named like another symbol",
+            ),
+            (
+                "var x = map([1], (a, a) => a)\n",
+                (1, 18),
+                "lambda variables named like another symbol",
+            ),
+            (
+                "resource s 'A.B/c@2020-01-01' = [for i in range(0, 2): {\n  name: 'n${i}'\n}]\nvar x = map(range(0, 2), j => s[j].id)\n",
+                (4, 33),
+                "lambda variables indexing a resource or module collection are not allowed",
+            ),
+            (
+                "output x array = map(['a'], j => reference(j).x)\n",
+                (1, 34),
+                "lambda variables in the arguments of reference() are not allowed",
             ),
         ] {
             let e = compile(src).expect_err(src);
             assert!(e.message.contains(what), "{src}: {e}");
-            assert_eq!((e.line, e.column), (1, column), "{src}: {e}");
+            assert_eq!((e.line, e.column), at, "{src}: {e}");
         }
     }
 
@@ -752,13 +899,13 @@ mod tests {
                 "module m 'br:mcr.microsoft.com/bicep/x:1.0' = {\n  name: 'm'\n}\n",
                 1,
                 10,
-                "registry modules (br:) are not supported",
+                "registry module 'br:mcr.microsoft.com/bicep/x:1.0' needs the local module cache of the Bicep CLI, and none is configured (set azure.bicep_module_cache",
             ),
             (
                 "module m 'ts:sub/rg/spec:1.0' = {\n  name: 'm'\n}\n",
                 1,
                 10,
-                "template spec modules (ts:) are not supported",
+                "module 'ts:sub/rg/spec:1.0' is not a valid template spec reference",
             ),
             (
                 "module m 'self.bicep' = {\n  name: 'm'\n}\n",
@@ -876,17 +1023,18 @@ mod tests {
                 "file encodings other than 'utf-8' are not supported",
             ),
             (
-                "var t = loadJsonContent('cfg/b.json', '$.k')\n",
-                "JSONPath filters",
+                "var t = loadJsonContent('cfg/b.json', '$..k')\n",
+                "JSONPath expressions other than names and indexes",
+            ),
+            (
+                "var t = loadJsonContent('cfg/b.json', '$.x')\n",
+                "names nothing in 'cfg/b.json'",
             ),
             (
                 "var t = loadJsonContent('cfg/f.json')\n",
                 "numbers other than integers",
             ),
-            (
-                "var t = loadYamlContent('cfg/a.txt')\n",
-                "YAML files (loadYamlContent) are not supported",
-            ),
+            ("var t = loadYamlContent('cfg/none.yaml')\n", "no such file"),
             (
                 "var p = 'cfg/a.txt'\nvar t = loadTextContent(p)\n",
                 "literal string",
@@ -902,6 +1050,203 @@ mod tests {
             "{e}"
         );
         assert_eq!((e.line, e.column), (1, 9));
+    }
+
+    #[test]
+    fn registry_and_template_spec_modules_come_from_the_module_cache() {
+        let template = r#"{"$schema": "https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#", "contentVersion": "1.0.0.0", "metadata": {"_generator": {"name": "bicep"}}, "parameters": {"p": {"type": "string"}}, "resources": [], "outputs": {"o": {"type": "string", "value": "[parameters('p')]"}}}"#;
+        let spec_id = "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/Specs/providers/Microsoft.Resources/templateSpecs/net/versions/V2";
+        let cache = files(&[
+            (
+                "br/mcr.microsoft.com/bicep$app$thing/1.0.1$/main.json",
+                template,
+            ),
+            ("br/my.azurecr.io$5000/team$m/Latest$1/main.json", template),
+            (
+                "ts/00000000-0000-0000-0000-000000000001/specs/net/v2/main.json",
+                &format!(r#"{{"id": "{spec_id}", "properties": {{"mainTemplate": {template}}}}}"#),
+            ),
+            ("br/r.io/broken/1$/main.json", "{"),
+        ]);
+        let fs = files(&[("m.json", template)]);
+        let loader = WithModuleCache {
+            files: &fs,
+            cache: &cache,
+        };
+        let src = "module a 'br/public:app/thing:1.0.1' = {\n  name: 'a'\n  params: { p: 'x' }\n}\n\
+             module b 'br:My.azurecr.io:5000/team/m:Latest' = {\n  name: 'b'\n  params: { p: a.outputs.o }\n}\n\
+             module c 'ts:00000000-0000-0000-0000-000000000001/Specs/net:V2' = {\n  name: 'c'\n  params: { p: 'z' }\n}\n\
+             module d 'm.json' = {\n  name: 'd'\n  params: { p: 'w' }\n}\n\
+             output o string = c.outputs.o\n";
+        let t = compile_with(src, "main.bicep", &loader).expect("compiles");
+        let embedded: Value = serde_json::from_str(template).expect("json");
+        let r = &t["resources"];
+        // A registry module is embedded exactly like a local JSON module.
+        assert_eq!(r[0]["properties"]["template"], embedded);
+        assert_eq!(r[1]["properties"]["template"], embedded);
+        assert_eq!(r[3]["properties"]["template"], embedded);
+        assert_eq!(
+            r[1]["dependsOn"],
+            json!(["[resourceId('Microsoft.Resources/deployments', 'a')]"])
+        );
+        // A template spec is linked by its id.
+        assert_eq!(r[2]["properties"]["templateLink"], json!({ "id": spec_id }));
+        assert!(r[2]["properties"].get("template").is_none());
+        assert_eq!(
+            r[2]["properties"]["parameters"],
+            json!({"p": {"value": "z"}})
+        );
+        assert_eq!(
+            t["outputs"]["o"]["value"],
+            json!(
+                "[reference(resourceId('Microsoft.Resources/deployments', 'c'), '2025-04-01').outputs.o.value]"
+            )
+        );
+        for (src, what) in [
+            (
+                "module a 'br/public:app/thing:9.9.9' = {\n  name: 'a'\n}\n",
+                "registry module 'br/public:app/thing:9.9.9' is not in the local module cache (azure.bicep_module_cache): no br/mcr.microsoft.com/bicep$app$thing/9.9.9$/main.json",
+            ),
+            (
+                "module a 'ts:00000000-0000-0000-0000-000000000001/specs/net:v3' = {\n  name: 'a'\n}\n",
+                "template spec module 'ts:00000000-0000-0000-0000-000000000001/specs/net:v3' is not in the local module cache",
+            ),
+            (
+                "module a 'br:r.io/broken:1' = {\n  name: 'a'\n}\n",
+                "is not valid JSON",
+            ),
+            (
+                "module a 'br:r.io/../x:1' = {\n  name: 'a'\n}\n",
+                "not a valid registry module reference",
+            ),
+            (
+                "module a 'br/mine:x:1' = {\n  name: 'a'\n}\n",
+                "the module alias 'br/mine' would come from a bicepconfig.json",
+            ),
+            (
+                "module a 'br/public:app/thing:1.0.1' = {\n  name: 'a'\n  params: { q: 1 }\n}\n",
+                "q",
+            ),
+        ] {
+            let e = compile_with(src, "main.bicep", &loader).expect_err(src);
+            assert!(e.message.contains(what), "{src}: {e}");
+            assert_eq!(
+                (e.line, e.column),
+                if what == "q" {
+                    (e.line, e.column)
+                } else {
+                    (1, 10)
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn a_loop_nested_in_a_conditional_resource_stacks_the_condition() {
+        let src = "param on bool\nparam ids array\n\
+             resource p 'A.B/c@2020-01-01' = if (on) {\n  name: 'p'\n\
+               resource l 'd' = [for id in ids: if (id != 'x') {\n    name: id\n  }]\n\
+               resource m 'd' = [for id in ids: {\n    name: 'm${id}'\n  }]\n}\n";
+        let t = compile(src).expect("compiles");
+        let r = &t["resources"];
+        assert_eq!(
+            r[0]["copy"],
+            json!({"name": "p::l", "count": "[length(parameters('ids'))]"})
+        );
+        assert_eq!(
+            r[0]["condition"],
+            json!("[and(parameters('on'), not(equals(parameters('ids')[copyIndex()], 'x')))]")
+        );
+        assert_eq!(r[1]["condition"], json!("[parameters('on')]"));
+        assert_eq!(r[1]["copy"]["name"], json!("p::m"));
+        // A loop variable named like a name the parent's condition reads: refused.
+        let src = "param on bool\nparam ids array\n\
+             resource p 'A.B/c@2020-01-01' = if (on) {\n  name: 'p'\n\
+               resource l 'd' = [for on in ids: {\n    name: on\n  }]\n}\n";
+        let e = compile(src).expect_err("shadowed");
+        assert!(
+            e.message
+                .contains("resource loops nested in conditional resources"),
+            "{e}"
+        );
+        assert_eq!((e.line, e.column), (5, 18));
+    }
+
+    #[test]
+    fn yaml_files_load_like_json_files() {
+        let fs = files(&[
+            (
+                "cfg/s.yaml",
+                "name: '[x]'\nlist:\n  - 1\n  - &b {on: true}\ncopy: *b\nratio: 1.5\n",
+            ),
+            ("cfg/bad.yaml", "a: 1\na: 2\n"),
+            ("cfg/deep.yaml", &"[".repeat(70)),
+            ("cfg/j.json", r#"{"a": {"b": [10, 20]}, "f": 0.5}"#),
+        ]);
+        let src = "var y = loadYamlContent('cfg/s.yaml', '$.list')\n\
+             output o object = loadYamlContent('./cfg/s.yaml', 'copy')\n\
+             var j = loadJsonContent('cfg/j.json', '.a.b[1]', 'utf-8')\n\
+             var k = loadJsonContent('cfg/j.json', '$[\\'a\\']')\n";
+        let t = compile_with(src, "main.bicep", &fs).expect("compiles");
+        assert_eq!(
+            t["variables"],
+            json!({
+                "$fxv#0": [1, {"on": true}],
+                "$fxv#1": {"on": true},
+                "$fxv#2": 20,
+                "$fxv#3": {"b": [10, 20]},
+                "y": "[variables('$fxv#0')]",
+                "j": "[variables('$fxv#2')]",
+                "k": "[variables('$fxv#3')]",
+            })
+        );
+        assert_eq!(t["outputs"]["o"]["value"], json!("[variables('$fxv#1')]"));
+        for (src, what, at) in [
+            (
+                "var t = loadYamlContent('cfg/s.yaml')\n",
+                "numbers other than integers",
+                (1, 9),
+            ),
+            (
+                "var t = loadYamlContent('cfg/bad.yaml')\n",
+                "'cfg/bad.yaml' is not valid YAML: duplicate key 'a' at line 2 column 1",
+                (1, 9),
+            ),
+            (
+                "var t = loadYamlContent('cfg/deep.yaml')\n",
+                "YAML nested more than 60 levels deep",
+                (1, 9),
+            ),
+            (
+                "var t = loadYamlContent('cfg/s.yaml', '$.list[5]')\n",
+                "names nothing",
+                (1, 39),
+            ),
+            (
+                "var t = loadYamlContent('cfg/s.yaml', '$.list[*]')\n",
+                "JSONPath expressions other than names and indexes",
+                (1, 39),
+            ),
+            (
+                "var t = loadYamlContent('cfg/s.yaml', '$', 'utf-16')\n",
+                "file encodings other than 'utf-8'",
+                (1, 44),
+            ),
+            (
+                "var t = loadYamlContent('../s.yaml')\n",
+                "outside the templates folder",
+                (1, 9),
+            ),
+            (
+                "var t = loadYamlContent('cfg/j.json', '$.f')\n",
+                "numbers other than integers",
+                (1, 9),
+            ),
+        ] {
+            let e = compile_with(src, "main.bicep", &fs).expect_err(src);
+            assert!(e.message.contains(what), "{src}: {e}");
+            assert_eq!((e.line, e.column), at, "{src}: {e}");
+        }
     }
 
     fn scoped_files() -> std::collections::HashMap<String, String> {

@@ -62,6 +62,12 @@ pub enum ExprKind {
     /// `[for item in source: body]`, `[for (item, index) in source: body]`; for resources
     /// also `[for ...: if (condition) {...}]`.
     For(Box<ForLoop>),
+    /// `x => body`, `(acc, x, i) => body`: only as an argument of the functions that take one
+    /// (`map`, `filter`, `reduce`, ...).
+    Lambda {
+        params: Vec<String>,
+        body: Box<Expr>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -758,7 +764,7 @@ impl<'a> Parser<'a> {
                 self.bump();
                 let (name, at) = self.ident("a property name")?;
                 if self.is_punct("(") {
-                    let args = self.args(&name)?;
+                    let args = self.args()?;
                     e = Expr {
                         kind: ExprKind::MethodCall {
                             base: Box::new(e),
@@ -845,8 +851,66 @@ impl<'a> Parser<'a> {
         }
     }
 
-    /// The arguments of a call of `callee`.
-    fn args(&mut self, callee: &str) -> Result<Vec<Expr>, CompileError> {
+    /// One argument of a call: an expression, or a lambda (also in parentheses).
+    fn argument(&mut self) -> Result<Expr, CompileError> {
+        if self.lambda_ahead() {
+            return self.lambda();
+        }
+        if self.is_punct("(") {
+            let saved = self.pos;
+            self.bump();
+            self.skip_newlines();
+            let parenthesized = self.lambda_ahead() || self.is_punct("(");
+            if parenthesized {
+                self.nest(1)?;
+                let inner = self.argument();
+                self.depth -= 1;
+                let inner = inner?;
+                if matches!(inner.kind, ExprKind::Lambda { .. }) {
+                    self.skip_newlines();
+                    self.expect_punct(")")?;
+                    return Ok(inner);
+                }
+            }
+            self.pos = saved;
+        }
+        self.expr()
+    }
+
+    /// `x => body` or `(x, y) => body` (`lambda_ahead` said one starts here).
+    fn lambda(&mut self) -> Result<Expr, CompileError> {
+        let at = self.at();
+        let mut params = Vec::new();
+        if self.eat_punct("(") {
+            self.skip_newlines();
+            while let Tok::Ident(name) = self.peek().clone() {
+                self.bump();
+                params.push(name);
+                self.skip_newlines();
+                if !self.eat_punct(",") {
+                    break;
+                }
+                self.skip_newlines();
+            }
+            self.expect_punct(")")?;
+        } else if let Tok::Ident(name) = self.peek().clone() {
+            self.bump();
+            params.push(name);
+        }
+        self.expect_punct("=>")?;
+        self.skip_newlines();
+        let body = self.expr()?;
+        Ok(Expr {
+            kind: ExprKind::Lambda {
+                params,
+                body: Box::new(body),
+            },
+            at,
+        })
+    }
+
+    /// The arguments of a call.
+    fn args(&mut self) -> Result<Vec<Expr>, CompileError> {
         self.expect_punct("(")?;
         let mut args = Vec::new();
         self.skip_newlines();
@@ -854,14 +918,7 @@ impl<'a> Parser<'a> {
             return Ok(args);
         }
         loop {
-            if self.lambda_ahead() {
-                return Err(unsupported(
-                    self.src,
-                    self.at(),
-                    &format!("lambda functions ('{callee}')"),
-                ));
-            }
-            args.push(self.expr()?);
+            args.push(self.argument()?);
             self.skip_newlines();
             if self.eat_punct(",") {
                 self.skip_newlines();
@@ -914,7 +971,7 @@ impl<'a> Parser<'a> {
                     "false" => ExprKind::Bool(false),
                     "null" => ExprKind::Null,
                     _ if self.is_punct("(") => {
-                        let args = self.args(&name)?;
+                        let args = self.args()?;
                         ExprKind::Call { name, args }
                     }
                     _ => ExprKind::Ident(name),
@@ -1175,4 +1232,57 @@ pub fn literal(e: &Expr) -> Option<serde_json::Value> {
         }
         _ => return None,
     })
+}
+
+/// Calls `f` on `e` and every expression inside it.
+pub fn walk<'e>(e: &'e Expr, f: &mut impl FnMut(&'e Expr)) {
+    f(e);
+    each_child(e, &mut |c| walk(c, f));
+}
+
+/// Calls `f` on each expression directly inside `e`.
+pub fn each_child<'e>(e: &'e Expr, f: &mut impl FnMut(&'e Expr)) {
+    match &e.kind {
+        ExprKind::Str { holes, .. } => holes.iter().for_each(f),
+        ExprKind::Call { args, .. } => args.iter().for_each(f),
+        ExprKind::MethodCall { base, args, .. } => {
+            f(base);
+            args.iter().for_each(f);
+        }
+        ExprKind::Member { base, .. } => f(base),
+        ExprKind::Index { base, index } => {
+            f(base);
+            f(index);
+        }
+        ExprKind::Unary { operand, .. } => f(operand),
+        ExprKind::Binary { left, right, .. } => {
+            f(left);
+            f(right);
+        }
+        ExprKind::Ternary {
+            cond,
+            then,
+            otherwise,
+        } => {
+            f(cond);
+            f(then);
+            f(otherwise);
+        }
+        ExprKind::Object(props) => props.iter().for_each(|p| {
+            if let Some(k) = &p.key_expr {
+                f(k);
+            }
+            f(&p.value)
+        }),
+        ExprKind::Array(items) => items.iter().for_each(f),
+        ExprKind::For(l) => {
+            f(&l.source);
+            if let Some(c) = &l.condition {
+                f(c);
+            }
+            f(&l.body);
+        }
+        ExprKind::Lambda { body, .. } => f(body),
+        ExprKind::Int(_) | ExprKind::Bool(_) | ExprKind::Null | ExprKind::Ident(_) => {}
+    }
 }

@@ -9,7 +9,7 @@
 //! the children of a resource after their own nested resources; the flattened statements keep
 //! that order.
 
-use super::{Expr, ExprKind, Property, Stmt, StmtKind, unsupported};
+use super::{Expr, ExprKind, Property, Stmt, StmtKind, unsupported, walk};
 use crate::bicep::CompileError;
 
 /// The names declared in one resource body: the prefix of their full symbols, and the names.
@@ -126,23 +126,49 @@ fn lower_children(
         // Children inherit the conditions of their parents.
         if let Some(pc) = parent_condition {
             if let Some(l) = looped {
-                return Err(unsupported(
-                    src,
-                    l.at,
-                    "resource loops nested in conditional resources",
-                ));
-            }
-            *condition = Some(match condition.take() {
-                Some(c) => Expr {
-                    at: c.at,
-                    kind: ExprKind::Binary {
-                        op: "&&",
-                        left: Box::new(pc.clone()),
-                        right: Box::new(c),
+                // The official compiler stacks the parent's condition on the loop's own
+                // (`and(parent, own)`, evaluated per copy). Refused where that could change
+                // what the parent's condition means (a loop variable named like a name it
+                // reads) or where the loop's children would need it too.
+                let names: Vec<&String> = l.item.iter().chain(&l.index).collect();
+                let mut shadowed = false;
+                walk(pc, &mut |e| {
+                    if let ExprKind::Ident(n) = &e.kind {
+                        let head = n.split("::").next().unwrap_or_default();
+                        shadowed |= names.iter().any(|b| b.as_str() == head);
+                    }
+                });
+                if shadowed || !nested.is_empty() {
+                    return Err(unsupported(
+                        src,
+                        l.at,
+                        "resource loops nested in conditional resources (with a loop variable named like a name the condition reads, or with children of their own)",
+                    ));
+                }
+                l.condition = Some(match l.condition.take() {
+                    Some(c) => Expr {
+                        at: c.at,
+                        kind: ExprKind::Binary {
+                            op: "&&",
+                            left: Box::new(pc.clone()),
+                            right: Box::new(c),
+                        },
                     },
-                },
-                None => pc.clone(),
-            });
+                    None => pc.clone(),
+                });
+            } else {
+                *condition = Some(match condition.take() {
+                    Some(c) => Expr {
+                        at: c.at,
+                        kind: ExprKind::Binary {
+                            op: "&&",
+                            left: Box::new(pc.clone()),
+                            right: Box::new(c),
+                        },
+                    },
+                    None => pc.clone(),
+                });
+            }
         }
         body.push(Property {
             key: "parent".into(),
@@ -217,6 +243,12 @@ fn rename(e: &mut Expr, chain: &[Scope], bound: &mut Vec<String>) {
                 rename(c, chain, bound);
             }
             rename(&mut l.body, chain, bound);
+            bound.truncate(before);
+        }
+        ExprKind::Lambda { params, body } => {
+            let before = bound.len();
+            bound.extend(params.iter().cloned());
+            rename(body, chain, bound);
             bound.truncate(before);
         }
         ExprKind::Str { holes, .. } => holes.iter_mut().for_each(|h| rename(h, chain, bound)),

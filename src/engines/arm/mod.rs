@@ -143,6 +143,7 @@ impl Engine for ArmEngine {
         let run = ArmRun {
             client: self.client.clone(),
             compiler: self.bicep_compiler(),
+            module_cache: self.settings.azure.bicep_module_cache.clone(),
             deadline: Instant::now() + job.timeout,
             job,
             events,
@@ -157,12 +158,37 @@ impl Engine for ArmEngine {
 struct ArmRun {
     client: ArmClient,
     compiler: BicepCompiler,
+    /// `azure.bicep_module_cache`, for the built-in compiler.
+    module_cache: Option<PathBuf>,
     job: RunJob,
     events: EventSender,
     stop: StopSignal,
     deadline: Instant,
     secrets: Vec<String>,
     api_versions: HashMap<String, String>,
+}
+
+/// Compiles `source` (the file `file_name` in the templates folder `root`) with the built-in
+/// compiler: modules and `load*` targets are read from `root`, never outside it; registry and
+/// template-spec modules from the local module cache `module_cache`, never outside it.
+fn compile_bicep(
+    source: &str,
+    root: &std::path::Path,
+    file_name: &str,
+    module_cache: Option<&std::path::Path>,
+) -> Result<Value, crate::bicep::CompileError> {
+    let files = crate::bicep::Folder::new(root);
+    match module_cache {
+        None => crate::bicep::compile_with(source, file_name, &files),
+        Some(cache) => {
+            let cache = crate::bicep::Folder::new(cache);
+            let loader = crate::bicep::WithModuleCache {
+                files: &files,
+                cache: &cache,
+            };
+            crate::bicep::compile_with(source, file_name, &loader)
+        }
+    }
 }
 
 impl ArmRun {
@@ -330,10 +356,8 @@ impl ArmRun {
             .content()
             .map_err(|e| EngineError::Failed(format!("cannot read {}: {e}", t.path.display())))?;
         let started = std::time::Instant::now();
-        // Modules and `load*` targets are read from the templates folder, never outside it.
         let root = t.path.parent().unwrap_or(std::path::Path::new("."));
-        let files = crate::bicep::Folder::new(root);
-        let template = crate::bicep::compile_with(&source, &t.file_name, &files)
+        let template = compile_bicep(&source, root, &t.file_name, self.module_cache.as_deref())
             .map_err(|e| EngineError::Failed(format!("{} does not compile: {e}", t.file_name)))?;
         self.log(format!(
             "compiled {} with the built-in Bicep compiler in {:.2} ms",
@@ -1031,6 +1055,36 @@ pub fn resource_type_of(id: &str) -> Option<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The built-in compiler reads registry modules from `azure.bicep_module_cache`, and names
+    /// the setting when there is none.
+    #[test]
+    fn registry_modules_come_from_the_configured_module_cache() {
+        let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let root = fixtures
+            .join("bicep-quickstarts/quickstarts__microsoft.resources__deployment-script-azcli-acr-import");
+        let source = std::fs::read_to_string(root.join("main.bicep")).expect("sample");
+        let cache = fixtures.join("bicep-module-cache");
+        let t = compile_bicep(&source, &root, "main.bicep", Some(&cache)).expect("compiles");
+        let import = &t["resources"][1];
+        assert_eq!(import["name"], "ImportAcrImages", "{t}");
+        assert!(
+            import["properties"]["template"]["resources"].is_array(),
+            "{import}"
+        );
+        let e = compile_bicep(&source, &root, "main.bicep", None).expect_err("no cache");
+        assert!(
+            e.message
+                .contains("br/public:deployment-scripts/import-acr:1.0.1")
+                && e.message.contains("azure.bicep_module_cache"),
+            "{e}"
+        );
+        let e = compile_bicep(&source, &root, "main.bicep", Some(&root)).expect_err("not cached");
+        assert!(
+            e.message.contains("is not in the local module cache"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn resource_types_are_read_from_ids() {
