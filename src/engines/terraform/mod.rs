@@ -484,10 +484,13 @@ impl Run {
         let ready = prepared.join(INIT_READY).exists();
         if !ready || !providers_unchanged(&prepared) {
             if ready {
-                self.system(
+                self.system(if prepared.join(INIT_PROVIDERS).exists() {
                     "the provider packages changed since init checked them; initializing again"
-                        .into(),
-                );
+                        .into()
+                } else {
+                    "no record of the provider packages init checked (an earlier version's init); initializing again"
+                        .into()
+                });
             }
             self.init_prepared(binary, env, ready).await?;
         }
