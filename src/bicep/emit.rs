@@ -152,7 +152,7 @@ pub fn emit<'a>(
         func_params: std::cell::RefCell::new(None),
     };
     e.declare(stmts)?;
-    e.symbolic = udt::needs_symbolic_names(stmts);
+    e.symbolic = files.context.symbolic_names || udt::needs_symbolic_names(stmts);
     e.check_types_and_functions()?;
     e.check_loop_variables(stmts)?;
     e.check_module_targets()?;

@@ -179,6 +179,24 @@ pub fn compile_with(src: &str, path: &str, files: &dyn FileLoader) -> Result<Val
     files::Context::new(files).compile(src, &path)
 }
 
+/// Like [`compile_with`], with every template (modules included) written as a
+/// `languageVersion` 2.0 one (resources by symbolic name), as the official compiler writes them
+/// with its experimental `symbolicNameCodegen` feature on.
+pub fn compile_with_symbolic_names(
+    src: &str,
+    path: &str,
+    files: &dyn FileLoader,
+) -> Result<Value, CompileError> {
+    let path = files::resolve("", path).map_err(|e| CompileError {
+        line: 1,
+        column: 1,
+        message: format!("the template's path: {e}"),
+    })?;
+    let mut context = files::Context::new(files);
+    context.symbolic_names = true;
+    context.compile(src, &path)
+}
+
 /// Compiles the Bicep file `file` (a path under `root`, or relative to it) with the files under
 /// `root` readable as modules and `load*` targets (and nothing outside it).
 pub fn compile_file(root: &std::path::Path, file: &std::path::Path) -> Result<Value, CompileError> {
