@@ -382,7 +382,11 @@ impl<'a> Parser<'a> {
     /// expression grammar is kept as text.
     fn param(&mut self, tolerant: bool) -> Result<StmtKind, CompileError> {
         let (name, _) = self.ident("a parameter name")?;
-        let ty = self.type_expr("parameter")?;
+        let ty = if tolerant {
+            self.described_type()?
+        } else {
+            self.type_expr("parameter")?
+        };
         let (mut default, mut default_text) = (None, None);
         if self.eat_punct("=") {
             let start = self.pos;
@@ -598,9 +602,30 @@ impl<'a> Parser<'a> {
     /// an object or tuple type, `resource '<type>'`, with `[]` and `?`; also as a tree
     /// (`node`), read first; the flat reading is what describes parameters to the catalog.
     fn type_expr(&mut self, what: &str) -> Result<TypeExpr, CompileError> {
+        let start = self.pos;
+        let t = self.type_expr_or_flat(what)?;
+        if let TypeNode::Unsupported(..) = t.node {
+            // If only the flat reading understood it, the tree's error is the one to give.
+            let (end, depth) = (self.pos, self.depth);
+            self.pos = start;
+            self.type_node()?;
+            (self.pos, self.depth) = (end, depth);
+        }
+        Ok(t)
+    }
+
+    /// A parameter's type for describing it (`parse_parameters`): whatever the flat reading
+    /// understands is accepted.
+    fn described_type(&mut self) -> Result<TypeExpr, CompileError> {
+        self.type_expr_or_flat("parameter")
+    }
+
+    fn type_expr_or_flat(&mut self, what: &str) -> Result<TypeExpr, CompileError> {
         let at = self.at();
         let start = self.pos;
+        let depth = self.depth;
         let tree = self.type_node().map(|n| (n, self.pos));
+        self.depth = depth;
         if what == "declared" {
             // A `type` declaration: only the tree is read.
             let node = tree?.0;

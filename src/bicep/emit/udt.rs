@@ -49,15 +49,27 @@ impl Emitter<'_> {
             if self.symbols.contains_key(name) || self.funcs.contains_key(name) {
                 return Err(self.err(s.at, format!("'{name}' is declared more than once")));
             }
-            // Through aliases, arrays, nullables and unions (not objects), back to itself.
-            let mut seen = vec![*name];
-            let mut next = alias_of(s);
-            while let Some(n) = next {
-                if seen.contains(&n) {
-                    return Err(self.err(s.at, format!("type '{name}' refers to itself")));
+        }
+        // Through aliases, arrays, nullables and unions (not objects), back to itself: each
+        // type names at most one other that way, so each chain is walked once.
+        let mut state: HashMap<&str, u8> = HashMap::new();
+        for (name, s) in &decls {
+            let mut path = Vec::new();
+            let mut at = Some(*name);
+            while let Some(n) = at.filter(|n| self.types.contains_key(n)) {
+                match state.get(n) {
+                    Some(1) => {
+                        return Err(self.err(s.at, format!("type '{name}' refers to itself")));
+                    }
+                    Some(_) => break,
+                    None => {}
                 }
-                seen.push(n);
-                next = self.types.get(n).and_then(|t| alias_of(t));
+                state.insert(n, 1);
+                path.push(n);
+                at = self.types.get(n).and_then(|t| alias_of(t));
+            }
+            for n in path {
+                state.insert(n, 2);
             }
         }
         let mut funcs: Vec<&Stmt> = self.funcs.values().copied().collect();
@@ -86,14 +98,20 @@ impl Emitter<'_> {
             let mut error = None;
             let mut bound: Vec<String> = params.iter().map(|(p, _)| p.clone()).collect();
             free_idents(body, &mut bound, 0, &mut |e| {
-                if let ExprKind::Ident(n) = &e.kind
-                    && error.is_none()
-                    && !["sys", "az"].contains(&n.as_str())
-                {
-                    error = Some(self.err(
-                        e.at,
-                        format!("a user-defined function reads only its own parameters, not '{n}'"),
-                    ));
+                if error.is_some() {
+                    return;
+                }
+                match &e.kind {
+                    ExprKind::Ident(n) if ["sys", "az"].contains(&n.as_str()) => {}
+                    ExprKind::Ident(n) => {
+                        error = Some(self.err(
+                            e.at,
+                            format!(
+                                "a user-defined function reads only its own parameters, not '{n}'"
+                            ),
+                        ));
+                    }
+                    _ => error = Some(self.err(e.at, "a function's body nests too deeply")),
                 }
             });
             if let Some(e) = error {
@@ -118,28 +136,40 @@ impl Emitter<'_> {
                 _ => None,
             })
             .collect();
-        let mut left: Vec<&Stmt> = funcs.clone();
-        loop {
-            let before = left.len();
-            let names: Vec<&str> = left.iter().filter_map(|s| func_name(s)).collect();
-            left.retain(|s| {
-                let n = func_name(s).unwrap_or("");
-                calls
-                    .get(n)
-                    .is_some_and(|c| c.iter().any(|c| names.contains(c)))
-            });
-            if left.is_empty() {
-                return Ok(());
+        // Depth-first, iteratively: a function still on the path when called again is in a
+        // cycle.
+        let mut state: HashMap<&str, u8> = HashMap::new();
+        for s in &funcs {
+            let Some(root) = func_name(s) else { continue };
+            if state.contains_key(root) {
+                continue;
             }
-            if left.len() == before {
-                let s = left[0];
-                let n = func_name(s).unwrap_or("");
-                return Err(self.err(
-                    s.at,
-                    format!("function '{n}' calls itself (directly or through other functions)"),
-                ));
+            let mut stack: Vec<(&str, usize)> = vec![(root, 0)];
+            state.insert(root, 1);
+            while let Some((n, i)) = stack.pop() {
+                let next = calls.get(n).and_then(|c| c.get(i)).copied();
+                let Some(callee) = next else {
+                    state.insert(n, 2);
+                    continue;
+                };
+                stack.push((n, i + 1));
+                match state.get(callee) {
+                    Some(1) => {
+                        let at = self.funcs.get(callee).map_or(s.at, |f| f.at);
+                        return Err(self.err(
+                            at,
+                            format!("function '{callee}' calls itself (directly or through other functions)"),
+                        ));
+                    }
+                    Some(_) => {}
+                    None => {
+                        state.insert(callee, 1);
+                        stack.push((callee, 0));
+                    }
+                }
             }
         }
+        Ok(())
     }
 
     /// A declaration's type as an ARM type object (`{"type": "string"}`,
@@ -519,6 +549,7 @@ fn free_idents<'e>(
     f: &mut impl FnMut(&'e Expr),
 ) {
     if depth > super::MAX_DEPTH {
+        f(e);
         return;
     }
     match &e.kind {

@@ -70,7 +70,15 @@ impl Parser<'_> {
 
     fn type_postfix(&mut self) -> Result<TypeNode, CompileError> {
         let mut t = self.type_primary()?;
+        let mut levels = 0;
         loop {
+            levels += 1;
+            if levels > super::MAX_NESTING {
+                return Err(self.err(
+                    self.at(),
+                    format!("type nested more than {} levels deep", super::MAX_NESTING),
+                ));
+            }
             if self.is_punct("[")
                 && self.tokens.get(self.pos + 1).map(|t| &t.tok) == Some(&Tok::Punct("]"))
             {
