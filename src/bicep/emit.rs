@@ -1,4 +1,5 @@
-//! From the syntax tree to a classic ARM template (no `languageVersion`): symbols, expression
+//! From the syntax tree to an ARM template (classic, or `languageVersion` 2.0 with resources by
+//! symbolic name where the official compiler writes one: see `udt`): symbols, expression
 //! lowering (operators, interpolation → `format`, resource reads → `resourceId`/`reference`),
 //! inlining of variables that hold runtime values, inferred `dependsOn`, and the template
 //! writer with the official compiler's section and key order.
@@ -34,7 +35,9 @@ pub struct Files<'c> {
 }
 
 struct Resource<'a> {
-    /// Deployed elsewhere: referenced, never emitted, never a dependency.
+    /// Deployed elsewhere: referenced, not deployed. In a classic template never written and
+    /// never a dependency (what it depends on is); in a 2.0 one written with `"existing": true`,
+    /// and a dependency where its body is read (not only its id, name, type or API version).
     existing: bool,
     /// One resource per item of a collection (`copy`).
     looped: Option<&'a ResourceLoop>,
@@ -2617,7 +2620,16 @@ impl<'a> Emitter<'a> {
                             unreachable!("an object")
                         };
                         if r.existing {
-                            o.insert("existing".into(), Value::Bool(true));
+                            // After its copy and condition, before its type, as the official
+                            // compiler writes it.
+                            let (head, tail): (Vec<_>, Vec<_>) = o
+                                .into_iter()
+                                .partition(|(k, _)| matches!(k.as_str(), "copy" | "condition"));
+                            o = head
+                                .into_iter()
+                                .chain([("existing".to_string(), Value::Bool(true))])
+                                .chain(tail)
+                                .collect();
                         }
                         symbolic_resources.insert(r.symbol.to_string(), Value::Object(o));
                     } else if r.existing {

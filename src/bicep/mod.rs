@@ -1,9 +1,11 @@
 //! A native Bicep → ARM JSON compiler for the language of resource templates (params with
 //! decorators, vars, resources with `parent`/`scope`/`dependsOn`/conditions, `existing`
 //! resources, nested child resources and `parent::child`, loops over resources, properties,
-//! variables and outputs, outputs, the built-in functions), with the official compiler's
-//! output: a classic template (no `languageVersion`) equal to its `main.json` apart from
-//! `metadata._generator`.
+//! variables and outputs, outputs, the built-in functions, lambdas, user-defined functions and
+//! types), with the official compiler's output: a classic template (no `languageVersion`), or
+//! a `languageVersion` 2.0 one (resources by symbolic name) where the official compiler writes
+//! one (user-defined types and functions, typed variables, aggregate parameter and output
+//! types), equal to its `main.json` apart from `metadata._generator`.
 //!
 //! Local modules (`module m './m.bicep'` and `.json` ARM templates) become nested deployments
 //! with an inline template, when the caller names the folder the files live in
@@ -829,6 +831,18 @@ mod tests {
         )
         .expect("compiles");
         assert!(t["resources"]["d"].get("dependsOn").is_none(), "{t}");
+        // A conditional existing resource keeps its condition, before `existing`.
+        let t = compile(
+            "type t = string\nparam p bool\nresource e 'A.B/c@1' existing = if (p) {\n  name: 'e'\n}\n",
+        )
+        .expect("compiles");
+        let keys: Vec<&String> = t["resources"]["e"].as_object().expect("e").keys().collect();
+        assert_eq!(
+            keys,
+            ["condition", "existing", "type", "apiVersion", "name"],
+            "{t}"
+        );
+        assert_eq!(t["resources"]["e"]["condition"], "[parameters('p')]");
     }
 
     #[test]
