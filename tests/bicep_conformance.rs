@@ -128,6 +128,7 @@ const BASELINES_PASSING: &[&str] = &[
     "ResourcesManagementGroup_CRLF",
     "ResourcesSubscription_CRLF",
     "ResourcesTenant_CRLF",
+    "TypedVariables_LF",
     "Unicode_LF",
     "VariablesManagementGroup_LF",
     "VariablesSubscription_LF",
@@ -394,6 +395,68 @@ fn baselines_compile_or_are_rejected_and_invalid_ones_never_panic() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// How many samples (user-submitted and baselines) compile, with symbolic names forced, to their
+/// `main.symbolicnames.json`; every other one must be rejected (never differ).
+const SYMBOLIC_NAMES_PASSING: usize = 162;
+
+/// Every sample again, as the official compiler writes it with its `symbolicNameCodegen`
+/// feature on (`main.symbolicnames.json`: `languageVersion` 2.0, resources by symbolic name):
+/// the output for each template the classic run compiles, and a check of the 2.0 writer on far
+/// more templates than those that need it.
+#[test]
+fn samples_compile_with_symbolic_names_to_the_official_output() {
+    let mut dirs: Vec<(String, PathBuf)> = samples("user_submitted")
+        .into_iter()
+        .map(|(n, d)| (format!("user_submitted/{n}"), d))
+        .collect();
+    dirs.extend(
+        samples("baselines")
+            .into_iter()
+            .map(|(n, d)| (format!("baselines/{n}"), d)),
+    );
+    let (mut pass, mut rejected) = (0, 0);
+    let mut failures = Vec::new();
+    for (name, dir) in &dirs {
+        let Ok(text) = std::fs::read_to_string(dir.join("main.symbolicnames.json")) else {
+            continue;
+        };
+        let mut want: Value =
+            serde_json::from_str(text.trim_start_matches('\u{feff}')).expect("oracle parses");
+        let src = std::fs::read_to_string(dir.join("main.bicep")).expect("main.bicep");
+        let files = bicep::Folder::new(dir);
+        let compiled = std::panic::catch_unwind(|| {
+            bicep::compile_with_symbolic_names(
+                src.trim_start_matches('\u{feff}'),
+                "main.bicep",
+                &files,
+            )
+        });
+        match compiled {
+            Err(_) => failures.push(format!("{name}: PANIC")),
+            Ok(Err(e)) => {
+                rejected += 1;
+                println!("rejected  {name}: {e}");
+            }
+            Ok(Ok(mut got)) => {
+                strip_generator(&mut want);
+                strip_generator(&mut got);
+                fold_type_casing(&mut want);
+                fold_type_casing(&mut got);
+                match diff("$", &want, &got) {
+                    None => pass += 1,
+                    Some(d) => failures.push(format!("{name}: differs: {d}")),
+                }
+            }
+        }
+    }
+    println!("\nsymbolic names: {pass} equal, {rejected} rejected");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_eq!(
+        pass, SYMBOLIC_NAMES_PASSING,
+        "update SYMBOLIC_NAMES_PASSING (and README.md)"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Real-world templates: Azure quickstarts (tests/fixtures/bicep-quickstarts, see its README).
 
@@ -448,8 +511,20 @@ const QUICKSTARTS_OLDER_COMPILER: &[&str] = &[
     "subscription-deployments__microsoft.network__virtual-network-manager-connectivity",
 ];
 
+/// Samples whose folder lacks a file that main.bicep uses, so that compiling them ends in
+/// "no such file" (checked by hand against the upstream repository).
+const QUICKSTARTS_INCOMPLETE: &[&str] = &[
+    // modules/vnetconnections.bicep was not copied (main.bicep writes
+    // `module vnetConnectionsModule'./modules/vnetconnections.bicep'`, without a space before the
+    // path). With the upstream file in place, the output (languageVersion 2.0: typed-array
+    // parameters) equals the oracle (Bicep 0.25.53) apart from two `dependsOn` entries on an
+    // existing firewall that its route tables read only by id: today's compiler (since Bicep
+    // #15693, December 2024) no longer writes those.
+    "quickstarts__microsoft.network__virtual-wan-routing-intent",
+];
+
 /// The samples that are not equal to their oracle today, with what happens: `rejected` (an
-/// error naming an unsupported construct), `stale`, `older` (listed above) or `failed` (a wrong template,
+/// error naming an unsupported construct), `stale`, `older`, `incomplete` (listed above) or `failed` (a wrong template,
 /// or an error on valid input). Every other sample must be equal; a listed one that changes
 /// outcome fails too, so that the list (and the table in README.md) is updated with it.
 const QUICKSTARTS_NOT_EQUAL: &[(&str, &str)] = &[
@@ -481,7 +556,7 @@ const QUICKSTARTS_NOT_EQUAL: &[(&str, &str)] = &[
     ),
     (
         "quickstarts__microsoft.network__virtual-wan-routing-intent",
-        "rejected",
+        "incomplete",
     ),
     (
         "quickstarts__microsoft.sqlvirtualmachine__sql-vm-new-storage",
@@ -719,6 +794,7 @@ fn quickstarts_compile_to_the_official_output_or_are_rejected() {
     let mut failures = Vec::new();
     let (mut equal, mut stale, mut older, mut different, mut rejected, mut failed) =
         (0, 0, 0, 0, 0, 0);
+    let mut incomplete = 0;
     let mut constructs: std::collections::BTreeMap<String, usize> = Default::default();
     for dir in &dirs {
         let name = dir
@@ -760,6 +836,13 @@ fn quickstarts_compile_to_the_official_output_or_are_rejected() {
                 *constructs.entry(construct.to_string()).or_default() += 1;
                 ("rejected", format!("rejected: {e}"))
             }
+            Ok(Quickstart::Error(e))
+                if QUICKSTARTS_INCOMPLETE.contains(&name.as_str())
+                    && e.message.contains("no such file") =>
+            {
+                incomplete += 1;
+                ("incomplete", format!("a file is missing: {e}"))
+            }
             Ok(Quickstart::Error(e)) => {
                 failed += 1;
                 ("failed", format!("ERROR on valid input: {e}"))
@@ -776,13 +859,17 @@ fn quickstarts_compile_to_the_official_output_or_are_rejected() {
         }
     }
     println!(
-        "\nquickstarts: {} samples: {equal} equal, {stale} stale oracles, {older} older-compiler oracles, {different} different, {rejected} rejected, {failed} failed on valid input",
+        "\nquickstarts: {} samples: {equal} equal, {stale} stale oracles, {older} older-compiler oracles, {incomplete} incomplete, {different} different, {rejected} rejected, {failed} failed on valid input",
         dirs.len()
     );
     for (construct, n) in &constructs {
         println!("  rejected: {n:>3}  {construct}");
     }
-    for n in QUICKSTARTS_STALE.iter().chain(QUICKSTARTS_OLDER_COMPILER) {
+    for n in QUICKSTARTS_STALE
+        .iter()
+        .chain(QUICKSTARTS_OLDER_COMPILER)
+        .chain(QUICKSTARTS_INCOMPLETE)
+    {
         if !dirs.iter().any(|d| d.ends_with(n)) {
             failures.push(format!("{n}: listed as stale, not a sample"));
         }
@@ -790,66 +877,58 @@ fn quickstarts_compile_to_the_official_output_or_are_rejected() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-/// The lambdas of baselines/Lambdas_LF (which also declares a user-defined function, outside
-/// the subset): every variable that uses no user-defined function, module or existing
-/// resource compiles to the official output.
+/// Baselines whose folder lacks a file the official test data has beside main.bicep (the copy
+/// took main.bicep and main.json only): the missing file is written here as the oracle shows
+/// it, and the whole template must equal main.json. Lambdas_LF (lambdas, a user-defined
+/// function, languageVersion 2.0 resources: an existing resource and a module) reads the module
+/// test.bicep, whose nested template in main.json passes its one array parameter through to
+/// an output; Functions_LF (user-defined functions and types, compile-time loads in function
+/// bodies) loads repro-data.json, `{}` in main.json.
 #[test]
-fn lambdas_compile_to_the_official_output() {
-    let dir = Path::new(ROOT).join("baselines/Lambdas_LF");
-    let src = std::fs::read_to_string(dir.join("main.bicep")).expect("main.bicep");
-    let oracle: Value = serde_json::from_str(
-        std::fs::read_to_string(dir.join("main.json"))
-            .expect("main.json")
-            .trim_start_matches('\u{feff}'),
-    )
-    .expect("oracle");
-    // The file's statements, without the function and what uses it or a module or resource.
-    let mut kept = Vec::new();
-    let mut names = Vec::new();
-    let mut stmts: Vec<String> = Vec::new();
-    for line in src.trim_start_matches('\u{feff}').lines() {
-        let starts = ["var ", "func ", "output ", "resource ", "module ", "//"]
-            .iter()
-            .any(|k| line.starts_with(k));
-        match stmts.last_mut() {
-            Some(last) if !starts => {
-                last.push('\n');
-                last.push_str(line);
+fn baselines_with_a_missing_file_compile_to_the_official_output() {
+    struct WithFile<'a> {
+        files: &'a dyn bicep::FileLoader,
+        path: &'a str,
+        text: &'a str,
+    }
+    impl bicep::FileLoader for WithFile<'_> {
+        fn load(&self, path: &str) -> Result<Vec<u8>, bicep::LoadError> {
+            if path == self.path {
+                return Ok(self.text.as_bytes().to_vec());
             }
-            _ => stmts.push(line.to_string()),
+            self.files.load(path)
         }
     }
-    for stmt in &stmts {
-        let stmt = stmt.trim();
-        if stmt.starts_with("//") {
-            continue;
+    for (name, path, text) in [
+        (
+            "Lambdas_LF",
+            "test.bicep",
+            "param outputThis array\n\noutput outputThis array = outputThis\n",
+        ),
+        ("Functions_LF", "repro-data.json", "{}"),
+    ] {
+        let dir = Path::new(ROOT).join("baselines").join(name);
+        assert!(!dir.join(path).exists(), "{name}: {path} is there now");
+        let src = std::fs::read_to_string(dir.join("main.bicep")).expect("main.bicep");
+        let folder = bicep::Folder::new(&dir);
+        let files = WithFile {
+            files: &folder,
+            path,
+            text,
+        };
+        let mut got = bicep::compile_with(src.trim_start_matches('\u{feff}'), "main.bicep", &files)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let mut want: Value = serde_json::from_str(
+            std::fs::read_to_string(dir.join("main.json"))
+                .expect("main.json")
+                .trim_start_matches('\u{feff}'),
+        )
+        .expect("oracle");
+        strip_generator(&mut want);
+        strip_generator(&mut got);
+        if let Some(d) = diff("$", &want, &got) {
+            panic!("{name}: {d}");
         }
-        let uses_outside = ["isEven", "func ", "myMod", "storageAcc", "output "]
-            .iter()
-            .any(|w| stmt.contains(w));
-        if uses_outside || stmt.is_empty() {
-            continue;
-        }
-        for line in stmt.lines() {
-            if let Some(rest) = line.strip_prefix("var ") {
-                names.push(rest.split(' ').next().unwrap_or("").to_string());
-            }
-        }
-        kept.push(stmt);
+        println!("{name}: equal (with {path} as main.json shows it)");
     }
-    let t = bicep::compile(&kept.join("\n\n")).expect("compiles");
-    let mut lambdas = 0;
-    for n in &names {
-        assert_eq!(t["variables"][n], oracle["variables"][n], "variable {n}");
-        lambdas += usize::from(
-            t["variables"][n]
-                .as_str()
-                .is_some_and(|v| v.contains("lambda(")),
-        );
-    }
-    assert!(names.len() > 30 && lambdas > 25, "{names:?}");
-    println!(
-        "Lambdas_LF: {} variables equal, {lambdas} of them with lambdas",
-        names.len()
-    );
 }

@@ -54,7 +54,21 @@ fn check(src: &str) {
     let scope = bicep::target_scope(src);
     match bicep::compile_with(src, "main.bicep", files()) {
         Ok(t) => {
-            assert!(t["resources"].is_array(), "{t}");
+            if t["languageVersion"] == "2.0" {
+                // Resources by symbolic name; a dependency names one of them.
+                let resources = t["resources"].as_object().expect("resources by name");
+                for r in resources.values() {
+                    for d in r["dependsOn"].as_array().into_iter().flatten() {
+                        let d = d.as_str().expect("a name or an expression");
+                        assert!(
+                            resources.contains_key(d) || d.starts_with("[format('"),
+                            "{d} in {t}"
+                        );
+                    }
+                }
+            } else {
+                assert!(t["resources"].is_array(), "{t}");
+            }
             assert_balanced(&t);
             let schema = match scope.as_deref() {
                 Ok("resourceGroup") => "2019-04-01/deploymentTemplate.json#",
@@ -203,6 +217,26 @@ proptest! {
                 Just("var nn = r!.properties!.x!".to_string()),
                 Just("output on2 string = ml[0]!.outputs.o!".to_string()),
                 Just("  properties: { a: !(p! != v!), b: md!.outputs!.o }".to_string()),
+                Just("type t = { a: string, b: t?, c: u[] }".to_string()),
+                Just("@sealed()".to_string()),
+                Just("@export()".to_string()),
+                Just("type u = 'a' | 'b'".to_string()),
+                Just("type w = u[]".to_string()),
+                Just("type z = [string, int]".to_string()),
+                Just("type y = t.a".to_string()),
+                Just("param pt t".to_string()),
+                Just("param pa string[] = [p]".to_string()),
+                Just("param pn int? = null".to_string()),
+                Just("var tv t = { a: p, c: ['a'] }".to_string()),
+                Just("func fg(x int) int => x + 1".to_string()),
+                Just("func fh(x string[]) int => length(filter(x, y => y == 'a')) + fg(1)".to_string()),
+                Just("func fp(x string) string => '${x}-${p}'".to_string()),
+                Just("func fr() int => fs()".to_string()),
+                Just("func fs() int => fr()".to_string()),
+                Just("var fv = fh(pa)".to_string()),
+                Just("output ot t = pt".to_string()),
+                Just("output ow w = ['a']".to_string()),
+                Just("  properties: { a: e.properties.x, b: e.id, c: fg(2) }".to_string()),
                 "[a-z(){}'$\\[\\]:=., ]{0,30}",
             ],
             0..30,
@@ -359,6 +393,38 @@ fn pathological_nesting_is_an_error_not_a_stack_overflow() {
         "resource d 'A.B/d@1' = {\n  name: r2999.name\n  properties: {\n    id: r2999.id\n  }\n}\n",
     );
     check(&src);
+    // The same as a languageVersion 2.0 template (a type declaration makes it one).
+    check(&format!("type t = string\n{src}"));
+    // Types and functions: deep types are an error; long chains of type aliases and of calls
+    // end in a template or an error (a cycle), not in a stack overflow.
+    for src in [
+        format!("type t = {}", "{a: ".repeat(n)),
+        format!("type t = {{a: {}", "{\n  a: ".repeat(n)),
+        format!("param p string{}", "[]".repeat(n)),
+        format!("param p string{}", "?".repeat(n)),
+        format!("type t = {}string", "(".repeat(n)),
+        format!("type t = {}", "| 'a' ".repeat(n)),
+        format!("func f() int => {}1", "(".repeat(n)),
+        format!("func f({}) int => 1", "a int, ".repeat(n)),
+    ] {
+        check(&src);
+    }
+    let err = bicep::compile(&format!("type t = {}", "{a: ".repeat(n))).expect_err("too deep");
+    assert!(err.message.contains("deep"), "{err}");
+    let err = bicep::compile(&format!("param p string{}", "[]".repeat(n))).expect_err("deep");
+    assert!(err.message.contains("deep"), "{err}");
+    let aliases: String = (0..5000)
+        .map(|i| format!("type t{i} = t{}[]\n", i + 1))
+        .collect();
+    check(&format!("{aliases}type t5000 = string\nparam p t0\n"));
+    let err = bicep::compile(&format!("{aliases}type t5000 = t0\n")).expect_err("a cycle");
+    assert!(err.message.contains("refers to itself"), "{err}");
+    let calls: String = (0..5000)
+        .map(|i| format!("func f{i}() int => f{}()\n", i + 1))
+        .collect();
+    check(&format!("{calls}func f5000() int => 1\nvar x = f0()\n"));
+    let err = bicep::compile(&format!("{calls}func f5000() int => f0()\n")).expect_err("a cycle");
+    assert!(err.message.contains("calls itself"), "{err}");
     // Modules that include each other are an error, not a stack overflow; so is a chain of
     // modules deeper than the bound.
     let mut fs = HashMap::new();

@@ -1,4 +1,5 @@
-//! From the syntax tree to a classic ARM template (no `languageVersion`): symbols, expression
+//! From the syntax tree to an ARM template (classic, or `languageVersion` 2.0 with resources by
+//! symbolic name where the official compiler writes one: see `udt`): symbols, expression
 //! lowering (operators, interpolation → `format`, resource reads → `resourceId`/`reference`),
 //! inlining of variables that hold runtime values, inferred `dependsOn`, and the template
 //! writer with the official compiler's section and key order.
@@ -17,6 +18,8 @@ use super::syntax::{
 };
 use super::yaml::YamlError;
 
+mod udt;
+
 /// How deeply variables may refer to each other.
 const MAX_DEPTH: usize = 256;
 
@@ -32,7 +35,9 @@ pub struct Files<'c> {
 }
 
 struct Resource<'a> {
-    /// Deployed elsewhere: referenced, never emitted, never a dependency.
+    /// Deployed elsewhere: referenced, not deployed. In a classic template never written and
+    /// never a dependency (what it depends on is); in a 2.0 one written with `"existing": true`,
+    /// and a dependency where its body is read (not only its id, name, type or API version).
     existing: bool,
     /// One resource per item of a collection (`copy`).
     looped: Option<&'a ResourceLoop>,
@@ -63,6 +68,11 @@ struct Dep<'a> {
     index: Option<&'a Expr>,
     /// Found through a variable or an existing resource: the index is read outside any loop.
     indirect: bool,
+    /// Reads only what identifies the resource (`id`, `name`, `type`, `apiVersion`), calls
+    /// its functions, or names it as a parent or scope: in a `languageVersion` 2.0 template,
+    /// such a reference to an existing resource is not a dependency on it (but on what it
+    /// depends on), as the official compiler has it.
+    weak: bool,
 }
 
 impl Dep<'_> {
@@ -111,6 +121,14 @@ struct Emitter<'a> {
     loads: HashMap<usize, Ax>,
     /// The `$fxv#N` variables, in order.
     load_vars: Vec<(String, Value)>,
+    /// A `languageVersion` 2.0 template: resources by symbolic name (see `udt`).
+    symbolic: bool,
+    /// The user-defined types, by name.
+    types: HashMap<&'a str, &'a Stmt>,
+    /// The user-defined functions, by name.
+    funcs: HashMap<&'a str, &'a Stmt>,
+    /// The parameters of the user-defined function whose body is being lowered.
+    func_params: std::cell::RefCell<Option<Vec<String>>>,
 }
 
 pub fn emit<'a>(
@@ -131,8 +149,14 @@ pub fn emit<'a>(
         runtime_vars: HashSet::new(),
         loads: HashMap::new(),
         load_vars: Vec::new(),
+        symbolic: false,
+        types: HashMap::new(),
+        funcs: HashMap::new(),
+        func_params: std::cell::RefCell::new(None),
     };
     e.declare(stmts)?;
+    e.symbolic = files.context.symbolic_names || udt::needs_symbolic_names(stmts);
+    e.check_types_and_functions()?;
     e.check_loop_variables(stmts)?;
     e.check_module_targets()?;
     e.load_files(stmts)?;
@@ -150,7 +174,7 @@ impl<'a> Emitter<'a> {
         for s in stmts {
             let (name, symbol) = match &s.kind {
                 StmtKind::Param { name, .. } => (name, Symbol::Param),
-                StmtKind::Var { name, value } => (name, Symbol::Var(value)),
+                StmtKind::Var { name, value, .. } => (name, Symbol::Var(value)),
                 StmtKind::Output { name, .. } => (name, Symbol::Output),
                 StmtKind::Resource {
                     name,
@@ -245,6 +269,23 @@ impl<'a> Emitter<'a> {
                     (name, Symbol::Resource(index))
                 }
                 StmtKind::TargetScope(_) | StmtKind::Metadata { .. } => continue,
+                StmtKind::Type { name, .. } => {
+                    if self.types.insert(name, s).is_some() {
+                        return Err(
+                            self.err(s.at, format!("type '{name}' is declared more than once"))
+                        );
+                    }
+                    continue;
+                }
+                StmtKind::Func { name, .. } => {
+                    if self.funcs.insert(name, s).is_some() {
+                        return Err(self.err(
+                            s.at,
+                            format!("function '{name}' is declared more than once"),
+                        ));
+                    }
+                    continue;
+                }
             };
             let is_output = matches!(symbol, Symbol::Output);
             // Outputs have a namespace of their own.
@@ -643,6 +684,9 @@ impl<'a> Emitter<'a> {
 
     /// `reference(<deployment id>, <api version>)`: the state of a module's deployment.
     fn module_reference(&self, r: &Resource<'a>) -> Result<Ax, CompileError> {
+        if self.symbolic {
+            return Ok(Ax::call("reference", vec![self.resource_ref(r)?]));
+        }
         Ok(Ax::call(
             "reference",
             vec![self.resource_id(r)?, Ax::Str(r.api_version.clone())],
@@ -863,13 +907,16 @@ impl<'a> Emitter<'a> {
     /// of `$fxv#N` variables): `loadTextContent` and `loadFileAsBase64` assigned directly to a
     /// variable are inlined, every other call reads a `$fxv#N` variable.
     fn load_files(&mut self, stmts: &'a [Stmt]) -> Result<(), CompileError> {
+        // Each call, and whether its value is written in place: a text or base64 load that is
+        // a variable's whole value, and any load in a function's body (which reads no variable).
         let mut calls: Vec<(&'a Expr, &'a str, &'a [Expr], bool)> = Vec::new();
         for s in stmts {
-            let direct = match &s.kind {
-                StmtKind::Var { value, .. } => Some(value.at),
-                _ => None,
+            let (direct, body) = match &s.kind {
+                StmtKind::Var { value, .. } => (Some(value.at), None),
+                StmtKind::Func { body, .. } => (None, Some(body)),
+                _ => (None, None),
             };
-            for e in statement_exprs(s) {
+            for e in statement_exprs(s).into_iter().chain(body) {
                 walk(e, &mut |x| {
                     let (name, args) = match &x.kind {
                         ExprKind::Call { name, args } => (name, args),
@@ -879,7 +926,10 @@ impl<'a> Emitter<'a> {
                         _ => return,
                     };
                     if is_load_function(name) {
-                        calls.push((x, name, args, direct == Some(x.at)));
+                        let inline = body.is_some()
+                            || (direct == Some(x.at)
+                                && matches!(name.as_str(), "loadTextContent" | "loadFileAsBase64"));
+                        calls.push((x, name, args, inline));
                     }
                 });
             }
@@ -888,9 +938,8 @@ impl<'a> Emitter<'a> {
             return Ok(());
         }
         calls.sort_by_key(|(e, ..)| e.at);
-        for (e, name, args, direct) in calls {
+        for (e, name, args, inline) in calls {
             let value = self.load_file(e.at, name, args)?;
-            let inline = direct && matches!(name, "loadTextContent" | "loadFileAsBase64");
             let ax = if inline {
                 value
             } else {
@@ -1261,6 +1310,9 @@ impl<'a> Emitter<'a> {
             ExprKind::Ident(n) if self.lambdas.borrow().contains(n) => {
                 Ax::call("lambdaVariables", vec![Ax::str(n)])
             }
+            ExprKind::Ident(n) if self.func_param(n).is_some() => {
+                self.func_param(n).unwrap_or(Ax::Null)
+            }
             ExprKind::Lambda { .. } => {
                 return Err(self.err(
                     e.at,
@@ -1309,7 +1361,7 @@ impl<'a> Emitter<'a> {
                         &format!("resource functions other than list* ('{name}')"),
                     ));
                 }
-                let mut lowered = vec![self.resource_id(r)?, Ax::Str(r.api_version.clone())];
+                let mut lowered = vec![self.resource_ref(r)?, Ax::Str(r.api_version.clone())];
                 if !args.is_empty() {
                     lowered.truncate(1);
                     for a in args {
@@ -1440,6 +1492,9 @@ impl<'a> Emitter<'a> {
     }
 
     fn function(&self, name: &str, args: &[Expr], at: usize) -> Result<Ax, CompileError> {
+        if let Some(call) = self.user_function_call(name, args, at)? {
+            return Ok(call);
+        }
         if name == "any" {
             let [arg] = args else {
                 return Err(self.err(at, "any() takes one argument"));
@@ -1654,9 +1709,42 @@ impl<'a> Emitter<'a> {
         Ok(Ax::call(
             "reference",
             vec![
-                self.resource_id(r)?,
+                self.resource_ref(r)?,
                 Ax::Str(r.api_version.clone()),
                 Ax::str("full"),
+            ],
+        ))
+    }
+
+    /// What `reference()` and `list*()` name a resource by: its id, or in a `languageVersion`
+    /// 2.0 template its symbolic name (`'sym'`, or `format('sym[{0}]', i)` for one resource of
+    /// a loop, at the position its loop scope holds).
+    fn resource_ref(&self, r: &Resource<'a>) -> Result<Ax, CompileError> {
+        if !self.symbolic {
+            return self.resource_id(r);
+        }
+        if r.looped.is_none() {
+            return Ok(Ax::Str(r.symbol.to_string()));
+        }
+        let loops = self.loops.borrow();
+        let Some(scope) = loops
+            .iter()
+            .rev()
+            .find(|s| s.resource.as_deref() == Some(r.symbol))
+        else {
+            return Err(self.err(
+                r.at,
+                format!(
+                    "'{}' is a collection: read one resource of it ('{}[i]')",
+                    r.symbol, r.symbol
+                ),
+            ));
+        };
+        Ok(Ax::call(
+            "format",
+            vec![
+                Ax::Str(format!("{}[{{0}}]", r.symbol)),
+                scope.position.clone(),
             ],
         ))
     }
@@ -1815,6 +1903,7 @@ impl<'a> Emitter<'a> {
             "name" => self.lower(r.name)?,
             "type" => Ax::Str(r.ty.clone()),
             "apiVersion" => Ax::Str(r.api_version.clone()),
+            "properties" if self.symbolic => Ax::call("reference", vec![self.resource_ref(r)?]),
             "properties" => Ax::call(
                 "reference",
                 vec![self.resource_id(r)?, Ax::Str(r.api_version.clone())],
@@ -1823,7 +1912,7 @@ impl<'a> Emitter<'a> {
                 Box::new(Ax::call(
                     "reference",
                     vec![
-                        self.resource_id(r)?,
+                        self.resource_ref(r)?,
                         Ax::Str(r.api_version.clone()),
                         Ax::str("full"),
                     ],
@@ -2107,6 +2196,69 @@ impl<'a> Emitter<'a> {
         })
     }
 
+    /// In a `languageVersion` 2.0 template, where an (existing) resource in another resource
+    /// group or subscription is: `subscriptionId` and `resourceGroup`, from the scope function
+    /// it or its ancestor names.
+    fn scope_properties(&self, r: &Resource<'a>) -> Result<Vec<(&'static str, Ax)>, CompileError> {
+        let mut at = r;
+        let mut indexed = false;
+        let scope = loop {
+            if let Some(scope) = at.scope {
+                break scope;
+            }
+            let Some(p) = at.parent else {
+                return Ok(Vec::new());
+            };
+            indexed |= at.parent_index.is_some();
+            at = self.resource(p);
+        };
+        let ExprKind::Call { name, args } = &scope.kind else {
+            if self
+                .resource_symbol(scope)
+                .is_some_and(|t| t.ty.eq_ignore_ascii_case(RESOURCE_GROUP_TYPE))
+            {
+                return Err(unsupported(
+                    self.src,
+                    scope.at,
+                    "resource scopes naming a resource group resource (in languageVersion 2.0 templates)",
+                ));
+            }
+            return Ok(Vec::new());
+        };
+        if indexed && !args.is_empty() {
+            return Err(unsupported(
+                self.src,
+                scope.at,
+                "children of resource loops in another scope (in languageVersion 2.0 templates)",
+            ));
+        }
+        let lowered = args
+            .iter()
+            .map(|a| self.lower(a))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(match (name.as_str(), lowered.as_slice()) {
+            ("resourceGroup", [rg]) => vec![("resourceGroup", rg.clone())],
+            ("resourceGroup", [sub, rg]) => {
+                vec![
+                    ("subscriptionId", sub.clone()),
+                    ("resourceGroup", rg.clone()),
+                ]
+            }
+            ("subscription", []) if self.target == Scope::ResourceGroup => {
+                vec![("subscriptionId", subscription_id())]
+            }
+            ("subscription", [sub]) => vec![("subscriptionId", sub.clone())],
+            ("managementGroup", [_]) => {
+                return Err(unsupported(
+                    self.src,
+                    scope.at,
+                    "resources in another management group (in languageVersion 2.0 templates)",
+                ));
+            }
+            _ => Vec::new(),
+        })
+    }
+
     /// Resources `e` refers to, directly or through variables.
     fn references(&self, e: &Expr, out: &mut BTreeSet<&'a str>) {
         self.references_in(e, &mut Vec::new(), out, &mut HashSet::new());
@@ -2156,6 +2308,7 @@ impl<'a> Emitter<'a> {
                     symbol: k,
                     index: None,
                     indirect,
+                    weak: false,
                 }),
                 Some((k, Symbol::Var(v))) if seen.insert(*k) => {
                     self.deps_in(v, &mut Vec::new(), 0, true, out, seen)
@@ -2177,8 +2330,26 @@ impl<'a> Emitter<'a> {
                     symbol,
                     index: (!inner).then_some(&**index),
                     indirect,
+                    weak: false,
                 });
                 self.deps_in(index, bound, own, indirect, out, seen);
+            }
+            ExprKind::Member { base, name }
+                if matches!(name.as_str(), "id" | "name" | "type" | "apiVersion") =>
+            {
+                self.weak_deps_in(base, bound, own, indirect, out, seen)
+            }
+            ExprKind::Index { base, index }
+                if matches!(&index.kind, ExprKind::Str { parts, holes }
+                    if holes.is_empty() && matches!(parts[0].as_str(), "id" | "name" | "type" | "apiVersion")) =>
+            {
+                self.weak_deps_in(base, bound, own, indirect, out, seen)
+            }
+            ExprKind::MethodCall { base, args, .. } => {
+                self.weak_deps_in(base, bound, own, indirect, out, seen);
+                for a in args {
+                    self.deps_in(a, bound, own, indirect, out, seen);
+                }
             }
             ExprKind::For(l) => {
                 self.deps_in(&l.source, bound, own, indirect, out, seen);
@@ -2191,6 +2362,37 @@ impl<'a> Emitter<'a> {
                 bound.truncate(before);
             }
             _ => each_child(e, &mut |c| self.deps_in(c, bound, own, indirect, out, seen)),
+        }
+    }
+
+    /// `deps_in` for an expression whose own resource (`r` or `r[i]`) is read weakly.
+    fn weak_deps_in(
+        &self,
+        e: &'a Expr,
+        bound: &mut Vec<String>,
+        own: usize,
+        indirect: bool,
+        out: &mut Vec<Dep<'a>>,
+        seen: &mut HashSet<&'a str>,
+    ) {
+        let start = out.len();
+        self.deps_in(e, bound, own, indirect, out, seen);
+        let direct = match &e.kind {
+            ExprKind::Ident(_) => true,
+            ExprKind::Index { base, .. } => matches!(&base.kind, ExprKind::Ident(_)),
+            _ => false,
+        };
+        if direct
+            && let Some(d) = out.get_mut(start)
+            && self
+                .resource_symbol(e)
+                .or_else(|| match &e.kind {
+                    ExprKind::Index { base, .. } => self.resource_symbol(base),
+                    _ => None,
+                })
+                .is_some_and(|r| r.symbol == d.symbol)
+        {
+            d.weak = true;
         }
     }
 
@@ -2215,6 +2417,7 @@ impl<'a> Emitter<'a> {
                 symbol: self.resource(p).symbol,
                 index: r.parent_index,
                 indirect,
+                weak: true,
             });
             if let Some(i) = r.parent_index {
                 let mut bound = self.own_loop_variables(r);
@@ -2235,7 +2438,11 @@ impl<'a> Emitter<'a> {
         }
         for p in r.body {
             if p.key != "parent" {
+                let start = out.len();
                 self.deps_in(&p.value, &mut bound, own, indirect, &mut out, &mut seen);
+                if p.key == "scope" && p.key_expr.is_none() {
+                    out[start..].iter_mut().for_each(|d| d.weak = true);
+                }
             }
         }
         out
@@ -2291,6 +2498,7 @@ impl<'a> Emitter<'a> {
                 // A dependency on a loop is on the whole collection, by its copy name.
                 out.push(match target.looped {
                     Some(_) => Value::from(target.symbol),
+                    None if self.symbolic => Value::from(target.symbol),
                     None => self.resource_id(target)?.to_json(),
                 });
                 continue;
@@ -2300,7 +2508,7 @@ impl<'a> Emitter<'a> {
                 let index = d.index.expect("indexed");
                 let id = |e: &Self| {
                     let position = e.lower(index)?;
-                    e.in_loop(target, l, position, || e.resource_id(target))
+                    e.in_loop(target, l, position, || e.resource_ref(target))
                 };
                 let id = if d.indirect {
                     self.outside_loops(|| id(self))?
@@ -2325,7 +2533,7 @@ impl<'a> Emitter<'a> {
     /// refers to (its parent, its name, its scope), as it is not deployed.
     fn deployed_dependencies(&self, d: Dep<'a>, out: &mut Vec<Dep<'a>>, depth: usize) {
         let r = self.resource(d.symbol);
-        if !r.existing {
+        if !r.existing || (self.symbolic && !d.weak) {
             out.push(d);
             return;
         }
@@ -2353,6 +2561,12 @@ impl<'a> Emitter<'a> {
         // The official compiler writes modules after all resources.
         let mut modules = Vec::new();
         let mut outputs = Map::new();
+        let mut symbolic_resources = Map::new();
+        let mut symbolic_modules = Map::new();
+        let exported = self.exported_variables(stmts)?;
+        if !exported.is_empty() {
+            metadata.insert("__bicep_exported_variables!".into(), Value::Array(exported));
+        }
         for s in stmts {
             match &s.kind {
                 // Read before (`scope::declared`).
@@ -2364,11 +2578,13 @@ impl<'a> Emitter<'a> {
                 StmtKind::Param {
                     name, ty, default, ..
                 } => {
-                    let ty = self.plain_type(ty)?;
+                    let ty = self.declared_type(ty)?;
                     parameters.insert(name.clone(), self.parameter(s, ty, default.as_ref())?);
                 }
-                StmtKind::Var { name, value } => {
-                    self.only_description(s)?;
+                // Written in their own sections (`definitions`, `functions`).
+                StmtKind::Type { .. } | StmtKind::Func { .. } => {}
+                StmtKind::Var { name, value, .. } => {
+                    self.description_metadata(&s.decorators, &["description", "export"])?;
                     if self.runtime_vars.contains(name.as_str()) {
                         // Inlined where it is used (ARM evaluates no `reference` in variables);
                         // a loop cannot be (the official compiler rejects most of these, BCP182).
@@ -2399,7 +2615,24 @@ impl<'a> Emitter<'a> {
                         unreachable!("declared")
                     };
                     let r = &self.resources[*i];
-                    if r.existing {
+                    if self.symbolic {
+                        let Value::Object(mut o) = self.resource_json(r)? else {
+                            unreachable!("an object")
+                        };
+                        if r.existing {
+                            // After its copy and condition, before its type, as the official
+                            // compiler writes it.
+                            let (head, tail): (Vec<_>, Vec<_>) = o
+                                .into_iter()
+                                .partition(|(k, _)| matches!(k.as_str(), "copy" | "condition"));
+                            o = head
+                                .into_iter()
+                                .chain([("existing".to_string(), Value::Bool(true))])
+                                .chain(tail)
+                                .collect();
+                        }
+                        symbolic_resources.insert(r.symbol.to_string(), Value::Object(o));
+                    } else if r.existing {
                         // Still checked: its id must be expressible.
                         self.resource_id(r)?;
                     } else {
@@ -2410,11 +2643,15 @@ impl<'a> Emitter<'a> {
                     let Some(Symbol::Resource(i)) = self.symbols.get(name.as_str()) else {
                         unreachable!("declared")
                     };
-                    modules.push(self.resource_json(&self.resources[*i])?);
+                    let r = &self.resources[*i];
+                    if self.symbolic {
+                        symbolic_modules.insert(r.symbol.to_string(), self.resource_json(r)?);
+                    } else {
+                        modules.push(self.resource_json(r)?);
+                    }
                 }
                 StmtKind::Output { name, ty, value } => {
-                    let mut o = Map::new();
-                    o.insert("type".into(), Value::from(self.plain_type(ty)?));
+                    let mut o = self.declared_type(ty)?;
                     if let ExprKind::For(l) = &value.kind {
                         // An output loop: `copy` with copyIndex().
                         let (count, input) = self.loop_body(l, Ax::call("copyIndex", vec![]))?;
@@ -2447,16 +2684,31 @@ impl<'a> Emitter<'a> {
         }
         let mut t = Map::new();
         t.insert("$schema".into(), Value::from(self.target.schema()));
+        if self.symbolic {
+            t.insert("languageVersion".into(), Value::from("2.0"));
+        }
         t.insert("contentVersion".into(), Value::from("1.0.0.0"));
         t.insert("metadata".into(), Value::Object(metadata));
+        let definitions = self.definitions(stmts)?;
+        if !definitions.is_empty() {
+            t.insert("definitions".into(), Value::Object(definitions));
+        }
+        if let Some(functions) = self.functions(stmts)? {
+            t.insert("functions".into(), functions);
+        }
         if !parameters.is_empty() {
             t.insert("parameters".into(), Value::Object(parameters));
         }
         if !variables.is_empty() {
             t.insert("variables".into(), Value::Object(variables));
         }
-        resources.extend(modules);
-        t.insert("resources".into(), Value::Array(resources));
+        if self.symbolic {
+            symbolic_resources.extend(symbolic_modules);
+            t.insert("resources".into(), Value::Object(symbolic_resources));
+        } else {
+            resources.extend(modules);
+            t.insert("resources".into(), Value::Array(resources));
+        }
         if !outputs.is_empty() {
             t.insert("outputs".into(), Value::Object(outputs));
         }
@@ -2508,11 +2760,6 @@ impl<'a> Emitter<'a> {
             Some(d) => Err(self.err(d.at, format!("decorator '@{}' is not allowed here", d.name))),
             None => Ok(()),
         }
-    }
-
-    fn only_description(&self, s: &Stmt) -> Result<(), CompileError> {
-        self.description_metadata(&s.decorators, &["description"])
-            .map(|_| ())
     }
 
     /// `@description` (and `@metadata`) as a `metadata` object; any decorator outside
@@ -2585,18 +2832,23 @@ impl<'a> Emitter<'a> {
         }
     }
 
-    fn parameter(&self, s: &Stmt, ty: &str, default: Option<&Expr>) -> Result<Value, CompileError> {
-        let secure = s.decorators.iter().any(|d| d.name == "secure");
-        let arm_type = match (ty, secure) {
-            ("string", true) => "securestring",
-            ("object", true) => "secureObject",
-            (_, true) => {
-                return Err(self.err(s.at, "@secure() applies to string and object parameters"));
-            }
-            (t, false) => t,
-        };
-        let mut p = Map::new();
-        p.insert("type".into(), Value::from(arm_type));
+    /// A parameter: its type object `p` with its default and decorators.
+    fn parameter(
+        &self,
+        s: &Stmt,
+        mut p: Map<String, Value>,
+        default: Option<&Expr>,
+    ) -> Result<Value, CompileError> {
+        if s.decorators.iter().any(|d| d.name == "secure") {
+            let secure = match p.get("type").and_then(Value::as_str) {
+                Some("string") => "securestring",
+                Some("object") => "secureObject",
+                _ => {
+                    return Err(self.err(s.at, "@secure() applies to string and object parameters"));
+                }
+            };
+            p.insert("type".into(), Value::from(secure));
+        }
         if let Some(d) = default {
             p.insert("defaultValue".into(), self.lower(d)?.to_json());
         }
@@ -2615,6 +2867,12 @@ impl<'a> Emitter<'a> {
                 }
                 "secure" if d.args.is_empty() => {}
                 "secure" => return Err(self.err(d.at, "@secure() takes no arguments")),
+                "sealed" if self.symbolic && d.args.is_empty() => {
+                    if p.get("type").and_then(Value::as_str) != Some("object") {
+                        return Err(self.err(d.at, "@sealed() applies to object types"));
+                    }
+                    p.insert("additionalProperties".into(), Value::Bool(false));
+                }
                 "description" | "metadata" => {}
                 _ => return Err(self.decorator_error(d)),
             }
@@ -2630,6 +2888,7 @@ impl<'a> Emitter<'a> {
                 "minLength",
                 "maxLength",
                 "secure",
+                "sealed",
             ],
         )?;
         for (k, v) in limits {
@@ -2681,6 +2940,11 @@ impl<'a> Emitter<'a> {
         }
         if let Some(scope) = self.scope_property(r)? {
             o.insert("scope".into(), scope.to_json());
+        }
+        if self.symbolic {
+            for (k, v) in self.scope_properties(r)? {
+                o.insert(k.into(), v.to_json());
+            }
         }
         o.insert("name".into(), self.full_name(r)?.to_json());
         for p in r.body {
@@ -2993,6 +3257,8 @@ fn statement_exprs(s: &Stmt) -> Vec<&Expr> {
     let mut exprs: Vec<&Expr> = s.decorators.iter().flat_map(|d| &d.args).collect();
     match &s.kind {
         StmtKind::Param { default, .. } => exprs.extend(default),
+        // A function's body is read where it is declared (`udt`); a type has no expressions.
+        StmtKind::Type { .. } | StmtKind::Func { .. } => {}
         StmtKind::Var { value, .. } | StmtKind::Output { value, .. } => exprs.push(value),
         StmtKind::Metadata { value, .. } | StmtKind::TargetScope(value) => exprs.push(value),
         StmtKind::Resource {
@@ -3109,6 +3375,7 @@ const FUNCTIONS: &[&str] = &[
     "dateTimeToEpoch",
     "deployer",
     "deployment",
+    "distinct",
     "empty",
     "endsWith",
     "environment",
@@ -3126,6 +3393,7 @@ const FUNCTIONS: &[&str] = &[
     "last",
     "lastIndexOf",
     "length",
+    "like",
     "managementGroup",
     "managementGroupResourceId",
     "max",

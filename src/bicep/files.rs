@@ -291,6 +291,9 @@ pub struct Context<'l> {
     loader: &'l dyn FileLoader,
     stack: RefCell<Vec<String>>,
     cache: RefCell<HashMap<String, Rc<ModuleTemplate>>>,
+    /// Every template (modules included) as a `languageVersion` 2.0 one, as the official
+    /// compiler writes them with its `symbolicNameCodegen` feature.
+    pub symbolic_names: bool,
 }
 
 /// The modules of one file, by symbolic name.
@@ -302,6 +305,7 @@ impl<'l> Context<'l> {
             loader,
             stack: RefCell::new(Vec::new()),
             cache: RefCell::new(HashMap::new()),
+            symbolic_names: false,
         }
     }
 

@@ -1,9 +1,11 @@
 //! A native Bicep → ARM JSON compiler for the language of resource templates (params with
 //! decorators, vars, resources with `parent`/`scope`/`dependsOn`/conditions, `existing`
 //! resources, nested child resources and `parent::child`, loops over resources, properties,
-//! variables and outputs, outputs, the built-in functions), with the official compiler's
-//! output: a classic template (no `languageVersion`) equal to its `main.json` apart from
-//! `metadata._generator`.
+//! variables and outputs, outputs, the built-in functions, lambdas, user-defined functions and
+//! types), with the official compiler's output: a classic template (no `languageVersion`), or
+//! a `languageVersion` 2.0 one (resources by symbolic name) where the official compiler writes
+//! one (user-defined types and functions, typed variables, aggregate parameter and output
+//! types), equal to its `main.json` apart from `metadata._generator`.
 //!
 //! Local modules (`module m './m.bicep'` and `.json` ARM templates) become nested deployments
 //! with an inline template, when the caller names the folder the files live in
@@ -177,6 +179,24 @@ pub fn compile_with(src: &str, path: &str, files: &dyn FileLoader) -> Result<Val
         message: format!("the template's path: {e}"),
     })?;
     files::Context::new(files).compile(src, &path)
+}
+
+/// Like [`compile_with`], with every template (modules included) written as a
+/// `languageVersion` 2.0 one (resources by symbolic name), as the official compiler writes them
+/// with its experimental `symbolicNameCodegen` feature on.
+pub fn compile_with_symbolic_names(
+    src: &str,
+    path: &str,
+    files: &dyn FileLoader,
+) -> Result<Value, CompileError> {
+    let path = files::resolve("", path).map_err(|e| CompileError {
+        line: 1,
+        column: 1,
+        message: format!("the template's path: {e}"),
+    })?;
+    let mut context = files::Context::new(files);
+    context.symbolic_names = true;
+    context.compile(src, &path)
 }
 
 /// Compiles the Bicep file `file` (a path under `root`, or relative to it) with the files under
@@ -682,8 +702,50 @@ mod tests {
                 15,
                 "target scopes like 'local'",
             ),
-            ("type t = string\n", 1, 1, "user-defined types"),
-            ("param p string[]\n", 1, 9, "typed-array types"),
+            (
+                "type t = resourceInput<'A.B/c@1'>.name\n",
+                1,
+                10,
+                "resource-derived types ('resourceInput<...>')",
+            ),
+            ("param p [string, int]\n", 1, 9, "tuple types"),
+            ("param p 'a' | 1\n", 1, 9, "union types other than"),
+            (
+                "import {a} from './a.bicep'\n",
+                1,
+                1,
+                "compile-time imports",
+            ),
+            (
+                "type string = int\n",
+                1,
+                1,
+                "types named like a built-in type",
+            ),
+            (
+                "func f() int => g()\nfunc g() int => f()\n",
+                1,
+                1,
+                "calls itself",
+            ),
+            (
+                "param p int\nfunc f() int => p\n",
+                2,
+                17,
+                "reads only its own parameters",
+            ),
+            (
+                "func length(a array) int => 1\n",
+                1,
+                1,
+                "named like a built-in function",
+            ),
+            (
+                "func f(a int) int => a\nvar x = f()\n",
+                2,
+                9,
+                "f() takes 1 arguments",
+            ),
             ("var x = y\n", 1, 9, "'y' is not declared"),
             ("var x = 1\nvar x = 2\n", 2, 1, "declared more than once"),
             ("var x = nope()\n", 1, 9, "unknown function 'nope()'"),
@@ -705,6 +767,149 @@ mod tests {
             let e = compile(src).expect_err(src);
             assert!(e.message.contains(what), "{src}: {e}");
             assert_eq!((e.line, e.column), (line, column), "{src}: {e}");
+        }
+    }
+
+    #[test]
+    fn user_defined_functions_make_a_language_version_2_template() {
+        let src = "func isEven(i int) bool => i % 2 == 0\n\
+                   @description('Greets')\n\
+                   func hello(names string[]) string[] => map(names, n => 'Hi ${n}${isEven(length(n)) ? \'!\' : \'\'}')\n\
+                   param who string[] = ['a']\n\
+                   var x = hello(who)\n\
+                   resource sa 'Microsoft.Storage/storageAccounts@2023-01-01' existing = {\n  name: 'sa'\n}\n\
+                   resource c 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-01-01' = {\n  name: 'sa/default/${x[0]}'\n  properties: {\n    metadata: {\n      id: sa.id\n      ep: sa.properties.primaryEndpoints.blob\n    }\n  }\n}\n\
+                   output o string[] = x\n";
+        let t = compile(src).expect("compiles");
+        assert_eq!(t["languageVersion"], "2.0");
+        assert_eq!(
+            t["functions"],
+            serde_json::json!([{"namespace": "__bicep", "members": {
+                "isEven": {
+                    "parameters": [{"type": "int", "name": "i"}],
+                    "output": {"type": "bool", "value": "[equals(mod(parameters('i'), 2), 0)]"}
+                },
+                "hello": {
+                    "parameters": [{"type": "array", "items": {"type": "string"}, "name": "names"}],
+                    "output": {
+                        "type": "array",
+                        "items": {"type": "string"},
+                        "value": "[map(parameters('names'), lambda('n', format('Hi {0}{1}', lambdaVariables('n'), if(__bicep.isEven(length(lambdaVariables('n'))), '!', ''))))]"
+                    },
+                    "metadata": {"description": "Greets"}
+                }
+            }}])
+        );
+        assert_eq!(t["variables"]["x"], "[__bicep.hello(parameters('who'))]");
+        assert_eq!(
+            t["parameters"]["who"],
+            serde_json::json!({"type": "array", "items": {"type": "string"}, "defaultValue": ["a"]})
+        );
+        // Resources by symbolic name; the existing one is kept; a dependency on it is by name,
+        // and only for a read of its body (not of its id).
+        assert_eq!(
+            t["resources"]["sa"],
+            serde_json::json!({"existing": true, "type": "Microsoft.Storage/storageAccounts", "apiVersion": "2023-01-01", "name": "sa"})
+        );
+        let c = &t["resources"]["c"];
+        assert_eq!(c["dependsOn"], serde_json::json!(["sa"]));
+        assert_eq!(
+            c["properties"]["metadata"]["ep"],
+            "[reference('sa').primaryEndpoints.blob]"
+        );
+        assert_eq!(
+            c["properties"]["metadata"]["id"],
+            "[resourceId('Microsoft.Storage/storageAccounts', 'sa')]"
+        );
+        assert_eq!(
+            t["outputs"]["o"],
+            serde_json::json!({"type": "array", "items": {"type": "string"}, "value": "[variables('x')]"})
+        );
+        // Only an id read: no dependency.
+        let t = compile(
+            "type t = string\nresource sa 'A.B/c@1' existing = {\n  name: 'sa'\n}\nresource d 'A.B/d@1' = {\n  name: 'd'\n  properties: {\n    id: sa.id\n  }\n}\n",
+        )
+        .expect("compiles");
+        assert!(t["resources"]["d"].get("dependsOn").is_none(), "{t}");
+        // A conditional existing resource keeps its condition, before `existing`.
+        let t = compile(
+            "type t = string\nparam p bool\nresource e 'A.B/c@1' existing = if (p) {\n  name: 'e'\n}\n",
+        )
+        .expect("compiles");
+        let keys: Vec<&String> = t["resources"]["e"].as_object().expect("e").keys().collect();
+        assert_eq!(
+            keys,
+            ["condition", "existing", "type", "apiVersion", "name"],
+            "{t}"
+        );
+        assert_eq!(t["resources"]["e"]["condition"], "[parameters('p')]");
+    }
+
+    #[test]
+    fn user_defined_types_become_definitions() {
+        let src = "@description('A thing')\n\
+                   @sealed()\n\
+                   type thing = {\n  @minLength(1)\n  name: string\n  size: 'S' | 'M' | 'L'\n  tags: string[]?\n  next: thing?\n}\n\
+                   @export()\n\
+                   type names = thing[]\n\
+                   param p thing\n\
+                   @export()\n\
+                   var v int = 1\n\
+                   output o names = [p]\n";
+        let t = compile(src).expect("compiles");
+        assert_eq!(t["languageVersion"], "2.0");
+        assert_eq!(
+            t["definitions"],
+            serde_json::json!({
+                "thing": {
+                    "type": "object",
+                    "properties": {
+                        "name": {"type": "string", "minLength": 1},
+                        "size": {"type": "string", "allowedValues": ["S", "M", "L"]},
+                        "tags": {"type": "array", "items": {"type": "string"}, "nullable": true},
+                        "next": {"$ref": "#/definitions/thing", "nullable": true}
+                    },
+                    "additionalProperties": false,
+                    "metadata": {"description": "A thing"}
+                },
+                "names": {
+                    "type": "array",
+                    "items": {"$ref": "#/definitions/thing"},
+                    "metadata": {"__bicep_export!": true}
+                }
+            })
+        );
+        assert_eq!(
+            t["parameters"]["p"],
+            serde_json::json!({"$ref": "#/definitions/thing"})
+        );
+        assert_eq!(
+            t["outputs"]["o"],
+            serde_json::json!({"$ref": "#/definitions/names", "value": ["[parameters('p')]"]})
+        );
+        assert_eq!(
+            t["metadata"]["__bicep_exported_variables!"],
+            serde_json::json!([{"name": "v", "type": {"type": "int"}}])
+        );
+        assert_eq!(t["resources"], serde_json::json!({}));
+        for (src, what) in [
+            ("type a = b\ntype b = a[]\n", "refers to itself"),
+            (
+                "type t = string\nparam p nope\n",
+                "the type 'nope' (not a declared type)",
+            ),
+            ("type t = 'a' | 'a'\n", "union types that repeat a member"),
+            (
+                "type t = {\n  *: string\n}\n",
+                "additional properties types",
+            ),
+            (
+                "@discriminator('k')\ntype t = {\n  k: 'a'\n}\n",
+                "decorators like '@discriminator'",
+            ),
+        ] {
+            let e = compile(src).expect_err(src);
+            assert!(e.message.contains(what), "{src}: {e}");
         }
     }
 

@@ -111,6 +111,8 @@ pub struct TypeExpr {
     /// Just one of the plain types.
     pub plain: bool,
     pub at: usize,
+    /// The type as a tree.
+    pub node: TypeNode,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -130,7 +132,21 @@ pub enum StmtKind {
     },
     Var {
         name: String,
+        /// `var x string = ...`: a typed variable.
+        ty: Option<TypeExpr>,
         value: Expr,
+    },
+    /// `type name = ...`: a user-defined type.
+    Type {
+        name: String,
+        ty: TypeExpr,
+    },
+    /// `func name(a int, b string) string => body`: a user-defined function.
+    Func {
+        name: String,
+        params: Vec<(String, TypeExpr)>,
+        output: TypeExpr,
+        body: Expr,
     },
     Resource {
         name: String,
@@ -366,7 +382,11 @@ impl<'a> Parser<'a> {
     /// expression grammar is kept as text.
     fn param(&mut self, tolerant: bool) -> Result<StmtKind, CompileError> {
         let (name, _) = self.ident("a parameter name")?;
-        let ty = self.type_expr("parameter")?;
+        let ty = if tolerant {
+            self.described_type()?
+        } else {
+            self.type_expr("parameter")?
+        };
         let (mut default, mut default_text) = (None, None);
         if self.eat_punct("=") {
             let start = self.pos;
@@ -428,15 +448,28 @@ impl<'a> Parser<'a> {
             "param" => self.param(false)?,
             "var" => {
                 let (name, _) = self.ident("a variable name")?;
-                if !self.is_punct("=") {
-                    return Err(unsupported(self.src, self.at(), "typed variables"));
-                }
-                self.bump();
+                let ty = if self.is_punct("=") {
+                    None
+                } else {
+                    Some(self.type_expr("variable")?)
+                };
+                self.expect_punct("=")?;
                 StmtKind::Var {
                     name,
+                    ty,
                     value: self.expr()?,
                 }
             }
+            "type" => {
+                let (name, _) = self.ident("a type name")?;
+                self.expect_punct("=")?;
+                self.skip_newlines();
+                StmtKind::Type {
+                    name,
+                    ty: self.type_expr("declared")?,
+                }
+            }
+            "func" => self.func()?,
             "resource" => {
                 let (name, _) = self.ident("a resource symbolic name")?;
                 let type_at = self.at();
@@ -513,8 +546,6 @@ impl<'a> Parser<'a> {
                 }
             }
             "existing" => return Err(unsupported(self.src, at, "existing resources")),
-            "type" => return Err(unsupported(self.src, at, "user-defined types")),
-            "func" => return Err(unsupported(self.src, at, "user-defined functions")),
             "import" => return Err(unsupported(self.src, at, "compile-time imports")),
             "extension" | "provider" => return Err(unsupported(self.src, at, "extensions")),
             "assert" => return Err(unsupported(self.src, at, "assertions")),
@@ -536,11 +567,127 @@ impl<'a> Parser<'a> {
         })
     }
 
-    /// A parameter or output type as written: a name (`string`), a literal or a union of
-    /// literals (`'a' | 'b'`), an object or tuple type, `resource '<type>'`, with `[]` and `?`.
+    /// After `func`: `name(a int, b string) string => body`.
+    fn func(&mut self) -> Result<StmtKind, CompileError> {
+        let (name, _) = self.ident("a function name")?;
+        self.expect_punct("(")?;
+        let mut params = Vec::new();
+        loop {
+            self.skip_newlines();
+            if self.eat_punct(")") {
+                break;
+            }
+            if !params.is_empty() {
+                self.expect_punct(",")?;
+                self.skip_newlines();
+            }
+            let (p, at) = self.ident("a parameter name")?;
+            if params.iter().any(|(q, _)| *q == p) {
+                return Err(self.err(at, format!("parameter '{p}' is declared more than once")));
+            }
+            params.push((p, self.type_expr("parameter")?));
+        }
+        let output = self.type_expr("output")?;
+        self.expect_punct("=>")?;
+        self.skip_newlines();
+        Ok(StmtKind::Func {
+            name,
+            params,
+            output,
+            body: self.expr()?,
+        })
+    }
+
+    /// A type as written: a name (`string`), a literal or a union of literals (`'a' | 'b'`),
+    /// an object or tuple type, `resource '<type>'`, with `[]` and `?`; also as a tree
+    /// (`node`), read first; the flat reading is what describes parameters to the catalog.
     fn type_expr(&mut self, what: &str) -> Result<TypeExpr, CompileError> {
+        let start = self.pos;
+        let t = self.type_expr_or_flat(what)?;
+        if let TypeNode::Unsupported(..) = t.node {
+            // If only the flat reading understood it, the tree's error is the one to give.
+            let (end, depth) = (self.pos, self.depth);
+            self.pos = start;
+            self.type_node()?;
+            (self.pos, self.depth) = (end, depth);
+        }
+        Ok(t)
+    }
+
+    /// A parameter's type for describing it (`parse_parameters`): whatever the flat reading
+    /// understands is accepted.
+    fn described_type(&mut self) -> Result<TypeExpr, CompileError> {
+        self.type_expr_or_flat("parameter")
+    }
+
+    fn type_expr_or_flat(&mut self, what: &str) -> Result<TypeExpr, CompileError> {
         let at = self.at();
         let start = self.pos;
+        let depth = self.depth;
+        let tree = self.type_node().map(|n| (n, self.pos));
+        self.depth = depth;
+        if what == "declared" {
+            // A `type` declaration: only the tree is read.
+            let node = tree?.0;
+            let text = self.src[at..self.tokens[self.pos.saturating_sub(1).max(start)].end]
+                .trim()
+                .to_string();
+            return Ok(TypeExpr {
+                text,
+                base: String::new(),
+                array: false,
+                nullable: false,
+                plain: false,
+                at,
+                node,
+            });
+        }
+        self.pos = start;
+        match (self.flat_type(what, at, start), tree) {
+            (Ok(mut flat), Ok((node, end))) => {
+                if end == self.pos {
+                    flat.node = node;
+                } else {
+                    // Read differently: the tree knows more forms.
+                    self.pos = end;
+                    flat = self.unread_type(at, start, node);
+                }
+                Ok(flat)
+            }
+            (Ok(mut flat), Err(_)) => {
+                flat.node = TypeNode::Unsupported("this type syntax".into(), at);
+                Ok(flat)
+            }
+            (Err(_), Ok((node, end))) => {
+                self.pos = end;
+                Ok(self.unread_type(at, start, node))
+            }
+            (Err(e), Err(_)) => Err(e),
+        }
+    }
+
+    /// A type that only the tree reading understands (its flat description is empty).
+    fn unread_type(&self, at: usize, start: usize, node: TypeNode) -> TypeExpr {
+        let text = self.src[at..self.tokens[self.pos.saturating_sub(1).max(start)].end]
+            .trim()
+            .to_string();
+        TypeExpr {
+            text,
+            base: String::new(),
+            array: false,
+            nullable: false,
+            plain: false,
+            at,
+            node: match node.is_aggregate() {
+                // The flat reading failed on it: some part is outside the subset.
+                true => node,
+                false => TypeNode::Unsupported("this type syntax".into(), at),
+            },
+        }
+    }
+
+    /// The flat reading of a type (its base, `[]`, `?`), for describing parameters.
+    fn flat_type(&mut self, what: &str, at: usize, start: usize) -> Result<TypeExpr, CompileError> {
         let mut base = None;
         let mut members = 0;
         loop {
@@ -618,6 +765,7 @@ impl<'a> Parser<'a> {
         let nullable = text.ends_with('?');
         let array = text.ends_with("[]") || text.ends_with("[]?");
         let base = base.unwrap_or_default();
+        let node = TypeNode::Unsupported("this type syntax".into(), at);
         let plain = members == 1
             && !nullable
             && !array
@@ -630,6 +778,7 @@ impl<'a> Parser<'a> {
             nullable,
             plain,
             at,
+            node,
         })
     }
 
@@ -1197,6 +1346,9 @@ impl<'a> Parser<'a> {
 }
 
 mod nested;
+mod types;
+
+pub use types::TypeNode;
 
 pub fn unsupported(src: &str, at: usize, construct: &str) -> CompileError {
     CompileError::at(
