@@ -10,6 +10,7 @@
 mod batch;
 mod messages;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -109,22 +110,45 @@ pub struct PersistenceHandle {
     addr: Addr<PersistenceActor>,
     timeout: Duration,
     accepts: Addr<batch::AcceptBatcher>,
+    shared: Arc<batch::Accepts>,
 }
 
 impl PersistenceHandle {
     /// Needs a running actix system (the batcher of accepts starts on it).
     pub fn new(addr: Addr<PersistenceActor>, timeout: Duration) -> PersistenceHandle {
-        let accepts = batch::AcceptBatcher::new(addr.clone(), timeout).start();
+        let shared = Arc::new(batch::Accepts::default());
+        let accepts = batch::AcceptBatcher::new(addr.clone(), timeout, shared.clone()).start();
         PersistenceHandle {
             addr,
             timeout,
             accepts,
+            shared,
         }
     }
 
     /// Commits an accepted deployment together with the others arriving meanwhile (group
-    /// commit) and answers once it is durable.
+    /// commit) and answers once it is durable. With nothing in flight it commits alone,
+    /// straight from the caller's thread.
     pub async fn accept(&self, msg: CreateDeployment) -> Result<Created, PersistError> {
+        if let Some(slot) = self.shared.try_alone(&self.accepts) {
+            let answer = self
+                .addr
+                .send(CreateDeployments(vec![msg]))
+                .timeout(self.timeout)
+                .await;
+            drop(slot);
+            return match answer {
+                Ok(mut answers) => answers.pop().unwrap_or_else(|| {
+                    Err(PersistError::Query("an accept was not answered".into()))
+                }),
+                Err(MailboxError::Timeout) => Err(PersistError::Unavailable(
+                    "the database did not answer in time".into(),
+                )),
+                Err(MailboxError::Closed) => Err(PersistError::Unavailable(
+                    "the persistence actor has stopped".into(),
+                )),
+            };
+        }
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.accepts.do_send(batch::Enqueue(msg, tx));
         match tokio::time::timeout(self.timeout * 2, rx).await {

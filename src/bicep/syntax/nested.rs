@@ -145,29 +145,9 @@ fn lower_children(
                         "resource loops nested in conditional resources (with a loop variable named like a name the condition reads, or with children of their own)",
                     ));
                 }
-                l.condition = Some(match l.condition.take() {
-                    Some(c) => Expr {
-                        at: c.at,
-                        kind: ExprKind::Binary {
-                            op: "&&",
-                            left: Box::new(pc.clone()),
-                            right: Box::new(c),
-                        },
-                    },
-                    None => pc.clone(),
-                });
+                l.condition = Some(and_parent(pc, l.condition.take()));
             } else {
-                *condition = Some(match condition.take() {
-                    Some(c) => Expr {
-                        at: c.at,
-                        kind: ExprKind::Binary {
-                            op: "&&",
-                            left: Box::new(pc.clone()),
-                            right: Box::new(c),
-                        },
-                    },
-                    None => pc.clone(),
-                });
+                *condition = Some(and_parent(pc, condition.take()));
             }
         }
         body.push(Property {
@@ -284,5 +264,20 @@ fn rename(e: &mut Expr, chain: &[Scope], bound: &mut Vec<String>) {
         }),
         ExprKind::Array(items) => items.iter_mut().for_each(|i| rename(i, chain, bound)),
         ExprKind::Int(_) | ExprKind::Bool(_) | ExprKind::Null => {}
+    }
+}
+
+/// The parent's condition stacked on a child's own (`and(parent, own)`), or the parent's alone.
+fn and_parent(parent: &Expr, own: Option<Expr>) -> Expr {
+    match own {
+        Some(c) => Expr {
+            at: c.at,
+            kind: ExprKind::Binary {
+                op: "&&",
+                left: Box::new(parent.clone()),
+                right: Box::new(c),
+            },
+        },
+        None => parent.clone(),
     }
 }
