@@ -629,18 +629,7 @@ impl<'a> Parser<'a> {
         if what == "declared" {
             // A `type` declaration: only the tree is read.
             let node = tree?.0;
-            let text = self.src[at..self.tokens[self.pos.saturating_sub(1).max(start)].end]
-                .trim()
-                .to_string();
-            return Ok(TypeExpr {
-                text,
-                base: String::new(),
-                array: false,
-                nullable: false,
-                plain: false,
-                at,
-                node,
-            });
+            return Ok(self.tree_type(at, start, node));
         }
         self.pos = start;
         match (self.flat_type(what, at, start), tree) {
@@ -668,21 +657,26 @@ impl<'a> Parser<'a> {
 
     /// A type that only the tree reading understands (its flat description is empty).
     fn unread_type(&self, at: usize, start: usize, node: TypeNode) -> TypeExpr {
-        let text = self.src[at..self.tokens[self.pos.saturating_sub(1).max(start)].end]
-            .trim()
-            .to_string();
+        let node = match node.is_aggregate() {
+            // The flat reading failed on it: some part is outside the subset.
+            true => node,
+            false => TypeNode::Unsupported("this type syntax".into(), at),
+        };
+        self.tree_type(at, start, node)
+    }
+
+    /// A type described by its tree alone: the source text from `at` to the last token read.
+    fn tree_type(&self, at: usize, start: usize, node: TypeNode) -> TypeExpr {
         TypeExpr {
-            text,
+            text: self.src[at..self.tokens[self.pos.saturating_sub(1).max(start)].end]
+                .trim()
+                .to_string(),
             base: String::new(),
             array: false,
             nullable: false,
             plain: false,
             at,
-            node: match node.is_aggregate() {
-                // The flat reading failed on it: some part is outside the subset.
-                true => node,
-                false => TypeNode::Unsupported("this type syntax".into(), at),
-            },
+            node,
         }
     }
 
